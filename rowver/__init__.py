@@ -1,0 +1,43 @@
+"""rowver: versioned rows inside PostgreSQL.
+
+    import rowver
+    db = rowver.connect()            # URL, else ROWVER_URL, else the embedded default
+    db.enable("customers")
+    with db.changeset(message="nightly load") as cs:
+        cs.sync("customers", frame)
+    db.as_of("customers", "train-2026-11")
+
+Importing rowver connects to nothing and imports neither pandas nor SQLAlchemy.
+"""
+
+from ._database import Database, connect
+from ._write import Changeset, WriteResult
+from .errors import (
+    ConflictError,
+    InvalidInputError,
+    NotInstalledError,
+    NotVersionedError,
+    PermissionDeniedError,
+    RowverError,
+    ServerError,
+    UnknownTableError,
+    UnsupportedError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Changeset",
+    "ConflictError",
+    "Database",
+    "InvalidInputError",
+    "NotInstalledError",
+    "NotVersionedError",
+    "PermissionDeniedError",
+    "RowverError",
+    "ServerError",
+    "UnknownTableError",
+    "UnsupportedError",
+    "WriteResult",
+    "connect",
+]

@@ -1,0 +1,174 @@
+"""The Database handle: one connection, and the Python surface of DESIGN §4."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from . import _install, _query, _schema, _server, _write
+from .errors import NotInstalledError, RowverError, ServerError, translated
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def connect(url: str | None = None) -> Database:
+    """A handle on a database: ``url``, else ``ROWVER_URL``, else the embedded default.
+
+    The embedded default database gets the rowver catalog on first use; any other
+    database needs ``rowver init`` (or ``db.init()``) once.
+    """
+    embedded = not url and not os.environ.get("ROWVER_URL")
+    target = _server.resolve_url(url)
+    db = Database(target)
+    if embedded and db.catalog_version() is None:
+        db.init()
+    return db
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class Database:
+    """A rowver database. Cheap to create; connects on first use."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn: psycopg.Connection | None = None
+
+    # -- connection -------------------------------------------------------------------
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The autocommit connection every call uses (changesets open transactions on it)."""
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self.url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
+                raise ServerError(f"cannot connect to {redacted(self.url)}: {reason}") from exc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- catalog ----------------------------------------------------------------------
+
+    def catalog_version(self) -> str | None:
+        """The installed catalog version, or None when rowver is not installed here."""
+        with translated():
+            return _install.installed_version(self.conn)
+
+    def init(self) -> None:
+        """Install or upgrade the rowver catalog (idempotent)."""
+        with translated():
+            _install.install(self.conn)
+
+    def require_catalog(self) -> None:
+        if self.catalog_version() is None:
+            raise NotInstalledError("rowver is not installed in this database; run `rowver init`")
+
+    # -- schema -----------------------------------------------------------------------
+
+    def enable(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
+               ignore: Iterable[str] = ()) -> int:
+        """Version ``table``; returns the enabling changeset's version."""
+        if self.catalog_version() is None:
+            self.init()
+        return _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore)
+
+    def disable(self, table: str, *, keep_history: bool = False) -> None:
+        """Stop versioning ``table``; its history is dropped unless ``keep_history``."""
+        _schema.disable(self, table, keep_history=keep_history)
+
+    def ddl(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
+            ignore: Iterable[str] = ()) -> str:
+        """The SQL that ``enable`` would run, unapplied."""
+        self.require_catalog()
+        return _schema.ddl(self, table, key=key, triggers=triggers, ignore=ignore)
+
+    def disable_ddl(self, table: str, *, keep_history: bool = False) -> str:
+        """The SQL that ``disable`` would run, unapplied."""
+        return _schema.disable_ddl(self, table, keep_history=keep_history)
+
+    # -- writing ----------------------------------------------------------------------
+
+    def changeset(self, message: str | None = None, author: str | None = None, *,
+                  retries: int = 5) -> _write.Changeset:
+        """A transaction whose writes become one version: ``with db.changeset(...) as cs:``."""
+        return _write.Changeset(self, message=message, author=author, retries=retries)
+
+    def revert(self, table: str, to: str | int, *, message: str | None = None,
+               author: str | None = None) -> _write.WriteResult:
+        """Restore ``table`` as of ``to`` in a new changeset; nothing is erased."""
+        with self.changeset(message=message, author=author) as cs:
+            result = cs.revert(table, to)
+        return result
+
+    # -- reading ----------------------------------------------------------------------
+
+    def head(self) -> int:
+        """The newest version safe to read."""
+        return int(self.scalar("select rowver.head()"))
+
+    def publish_head(self) -> int:
+        """Advance the published head (``rowver.head_mark``) to the live head."""
+        return int(self.scalar("select rowver.publish_head()"))
+
+    def resolve(self, ref: str | int) -> int:
+        """The version a ref names (number, tag, 'head', ISO-8601 timestamp); at most head."""
+        return int(self.scalar("select rowver.resolve(%s)", (str(ref),)))
+
+    def tag(self, name: str, ref: str | int = "head") -> int:
+        """Name a version; returns it."""
+        return int(self.scalar("select rowver.tag(%s, %s)", (name, str(ref))))
+
+    def tags(self) -> pd.DataFrame:
+        return _query.tags(self)
+
+    def as_of(self, table: str, ref: str | int = "head") -> pd.DataFrame:
+        """``table`` as of a ref, as a DataFrame."""
+        return _query.as_of(self, table, ref)
+
+    def history(self, table: str, key: Any) -> pd.DataFrame:
+        """Every version of one row (key: a value, a tuple, or a dict of key columns)."""
+        return _query.history(self, table, key)
+
+    def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head") -> pd.DataFrame:
+        """Rows added, removed and changed between two refs."""
+        return _query.diff(self, table, ref_a, ref_b)
+
+    def log(self, limit: int = 50, table: str | None = None) -> pd.DataFrame:
+        """Changesets, newest first."""
+        return _query.log(self, limit=limit, table=table)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def scalar(self, query: Any, params: Sequence[Any] | None = None) -> Any:
+        with translated():
+            row = self.conn.execute(query, params).fetchone()
+        return row[0] if row else None
+
+    def __repr__(self) -> str:
+        return f"rowver.Database({redacted(self.url)!r})"
+
+
+__all__ = ["Database", "RowverError", "connect"]

@@ -1,0 +1,55 @@
+"""Enabling and disabling versioning: thin calls to the schema generator in sql/20_tables.sql."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .errors import InvalidInputError, translated
+
+if TYPE_CHECKING:
+    from ._database import Database
+
+
+def _names(values: Iterable[str] | None, what: str) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    names = list(values)
+    if not all(isinstance(v, str) and v for v in names):
+        raise InvalidInputError(f"{what} must be column names")
+    return names
+
+
+def _script(statements: Iterable[str]) -> str:
+    return "".join(f"{s};\n" for s in statements)
+
+
+def enable(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
+           ignore: Iterable[str]) -> int:
+    args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [])
+    with translated(), db.conn.transaction():
+        return int(db.conn.execute(
+            "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[])", args).fetchone()[0])
+
+
+def ddl(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
+        ignore: Iterable[str]) -> str:
+    args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [])
+    with translated():
+        rows = db.conn.execute(
+            "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[])", args).fetchall()
+    return _script(r[0] for r in rows)
+
+
+def disable(db: Database, table: str, *, keep_history: bool) -> None:
+    with translated(), db.conn.transaction():
+        db.conn.execute("select rowver.disable(%s::regclass, %s)", (table, keep_history))
+
+
+def disable_ddl(db: Database, table: str, *, keep_history: bool) -> str:
+    with translated():
+        rows = db.conn.execute("select rowver.disable_ddl(%s::regclass, %s)",
+                               (table, keep_history)).fetchall()
+    return _script(r[0] for r in rows)

@@ -1,0 +1,158 @@
+"""The write layer: changesets, and rows staged by COPY then applied set-based.
+
+A changeset is one transaction, so one version. Each call stages its rows (COPY into a
+temporary table), validates them and only then writes to the versioned table, so the
+version is allocated as late as possible. The capture triggers write history; this module
+never does. A serialization failure (40001: a concurrent transaction wrote a newer
+version first) restarts the transaction and replays the calls made so far.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from . import _frames
+from .errors import ConflictError, RowverError, translated
+
+if TYPE_CHECKING:
+    from ._database import Database
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write call did, and the version its changeset writes (None: nothing yet)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    version: int | None = None
+
+
+class Changeset:
+    """``with db.changeset(message=..., author=...) as cs:`` — every call inside is one version."""
+
+    def __init__(self, db: Database, *, message: str | None, author: str | None, retries: int):
+        self._db = db
+        self.message = message
+        self.author = author
+        self._retries = retries
+        self._ops: list[tuple[Callable[..., WriteResult], tuple[Any, ...]]] = []
+        self._tx: psycopg.Transaction | None = None
+        self.version: int | None = None
+
+    # -- the transaction ------------------------------------------------------------
+
+    def __enter__(self) -> Changeset:
+        self._begin()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        tx, self._tx = self._tx, None
+        if tx is None:
+            return
+        with translated():
+            tx.__exit__(exc_type, exc, tb)
+            if exc_type is None:
+                self._db.conn.execute("select rowver.publish_head()")
+
+    def _begin(self) -> None:
+        conn = self._db.conn
+        with translated():
+            self._tx = conn.transaction()
+            self._tx.__enter__()
+            conn.execute("select set_config('rowver.message', %s, true), set_config('rowver.author', %s, true)",
+                         (self.message or "", self.author or ""))
+
+    def _restart(self, attempt: int) -> None:
+        """Roll back, wait a little (jittered), begin again and replay the calls so far."""
+        if self._tx is not None:
+            tx, self._tx = self._tx, None
+            tx.__exit__(ConflictError, ConflictError("retry"), None)
+        time.sleep(random.uniform(0, min(0.02 * 2**attempt, 1.0)))
+        self._begin()
+        for op, args in self._ops:
+            op(*args)
+
+    def _run(self, op: Callable[..., WriteResult], *args: Any) -> WriteResult:
+        if self._tx is None:
+            raise RowverError("this changeset is closed; open a new one with db.changeset()")
+        for attempt in range(self._retries + 1):
+            try:
+                with translated():
+                    if attempt:
+                        self._restart(attempt)
+                    with self._db.conn.transaction():  # a savepoint: a failed call changes nothing
+                        result = op(*args)
+            except ConflictError:
+                if attempt == self._retries:
+                    raise
+                continue
+            self._ops.append((op, args))
+            self.version = result.version
+            return result
+        raise AssertionError("unreachable")
+
+    # -- writes -----------------------------------------------------------------------
+
+    def insert(self, table: str, rows: Any) -> WriteResult:
+        """Insert new rows (a DataFrame or dicts); an existing key is an error."""
+        return self._run(self._load, table, rows, "insert")
+
+    def upsert(self, table: str, rows: Any) -> WriteResult:
+        """Insert new keys and update changed rows; unchanged rows cost nothing."""
+        return self._run(self._load, table, rows, "upsert")
+
+    def delete(self, table: str, rows: Any) -> WriteResult:
+        """Delete the rows with these keys (tombstones in history)."""
+        return self._run(self._load, table, rows, "delete")
+
+    def sync(self, table: str, rows: Any) -> WriteResult:
+        """Make ``table`` equal this full snapshot: only differences become versions."""
+        return self._run(self._load, table, rows, "sync")
+
+    def revert(self, table: str, to: str | int) -> WriteResult:
+        """Restore ``table`` as of ``to``; the reverted-from state stays readable."""
+        return self._run(self._revert, table, str(to))
+
+    # -- the statements behind them ------------------------------------------------------
+
+    def _load(self, table: str, rows: Any, mode: str) -> WriteResult:
+        conn = self._db.conn
+        keys, known, json_cols = _table_shape(conn, table)
+        columns, records = _frames.to_records(rows)
+        _frames.check_rows(table, columns, records, keys, known)
+        stage = conn.execute("select rowver.stage(%s::regclass, %s::name[])", (table, columns)).fetchone()[0]
+        copy = sql.SQL("copy {} ({}) from stdin").format(
+            sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns)))
+        with conn.cursor().copy(copy) as cp:
+            for row in _frames.adapt_json(columns, json_cols, records):
+                cp.write_row(row)
+        counts = conn.execute("select * from rowver.load(%s::regclass, %s::regclass, %s)",
+                              (table, stage, mode)).fetchone()
+        return WriteResult(*counts, version=_current_version(conn))
+
+    def _revert(self, table: str, ref: str) -> WriteResult:
+        row = self._db.conn.execute("select * from rowver.revert(%s::regclass, %s)", (table, ref)).fetchone()
+        return WriteResult(*row)
+
+
+def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:
+    """(key columns, writable columns, json columns) of a versioned table."""
+    keys = conn.execute("select (rowver.registered(%s::regclass)).key_columns", (table,)).fetchone()[0]
+    cols = conn.execute(
+        "select p.name, p.history_type_sql in ('json', 'jsonb') from rowver.payload_columns(%s::regclass) p"
+        " join pg_attribute a on a.attrelid = %s::regclass and a.attname = p.name where a.attgenerated = ''",
+        (table, table)).fetchall()
+    return list(keys), [c for c, _ in cols], {c for c, is_json in cols if is_json}
+
+
+def _current_version(conn: psycopg.Connection) -> int | None:
+    return conn.execute("select rowver.current_version()").fetchone()[0]

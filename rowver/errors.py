@@ -1,0 +1,112 @@
+"""rowver's exceptions: one tree rooted at RowverError.
+
+Database errors are mapped here, in one place, keeping their SQLSTATE, so callers can
+catch by meaning (`except rowver.ConflictError`) and the CLI can print one clear line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+
+class RowverError(Exception):
+    """Any error rowver reports. `sqlstate` is set when the database raised it."""
+
+    sqlstate: str | None = None
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate or self.sqlstate
+        self.hint = hint
+
+
+class NotInstalledError(RowverError):
+    """The database has no rowver catalog yet (run `rowver init`)."""
+
+
+class ServerError(RowverError):
+    """The server could not be reached or started."""
+
+
+class UnknownTableError(RowverError):
+    """The table (or one of its columns) does not exist."""
+
+    sqlstate = "42P01"
+
+
+class NotVersionedError(RowverError):
+    """The table exists but versioning is not enabled on it."""
+
+    sqlstate = "42704"
+
+
+class InvalidInputError(RowverError):
+    """A ref, key, frame or option that cannot be used as given."""
+
+    sqlstate = "22023"
+
+
+class ConflictError(RowverError):
+    """A concurrent transaction wrote a newer version first (SQLSTATE 40001); retry."""
+
+    sqlstate = "40001"
+
+
+class PermissionDeniedError(RowverError):
+    """The role lacks a privilege rowver needs (SQLSTATE 42501)."""
+
+    sqlstate = "42501"
+
+
+class UnsupportedError(RowverError):
+    """Something rowver deliberately does not do (yet)."""
+
+    sqlstate = "0A000"
+
+
+# SQLSTATE (exact, or its two-character class) -> exception class.
+_BY_SQLSTATE: dict[str, type[RowverError]] = {
+    "42P01": UnknownTableError,
+    "42703": UnknownTableError,
+    "3F000": UnknownTableError,
+    "42704": NotVersionedError,
+    "40001": ConflictError,
+    "40P01": ConflictError,
+    "42501": PermissionDeniedError,
+    "0A000": UnsupportedError,
+    "22": InvalidInputError,
+    "23": InvalidInputError,
+    "42": InvalidInputError,
+}
+
+
+def from_database(exc: psycopg.Error) -> RowverError:
+    """The RowverError for a database error: its message, SQLSTATE and hint kept."""
+    state = exc.sqlstate or ""
+    diag = exc.diag
+    message = (diag.message_primary or str(exc)).strip()
+    message = message.removeprefix("rowver: ")
+    if diag.context and "COPY" in diag.context:
+        # a value the table's type cannot take: name the column and line it came from
+        message = f"{message} ({diag.context.splitlines()[0]})"
+    if diag.message_detail:
+        message = f"{message}: {diag.message_detail}"
+    if isinstance(exc, psycopg.OperationalError) and not state:
+        return ServerError(message)
+    if state in ("3F000", "42883") and "rowver" in message:
+        return NotInstalledError("rowver is not installed in this database; run `rowver init`",
+                                 sqlstate=state)
+    cls = _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2], RowverError)
+    return cls(message, sqlstate=state or None, hint=diag.message_hint)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise database errors inside the block as RowverError (the cause is kept)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise from_database(exc) from exc

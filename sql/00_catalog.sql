@@ -1,0 +1,110 @@
+-- rowver catalog: roles, schema, version sequence, changesets, head, tags and the registry.
+--
+-- Installable with psql alone (`psql -f` each file of sql/ in name order) and idempotent:
+-- rerunning the files upgrades functions in place and leaves data alone.
+
+-- rowver_owner owns everything rowver creates; rowver_admin may prune, erase and disable.
+-- They are created where the installer may create roles, and reused where they exist.
+do $$
+begin
+  if not exists (select from pg_catalog.pg_roles where rolname = 'rowver_owner') then
+    create role rowver_owner nologin;
+  end if;
+  if not exists (select from pg_catalog.pg_roles where rolname = 'rowver_admin') then
+    create role rowver_admin nologin;
+  end if;
+  -- the installer acts as rowver_owner to create objects it will own
+  if not pg_catalog.pg_has_role(current_user, 'rowver_owner', 'MEMBER') then
+    execute pg_catalog.format('grant rowver_owner to %I', current_user);
+  end if;
+end $$;
+
+create schema if not exists rowver authorization rowver_owner;
+grant usage on schema rowver to public;
+
+set role rowver_owner;
+
+create table if not exists rowver.meta (
+  key   text primary key,
+  value text not null
+);
+
+-- One database-wide sequence hands out versions. CACHE 1 keeps them dense and ordered by
+-- allocation; MAXVALUE leaves 2^48-1 free for the allocation mutex (see lock_key1).
+create sequence if not exists rowver.version_seq as bigint cache 1 maxvalue 281474976710654;
+
+-- A version handed to a running transaction. The stamp trusts currval() only after a
+-- statement has checked the row here for its own transaction id.
+create table if not exists rowver.allocation (
+  version bigint primary key,
+  xid     xid8 not null unique
+);
+
+-- One row per committed transaction that changed versioned data.
+create table if not exists rowver.changeset (
+  version     bigint primary key,
+  xid         xid8 not null,
+  created_at  timestamptz not null default pg_catalog.clock_timestamp(),
+  db_user     name not null default session_user,  -- who logged in
+  db_role     name not null,                       -- the role the writes ran as
+  author      text,                                -- claimed: SET LOCAL rowver.author
+  message     text,                                -- claimed: SET LOCAL rowver.message
+  meta        jsonb not null default '{}'
+);
+
+-- The registry of versioned tables and the names rowver generated for them.
+create table if not exists rowver.versioned (
+  id              serial primary key,
+  relid           regclass not null unique,   -- dumped by name, so it survives restore
+  key_columns     name[] not null,
+  ignore_columns  name[] not null default '{}',
+  triggers        boolean not null,
+  history_name    name not null,
+  versions_name   name not null,
+  as_of_name      name not null,
+  stamp_name      name not null,
+  capture_name    name not null,
+  enabled_version bigint not null,
+  definition_hash text not null
+);
+
+-- Which tables a changeset touched and how many row changes it made there.
+create table if not exists rowver.changeset_table (
+  version  bigint not null references rowver.changeset on delete cascade,
+  table_id integer not null references rowver.versioned on delete cascade,
+  rows     bigint not null,
+  primary key (version, table_id)
+);
+
+-- The published head: an ordinary row, safe to read in any snapshot and on replicas.
+create table if not exists rowver.head_mark (
+  singleton boolean primary key default true check (singleton),
+  head      bigint not null,
+  at        timestamptz not null
+);
+insert into rowver.head_mark values (true, 0, pg_catalog.clock_timestamp()) on conflict do nothing;
+
+-- Every published head with its time: timestamps resolve through this log.
+create table if not exists rowver.head_log (
+  at   timestamptz not null,
+  head bigint not null,
+  primary key (at, head)
+);
+insert into rowver.head_log select at, head from rowver.head_mark on conflict do nothing;
+
+create table if not exists rowver.tag (
+  name       text primary key,
+  version    bigint not null,
+  created_at timestamptz not null default pg_catalog.clock_timestamp(),
+  db_user    name not null default session_user
+);
+
+-- Readers may see everything; only rowver's own functions write.
+grant select on all tables in schema rowver to public;
+-- The stamp reads currval(); reading a sequence never moves it (no USAGE, no UPDATE).
+grant select on sequence rowver.version_seq to public;
+
+insert into rowver.meta values ('schema_version', '1')
+  on conflict (key) do update set value = excluded.value;
+
+reset role;

@@ -1,0 +1,258 @@
+-- Row-level operations on versioned tables: set-based loads from a staging table, revert,
+-- and the read-side helpers (history, diff, log). Every write goes through the capture
+-- triggers, so these functions never write history themselves; they run as the caller.
+
+set role rowver_owner;
+
+-- The registry row of a versioned table, or one clear error.
+create or replace function rowver.registered(tbl regclass) returns rowver.versioned
+language plpgsql stable
+as $$
+declare
+  r rowver.versioned;
+begin
+  select * into r from rowver.versioned v where v.relid = tbl;
+  if not found then
+    raise exception 'rowver: % is not versioned', tbl using errcode = '42704',
+      hint = 'enable it first: rowver.enable(''table'')';
+  end if;
+  return r;
+end $$;
+
+-- T's schema-qualified as-of function, called at version v, as a FROM item.
+create or replace function rowver.as_of_sql(tbl regclass, v bigint) returns text
+language sql stable
+as $$
+  select pg_catalog.format('%I.%I(%s)', n.nspname, r.as_of_name, v)
+    from rowver.registered(tbl) r
+    join pg_catalog.pg_class c on c.oid = tbl
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+$$;
+
+-- A temporary staging table shaped like the given columns of tbl, dropped at commit.
+create or replace function rowver.stage(tbl regclass, cols name[]) returns regclass
+language plpgsql
+as $$
+declare
+  bad name;
+begin
+  perform rowver.registered(tbl);
+  select c into bad from unnest(cols) c
+   where not exists (select from rowver.payload_columns(tbl) p where p.name = c);
+  if found then
+    raise exception 'rowver: % has no column %', tbl, quote_ident(bad) using errcode = '42703';
+  end if;
+  select c into bad from unnest(cols) c
+    join rowver.payload_columns(tbl) p on p.name = c where not p.compared and c in
+      (select a.attname from pg_catalog.pg_attribute a where a.attrelid = tbl and a.attgenerated <> '');
+  if found then
+    raise exception 'rowver: column % of % is generated and cannot be written', quote_ident(bad), tbl
+      using errcode = '428C9';
+  end if;
+  drop table if exists pg_temp.rv_stage;
+  execute format('create temp table rv_stage on commit drop as select %s from %s with no data',
+                 (select string_agg(format('%I', c), ', ') from unnest(cols) c), rowver.qualified(tbl));
+  return 'pg_temp.rv_stage'::regclass;
+end $$;
+
+-- Apply rows to tbl, set-based: from a staging relation, or (source null) from tbl as of
+-- version `at`. Modes: insert, upsert, delete, sync (upsert + delete keys not in source).
+-- Rows that are unchanged are not touched. Returns the counts.
+create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint default null,
+                                             out inserted bigint, out updated bigint,
+                                             out deleted bigint, out unchanged bigint)
+language plpgsql
+as $$
+declare
+  r      rowver.versioned := rowver.registered(tbl);
+  t      text := rowver.qualified(tbl);
+  src    text;
+  cols   name[];
+  vals   name[];
+  total  bigint;
+  ovr    text := '';
+begin
+  if mode not in ('insert', 'upsert', 'delete', 'sync') then
+    raise exception 'rowver: unknown load mode %', quote_literal(mode) using errcode = '22023';
+  end if;
+  if source is null then
+    src := rowver.as_of_sql(tbl, at);
+    select array_agg(p.name order by p.attnum) into cols
+      from rowver.payload_columns(tbl) p
+      join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = p.name
+     where a.attgenerated = '';
+  else
+    src := source::text;
+    select array_agg(a.attname order by a.attnum) into cols
+      from pg_catalog.pg_attribute a where a.attrelid = source and a.attnum > 0 and not a.attisdropped;
+  end if;
+  if not (r.key_columns <@ cols) then
+    raise exception 'rowver: rows for % must include the key columns (%)', tbl,
+      array_to_string(r.key_columns, ', ') using errcode = '42703';
+  end if;
+  vals := array(select c from unnest(cols) c where c <> all (r.key_columns));
+  if exists (select from pg_catalog.pg_attribute a
+              where a.attrelid = tbl and a.attname = any (cols) and a.attidentity = 'a') then
+    ovr := 'overriding system value';
+  end if;
+  execute format('select count(*) from %s', src) into total;
+  inserted := 0; updated := 0; deleted := 0;
+
+  if mode = 'delete' then
+    execute format('delete from %s t using %s s where %s', t, src, rowver.key_join_sql(r.key_columns, 't', 's'));
+    get diagnostics deleted = row_count;
+    unchanged := total - deleted;
+    return;
+  end if;
+
+  if mode = 'sync' then
+    execute format('delete from %s t where not exists (select from %s s where %s)',
+                   t, src, rowver.key_join_sql(r.key_columns, 't', 's'));
+    get diagnostics deleted = row_count;
+  end if;
+
+  if mode in ('upsert', 'sync') and cardinality(vals) > 0 then
+    execute format('update %s t set %s from %s s where %s and not (%s)',
+      t,
+      (select string_agg(format('%I = s.%I', c, c), ', ') from unnest(vals) c),
+      src,
+      rowver.key_join_sql(r.key_columns, 't', 's'),
+      (select string_agg(rowver.same_value_sql(c, rowver.has_btree_eq(a.atttypid), 't', 's'), ' and ')
+         from unnest(vals) c join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = c));
+    get diagnostics updated = row_count;
+  end if;
+
+  if mode = 'insert' then
+    execute format('insert into %s (%s) %s select %s from %s s', t,
+      (select string_agg(format('%I', c), ', ') from unnest(cols) c), ovr,
+      (select string_agg(format('s.%I', c), ', ') from unnest(cols) c), src);
+  else
+    execute format('insert into %s (%s) %s select %s from %s s where not exists (select from %s t where %s)',
+      t, (select string_agg(format('%I', c), ', ') from unnest(cols) c), ovr,
+      (select string_agg(format('s.%I', c), ', ') from unnest(cols) c), src,
+      t, rowver.key_join_sql(r.key_columns, 't', 's'));
+  end if;
+  get diagnostics inserted = row_count;
+  unchanged := total - inserted - updated;
+end $$;
+
+-- Load a staging table (see rowver.stage) into tbl.
+create or replace function rowver.load(tbl regclass, stage regclass, mode text,
+                                       out inserted bigint, out updated bigint,
+                                       out deleted bigint, out unchanged bigint)
+language sql
+begin atomic
+  select * from rowver.apply_rows(tbl, stage, mode);
+end;
+
+-- The version this transaction writes, or null if it has written nothing versioned.
+create or replace function rowver.current_version() returns bigint
+language sql stable
+begin atomic
+  select a.version from rowver.allocation a where a.xid = pg_current_xact_id_if_assigned();
+end;
+
+-- Restore tbl to its state as of ref, as a new changeset: nothing is erased, and the
+-- reverted-from state stays readable.
+create or replace function rowver.revert(tbl regclass, ref text,
+                                         out inserted bigint, out updated bigint,
+                                         out deleted bigint, out unchanged bigint,
+                                         out version bigint)
+language plpgsql
+as $$
+declare
+  v bigint;
+begin
+  perform rowver.registered(tbl);
+  v := rowver.resolve(ref);
+  if coalesce(current_setting('rowver.message', true), '') = '' then
+    perform set_config('rowver.message', format('revert %s to %s', tbl, v), true);
+  end if;
+  select * into inserted, updated, deleted, unchanged from rowver.apply_rows(tbl, null, 'sync', v);
+  version := rowver.current_version();
+end $$;
+
+-- Every version of one row, oldest first, with its changeset. key: {"column": value, ...}.
+create or replace function rowver.history(tbl regclass, key jsonb)
+returns table (rv_version bigint, rv_until bigint, rv_deleted boolean, created_at timestamptz,
+               author text, message text, "row" jsonb)
+language plpgsql stable
+as $$
+declare
+  r rowver.versioned := rowver.registered(tbl);
+  missing name;
+begin
+  select k into missing from unnest(r.key_columns) k where not (key ? k);
+  if found or jsonb_typeof(key) <> 'object' then
+    raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(r.key_columns, ', ')
+      using errcode = '22023';
+  end if;
+  return query execute format(
+    'select v.rv_version, v.rv_until, v.rv_deleted, c.created_at, c.author, c.message,
+            to_jsonb(v) - ''{rv_version,rv_until,rv_deleted}''::text[]
+       from %I.%I v
+       join jsonb_populate_record(null::%s, $1) k on %s
+       left join rowver.changeset c on c.version = v.rv_version
+      order by v.rv_version, v.rv_deleted',
+    (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where c.oid = tbl),
+    r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(r.key_columns, 'v', 'k'))
+  using key;
+end $$;
+
+-- Rows added, removed and changed between two refs, with the columns that changed.
+create or replace function rowver.diff(tbl regclass, ref_a text, ref_b text)
+returns table (op text, key jsonb, changed text[], old jsonb, new jsonb)
+language plpgsql volatile
+as $$
+declare
+  r rowver.versioned := rowver.registered(tbl);
+  a bigint := rowver.resolve(ref_a);
+  b bigint := rowver.resolve(ref_b);
+begin
+  return query execute format(
+    'select case when x is null then ''added'' when y is null then ''removed'' else ''changed'' end,
+            jsonb_build_object(%s),
+            array(select e.key from jsonb_each(to_jsonb(x) - ''rv_version'') e
+                   where e.value is distinct from to_jsonb(y) -> e.key order by e.key),
+            to_jsonb(x) - ''rv_version'', to_jsonb(y) - ''rv_version''
+       from %s x full join %s y on %s
+      where x is null or y is null
+         or (x.rv_version <> y.rv_version and to_jsonb(x) - ''rv_version'' <> to_jsonb(y) - ''rv_version'')
+      order by 2',
+    (select string_agg(format('%L, coalesce(x.%I, y.%I)', k, k, k), ', ') from unnest(r.key_columns) k),
+    rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b), rowver.key_join_sql(r.key_columns, 'x', 'y'));
+end $$;
+
+-- Changesets, newest first, with the tables they touched and how many rows they changed.
+create or replace function rowver.log(max_rows integer default 50, tbl regclass default null)
+returns table (version bigint, created_at timestamptz, author text, message text,
+               db_user name, db_role name, tables text[], rows bigint)
+language sql stable
+as $$
+  select c.version, c.created_at, c.author, c.message, c.db_user, c.db_role,
+         array(select v.relid::text from rowver.changeset_table ct
+                 join rowver.versioned v on v.id = ct.table_id
+                where ct.version = c.version order by 1),
+         (select sum(ct.rows)::bigint from rowver.changeset_table ct where ct.version = c.version)
+    from rowver.changeset c
+   where tbl is null
+      or exists (select from rowver.changeset_table ct join rowver.versioned v on v.id = ct.table_id
+                  where ct.version = c.version and v.relid = tbl)
+   order by c.version desc
+   limit max_rows
+$$;
+
+-- Rows shaped like the table for any ref: SELECT * FROM rowver.as_of(NULL::public.t, 'tag').
+-- The ref is resolved first, in its own statement, then the read follows.
+create or replace function rowver.as_of(tbl anyelement, ref text) returns setof anyelement
+language plpgsql volatile
+as $$
+declare
+  rel regclass := (select t.typrelid from pg_catalog.pg_type t where t.oid = pg_catalog.pg_typeof(tbl))::regclass;
+  v   bigint := rowver.resolve(ref);
+begin
+  return query execute format('select * from %s', rowver.as_of_sql(rel, v));
+end $$;
+
+reset role;

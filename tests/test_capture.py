@@ -1,0 +1,194 @@
+"""Capture by triggers: every writer is tracked, no-ops make no version, tombstones are
+point events, and nothing a rolled-back statement did leaves a trace."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+
+def history(conn: psycopg.Connection, table: str = "items") -> list[tuple]:
+    return conn.execute(
+        f"select id, name, rv_version, rv_until, rv_deleted from {table}__history order by id, rv_version"
+    ).fetchall()
+
+
+def changesets(conn: psycopg.Connection) -> list[int]:
+    return [r[0] for r in conn.execute("select version from rowver.changeset order by version")]
+
+
+@pytest.fixture
+def items(conn: psycopg.Connection) -> psycopg.Connection:
+    conn.execute("create table items (id int primary key, name text not null, qty int, doc json, code char(4))")
+    conn.execute("insert into items values (1, 'one', 1, '{\"a\": 1}', 'x'), (2, 'two', 2, null, 'y')")
+    conn.execute("select rowver.enable('items')")
+    return conn
+
+
+def test_existing_rows_become_the_enabling_version(items: psycopg.Connection) -> None:
+    assert changesets(items) == [1]
+    assert items.execute("select id, rv_version from items order by id").fetchall() == [(1, 1), (2, 1)]
+    msg = items.execute("select message from rowver.changeset").fetchone()[0]
+    assert msg == "enable items"
+    assert history(items) == []
+
+
+def test_update_keeps_old_state_in_history(items: psycopg.Connection) -> None:
+    items.execute("update items set name = 'uno' where id = 1")
+    assert history(items) == [(1, "one", 1, 2, False)]
+    assert items.execute("select rv_version from items where id = 1").fetchone()[0] == 2
+    assert items.execute("select name from items__as_of(1) where id = 1").fetchone()[0] == "one"
+    assert items.execute("select name from items__as_of(2) where id = 1").fetchone()[0] == "uno"
+
+
+def test_noop_update_keeps_counts_and_returning_and_makes_no_version(items: psycopg.Connection) -> None:
+    cur = items.execute("update items set name = name, doc = '{\"a\": 1}', code = 'x' where id = 1 returning id, rv_version")
+    assert cur.rowcount == 1
+    assert cur.fetchall() == [(1, 1)]
+    assert history(items) == []
+    assert changesets(items) == [1]
+
+
+def test_json_column_change_is_detected(items: psycopg.Connection) -> None:
+    items.execute("update items set doc = '{\"a\": 2}' where id = 1")
+    assert [h[:3] for h in history(items)] == [(1, "one", 1)]
+
+
+def test_delete_writes_state_and_tombstone(items: psycopg.Connection) -> None:
+    items.execute("delete from items where id = 2")
+    assert history(items) == [(2, "two", 1, 2, False), (2, None, 2, 2, True)]
+    assert items.execute("select count(*) from items__as_of(1)").fetchone()[0] == 2
+    assert items.execute("select count(*) from items__as_of(2)").fetchone()[0] == 1
+
+
+def test_update_then_delete_in_one_transaction(items: psycopg.Connection) -> None:
+    with items.transaction():
+        items.execute("update items set name = 'zwei' where id = 2")
+        items.execute("delete from items where id = 2")
+    # the intermediate state is no version; the delete is one tombstone
+    assert history(items) == [(2, "two", 1, 2, False), (2, None, 2, 2, True)]
+
+
+def test_insert_then_delete_of_a_new_key_leaves_nothing(items: psycopg.Connection) -> None:
+    with items.transaction():
+        items.execute("insert into items values (3, 'three')")
+        items.execute("update items set name = 'drei' where id = 3")
+        items.execute("delete from items where id = 3")
+    assert history(items) == []
+
+
+def test_delete_and_reinsert_in_one_transaction_is_an_update(items: psycopg.Connection) -> None:
+    with items.transaction():
+        items.execute("delete from items where id = 1")
+        items.execute("insert into items values (1, 'again')")
+    assert history(items) == [(1, "one", 1, 2, False)]
+    assert items.execute("select name, rv_version from items where id = 1").fetchone() == ("again", 2)
+
+
+def test_primary_key_change_tombstones_the_old_key(items: psycopg.Connection) -> None:
+    items.execute("update items set id = 10 where id = 1")
+    assert history(items) == [(1, "one", 1, 2, False), (1, None, 2, 2, True)]
+    assert items.execute("select id from items__as_of(1) order by id").fetchall() == [(1,), (2,)]
+    assert items.execute("select id from items__as_of(2) order by id").fetchall() == [(2,), (10,)]
+
+
+def test_shifting_keys_in_one_statement(conn: psycopg.Connection) -> None:
+    conn.execute("create table shift (id int primary key deferrable, name text)")
+    conn.execute("insert into shift values (1, 'one'), (2, 'two')")
+    conn.execute("select rowver.enable('shift')")
+    conn.execute("update shift set id = id + 1")  # key 2 now holds what key 1 held
+    assert conn.execute("select id, name from shift__as_of(1) order by id").fetchall() == [(1, "one"), (2, "two")]
+    assert conn.execute("select id, name from shift__as_of(2) order by id").fetchall() == [(2, "one"), (3, "two")]
+    assert conn.execute("select id, rv_deleted from shift__history where rv_until = 2 and rv_version = 2").fetchall() == [(1, True)]
+
+
+def test_on_conflict_do_nothing_leaves_no_changeset(items: psycopg.Connection) -> None:
+    cur = items.execute("insert into items values (1, 'dup') on conflict do nothing")
+    assert cur.rowcount == 0
+    assert changesets(items) == [1]
+
+
+def test_on_conflict_do_update_and_merge_are_captured(items: psycopg.Connection) -> None:
+    items.execute("insert into items values (1, 'upd'), (5, 'new') on conflict (id) do update set name = excluded.name")
+    v = changesets(items)[-1]
+    assert history(items) == [(1, "one", 1, v, False)]
+    items.execute(
+        "merge into items t using (values (2, 'merged'), (6, 'six')) s(id, name) on t.id = s.id "
+        "when matched then update set name = s.name when not matched then insert (id, name) values (s.id, s.name)"
+    )
+    w = changesets(items)[-1]
+    assert w > v
+    assert (2, "two", 1, w, False) in history(items)
+    assert items.execute("select id, rv_version from items where id in (5, 6) order by id").fetchall() == [(5, v), (6, w)]
+
+
+def test_rolled_back_savepoint_leaves_no_trace(items: psycopg.Connection) -> None:
+    with items.transaction():
+        items.execute("update items set name = 'kept' where id = 1")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with items.transaction():
+                items.execute("update items set name = 'lost' where id = 2")
+                items.execute("select 1/0")
+    assert history(items) == [(1, "one", 1, 2, False)]
+    assert items.execute("select name from items where id = 2").fetchone()[0] == "two"
+    assert changesets(items) == [1, 2]
+
+
+def test_write_only_in_rolled_back_savepoint_makes_no_changeset(items: psycopg.Connection) -> None:
+    with items.transaction():
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with items.transaction():
+                items.execute("update items set name = 'lost' where id = 2")
+                items.execute("select 1/0")
+    assert changesets(items) == [1]
+    assert history(items) == []
+
+
+def test_one_transaction_is_one_version(items: psycopg.Connection) -> None:
+    with items.transaction():
+        items.execute("update items set qty = 10 where id = 1")
+        items.execute("update items set qty = 11 where id = 1")
+        items.execute("insert into items values (3, 'three')")
+    assert changesets(items) == [1, 2]
+    assert history(items) == [(1, "one", 1, 2, False)]
+    assert items.execute("select qty from items__as_of(2) where id = 1").fetchone()[0] == 11
+
+
+def test_forged_rv_version_is_ignored(items: psycopg.Connection) -> None:
+    items.execute("insert into items (id, name, rv_version) values (7, 'seven', 1)")
+    items.execute("update items set rv_version = 1, name = 'x' where id = 2")
+    assert items.execute("select id, rv_version from items where id in (2, 7) order by id").fetchall() == [(2, 3), (7, 2)]
+
+
+def test_truncate_is_refused(items: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE"):
+        items.execute("truncate items")
+    assert items.execute("select count(*) from items").fetchone()[0] == 2
+
+
+def test_ignored_columns_change_in_place(conn: psycopg.Connection) -> None:
+    conn.execute("create table feed (id int primary key, price int, loaded_at timestamptz)")
+    conn.execute("insert into feed values (1, 10, now())")
+    conn.execute("select rowver.enable('feed', ignore => array['loaded_at'])")
+    conn.execute("update feed set loaded_at = now() + interval '1 day' where id = 1")
+    assert conn.execute("select count(*) from feed__history").fetchone()[0] == 0
+    assert conn.execute("select rv_version from feed").fetchone()[0] == 1
+    conn.execute("update feed set price = 11 where id = 1")
+    assert conn.execute("select price, rv_version from feed__history").fetchall() == [(10, 1)]
+
+
+def test_foreign_keys_keep_working(conn: psycopg.Connection) -> None:
+    conn.execute("create table parent (id int primary key, name text)")
+    conn.execute("create table child (id int primary key, parent_id int references parent(id) on delete cascade)")
+    conn.execute("insert into parent values (1, 'p'), (2, 'q')")
+    conn.execute("insert into child values (10, 1), (20, 2)")
+    conn.execute("select rowver.enable('parent')")
+    conn.execute("select rowver.enable('child')")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute("insert into child values (30, 99)")
+    conn.execute("delete from parent where id = 2")  # cascades into child, captured in both
+    v = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+    tables = conn.execute("select tables from rowver.log() where version = %s", (v,)).fetchone()[0]
+    assert sorted(tables) == ["child", "parent"]
+    assert conn.execute("select id from child__as_of(%s)", (v - 1,)).fetchall() != conn.execute(
+        "select id from child__as_of(%s)", (v,)).fetchall()
