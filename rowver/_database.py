@@ -160,6 +160,18 @@ class Database:
         """Changesets, newest first."""
         return _query.log(self, limit=limit, table=table)
 
+    def status(self) -> pd.DataFrame:
+        """Versioned tables: key, triggers, current and history rows, versions, definition."""
+        return _query.frame(self, "select * from rowver.status()")
+
+    def in_flight(self) -> pd.DataFrame:
+        """Open transactions holding versions (so holding head back), oldest first."""
+        return _query.frame(self, "select * from rowver.in_flight()")
+
+    def check(self, table: str | None = None) -> pd.DataFrame:
+        """Violations of rowver's invariants (DESIGN §7); empty when all hold."""
+        return _query.frame(self, "select * from rowver.check(%s::regclass)", (table,))
+
     # -- plumbing ---------------------------------------------------------------------
 
     def scalar(self, query: Any, params: Sequence[Any] | None = None) -> Any:

@@ -16,6 +16,7 @@ grant execute on function
   rowver.log(integer, regclass), rowver.registered(regclass), rowver.as_of_sql(regclass, bigint),
   rowver.payload_columns(regclass, name[]), rowver.has_btree_eq(oid),
   rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
+  rowver.status(), rowver.in_flight(), rowver.check(regclass),
   -- writing as the caller
   rowver.stage(regclass, name[]), rowver.load(regclass, regclass, text),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.revert(regclass, text),

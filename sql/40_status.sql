@@ -1,0 +1,110 @@
+-- What is installed and whether it is sound: rowver status and rowver check.
+
+set role rowver_owner;
+
+-- Versioned tables with their sizes. Counts are exact (they scan).
+create or replace function rowver.status()
+returns table (table_name text, key_columns name[], triggers boolean, ignore_columns name[],
+               current_rows bigint, history_rows bigint, versions bigint, enabled_version bigint,
+               definition text)
+language plpgsql volatile
+as $$
+declare
+  r rowver.versioned;
+  sch name;
+begin
+  for r in select * from rowver.versioned order by relid::text loop
+    sch := (select n.nspname from pg_catalog.pg_class c
+              join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = r.relid);
+    table_name := r.relid::text;
+    key_columns := r.key_columns;
+    triggers := r.triggers and not exists (
+      select from pg_catalog.pg_trigger t
+       where t.tgrelid = r.relid and t.tgname like '%rowver%' and t.tgenabled = 'D');
+    ignore_columns := r.ignore_columns;
+    execute format('select count(*) from %s', rowver.qualified(r.relid)) into current_rows;
+    execute format('select count(*) from %I.%I', sch, r.history_name) into history_rows;
+    versions := (select count(*) from rowver.changeset_table ct where ct.table_id = r.id);
+    enabled_version := r.enabled_version;
+    -- every generated object still there? (outdated definitions come with refresh)
+    definition := case when to_regclass(format('%I.%I', sch, r.history_name)) is not null
+                         and to_regclass(format('%I.%I', sch, r.versions_name)) is not null
+                         and to_regprocedure(format('%I.%I(bigint)', sch, r.as_of_name)) is not null
+                         and (not r.triggers or to_regprocedure(format('%I.%I()', sch, r.capture_name)) is not null)
+                       then 'installed' else 'missing' end;
+    return next;
+  end loop;
+end $$;
+
+-- Writers holding head back: versions handed out to transactions that are still open
+-- (live or prepared), oldest first.
+create or replace function rowver.in_flight()
+returns table (version bigint, pid integer, xact_start timestamptz, state text, prepared_gid text)
+language sql volatile security definer set search_path = pg_catalog, pg_temp
+as $$
+  select a.version, s.pid, s.xact_start, s.state, null
+    from rowver.allocation a
+    join pg_stat_activity s on s.backend_xid = a.xid::xid
+  union all
+  select a.version, null, p.prepared, 'prepared', p.gid
+    from rowver.allocation a
+    join pg_prepared_xacts p on p.transaction = a.xid::xid
+   order by 1
+$$;
+
+-- The invariants of DESIGN §7, one row per violation (none: all hold).
+create or replace function rowver.check(tbl regclass default null)
+returns table (table_name text, invariant text, detail text)
+language plpgsql volatile
+as $$
+declare
+  r   rowver.versioned;
+  sch name;
+  h   text;
+  k   text;
+  v   text;
+begin
+  if (select s.seqcache from pg_catalog.pg_sequence s where s.seqrelid = 'rowver.version_seq'::regclass) <> 1 then
+    return query select null::text, 'sequence', 'rowver.version_seq must have CACHE 1';
+  end if;
+  for r in select * from rowver.versioned x where tbl is null or x.relid = tbl order by relid::text loop
+    sch := (select n.nspname from pg_catalog.pg_class c
+              join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = r.relid);
+    h := format('%I.%I', sch, r.history_name);
+    v := format('%I.%I', sch, r.versions_name);
+    k := (select string_agg(format('%I', c), ', ') from unnest(r.key_columns) c);
+
+    return query execute format(
+      'select %L, ''interval'', format(''key %%s: version %%s until %%s'', row(%s), rv_version, rv_until)
+         from %s where (not rv_deleted and (rv_until is null or rv_until <= rv_version))
+                    or (rv_deleted and rv_until is distinct from rv_version)', r.relid::text, k, h);
+
+    return query execute format(
+      'select %L, ''overlap'', format(''key %%s: version %%s until %%s overlaps version %%s'', row(%s), rv_version, rv_until, next_version)
+         from (select %s, rv_version, rv_until,
+                      lead(rv_version) over (partition by %s order by rv_version) as next_version
+                 from %s where not rv_deleted) x
+        where next_version < coalesce(rv_until, 9223372036854775807)', r.relid::text, k, k, k, v);
+
+    return query execute format(
+      'select %L, ''changeset'', format(''version %%s has no changeset'', x.v)
+         from (select distinct rv_version as v from %s union select distinct rv_until from %s where rv_until is not null) x
+        where not exists (select from rowver.changeset c where c.version = x.v)', r.relid::text, v, h);
+
+    if r.triggers then
+      return query
+        select r.relid::text, 'triggers', format('trigger %s is missing or disabled', t.name)
+          from unnest(array['rowver_begin', '~rowver_stamp', 'rowver_capture_insert',
+                            'rowver_capture_update', 'rowver_capture_delete']) t(name)
+         where not exists (select from pg_catalog.pg_trigger g
+                            where g.tgrelid = r.relid and g.tgname = t.name and g.tgenabled = 'O');
+      return query
+        select r.relid::text, 'triggers', format('BEFORE row trigger %I fires after the stamp', g.tgname)
+          from pg_catalog.pg_trigger g
+         where g.tgrelid = r.relid and not g.tgisinternal and g.tgname::text > '~rowver_stamp' collate "C"
+           and (g.tgtype & 1) = 1 and (g.tgtype & 2) = 2;
+    end if;
+  end loop;
+end $$;
+
+reset role;
