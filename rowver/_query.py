@@ -46,6 +46,8 @@ def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:
         columns = db.conn.execute("select (rowver.registered(%s::regclass)).key_columns",
                                   (table,)).fetchone()[0]
     if isinstance(key, Mapping):
+        if sorted(key) != sorted(columns):
+            raise InvalidInputError(f"{table} is keyed by ({', '.join(columns)}); got ({', '.join(key)})")
         return dict(key)
     values = tuple(key) if isinstance(key, (tuple, list)) else (key,)
     if len(values) != len(columns):
@@ -54,11 +56,17 @@ def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:
 
 
 def history(db: Database, table: str, key: Any) -> pd.DataFrame:
-    from psycopg.types.json import Jsonb
-
-    obj = key_object(db, table, key)
-    versions = frame(db, "select * from rowver.history(%s::regclass, %s)", (table, Jsonb(obj)))
-    return _expand(versions, "row")
+    """Every version of one row, oldest first, with its changeset's time, author and message."""
+    where = key_object(db, table, key)
+    with translated():
+        versions = db.conn.execute("select rowver.versions_sql(%s::regclass)", (table,)).fetchone()[0]
+    query = sql.SQL(
+        "select v.*, c.created_at, c.author, c.message from {} v"
+        " left join rowver.changeset c on c.version = v.rv_version"
+        " where {} order by v.rv_version, v.rv_deleted"
+    ).format(sql.SQL(versions),  # quoted by rowver.versions_sql
+             sql.SQL(" and ").join(sql.SQL("v.{} = %s").format(sql.Identifier(k)) for k in where))
+    return frame(db, query, list(where.values()))
 
 
 def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
@@ -71,13 +79,3 @@ def log(db: Database, *, limit: int, table: str | None) -> pd.DataFrame:
 
 def tags(db: Database) -> pd.DataFrame:
     return frame(db, "select name, version, created_at, db_user from rowver.tag order by version, name")
-
-
-def _expand(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Spread a column of JSON objects into one column per key, after the others."""
-    import pandas as pd
-
-    if frame.empty:
-        return frame.drop(columns=[column])
-    spread = pd.DataFrame.from_records(list(frame[column]), index=frame.index)
-    return pd.concat([spread, frame.drop(columns=[column])], axis=1)

@@ -210,7 +210,7 @@ as $$
   select pg_catalog.format($body$
 declare
   v bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
-  changed bigint := 0;
+  changed bigint := 0;  -- keys changed, for the log
   n bigint;
 begin
   if TG_OP = 'INSERT' then
@@ -240,10 +240,10 @@ begin
      where not exists (select from rv_new n where %3$s)
        and (o.rv_version < v
             or exists (select from %1$s h where %10$s and h.rv_until = v and not h.rv_deleted));
-    get diagnostics n = row_count;
-    changed := changed + n;
     -- a key changed into behaves like an insert
-    if exists (select from rv_new n where not exists (select from rv_old o where %3$s)) then
+    select count(*) into n from rv_new n where not exists (select from rv_old o where %3$s);
+    if n > 0 then
+      changed := changed + n;
       if exists (select from rv_new n join %1$s h on %2$s
                   where h.rv_version > v and not exists (select from rv_old o where %3$s)) then
         perform rowver.conflict(%9$L, 'a newer version deleted a key this statement changes into');
@@ -251,7 +251,6 @@ begin
       delete from %1$s h using rv_new n
        where %2$s and h.rv_version = v and h.rv_deleted
          and not exists (select from rv_old o where %3$s);
-      changed := changed + 1;
     end if;
 
   else -- DELETE
@@ -261,15 +260,13 @@ begin
      where case when o.rv_version > v
                 then rowver.conflict(%9$L, 'a newer version changed a row this statement deletes')
                 else o.rv_version < v end;
-    get diagnostics changed = row_count;
     -- the delete itself: a tombstone, unless the key was born in this transaction
     insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
     select %7$s, v, v, true
       from rv_old o
      where o.rv_version < v
         or exists (select from %1$s h where %10$s and h.rv_until = v and not h.rv_deleted);
-    get diagnostics n = row_count;
-    changed := changed + n;
+    get diagnostics changed = row_count;
   end if;
 
   if changed > 0 then

@@ -29,6 +29,16 @@ as $$
     join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 $$;
 
+-- T's schema-qualified versions view.
+create or replace function rowver.versions_sql(tbl regclass) returns text
+language sql stable
+as $$
+  select pg_catalog.format('%I.%I', n.nspname, r.versions_name)
+    from rowver.registered(tbl) r
+    join pg_catalog.pg_class c on c.oid = tbl
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+$$;
+
 -- A temporary staging table shaped like the given columns of tbl, dropped at commit.
 create or replace function rowver.stage(tbl regclass, cols name[]) returns regclass
 language plpgsql
@@ -145,11 +155,12 @@ begin atomic
   select * from rowver.apply_rows(tbl, stage, mode);
 end;
 
--- The version this transaction writes, or null if it has written nothing versioned.
+-- The version this transaction writes, or null while it has changed nothing versioned.
 create or replace function rowver.current_version() returns bigint
 language sql stable
 begin atomic
-  select a.version from rowver.allocation a where a.xid = pg_current_xact_id_if_assigned();
+  select c.version from rowver.allocation a join rowver.changeset c on c.version = a.version
+   where a.xid = pg_current_xact_id_if_assigned();
 end;
 
 -- Restore tbl to its state as of ref, as a new changeset: nothing is erased, and the

@@ -13,7 +13,7 @@ grant execute on function
   rowver.current_version(),
   -- reading
   rowver.as_of(anyelement, text), rowver.history(regclass, jsonb), rowver.diff(regclass, text, text),
-  rowver.log(integer, regclass), rowver.registered(regclass), rowver.as_of_sql(regclass, bigint),
+  rowver.log(integer, regclass), rowver.registered(regclass), rowver.as_of_sql(regclass, bigint), rowver.versions_sql(regclass),
   rowver.payload_columns(regclass, name[]), rowver.has_btree_eq(oid),
   rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
   rowver.status(), rowver.in_flight(), rowver.check(regclass),

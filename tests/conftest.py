@@ -1,0 +1,143 @@
+"""Fixtures for tests that run on a real PostgreSQL, never a mock.
+
+The server is ``ROWVER_TEST_URL`` (a maintenance database on a server where we
+are superuser), else an embedded PostgreSQL under ``<repo>/.rowver-test-home``.
+rowver's catalog is installed once into a template database; each test gets
+its own clone, which is cheaper than installing and far cheaper than cleaning up.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import itertools
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from rowver._server import embedded_url, server_url_for
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_HOME = REPO / ".rowver-test-home"
+
+_db_names = itertools.count()
+
+
+@functools.cache
+def _maintenance_url() -> str:
+    return os.environ.get("ROWVER_TEST_URL") or embedded_url(home_dir=TEST_HOME)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Code under test that falls back to defaults (ROWVER_URL, the embedded
+    # server) must land in the test home, never in the user's real one.
+    os.environ["ROWVER_HOME"] = str(TEST_HOME)
+    os.environ.pop("ROWVER_URL", None)
+
+
+@functools.cache
+def _server_line() -> str:
+    source = "ROWVER_TEST_URL" if os.environ.get("ROWVER_TEST_URL") else f"embedded, {TEST_HOME}"
+    try:
+        with psycopg.connect(_maintenance_url(), connect_timeout=10) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return f"rowver test server: PostgreSQL {row[0] if row else '?'} ({source})"
+    except Exception as exc:  # the fixtures will raise it properly, per test
+        return f"rowver test server: unavailable ({source}): {exc}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    # CI runs the suite on two servers; say which one this log is about.
+    return _server_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # pytest -q (as CI runs it) prints no header, so say it at the end instead.
+    if terminalreporter.config.get_verbosity() < 0:
+        terminalreporter.write_line(_server_line())
+
+
+def _admin(server_url: str) -> psycopg.Connection:
+    return psycopg.connect(server_url, autocommit=True)
+
+
+def _installer() -> Callable[[psycopg.Connection], None] | None:
+    # rowver._install is being written alongside this scaffolding; until it
+    # exists, templates are empty. Any other import failure is a real bug.
+    try:
+        _install = importlib.import_module("rowver._install")
+    except ModuleNotFoundError as exc:
+        if exc.name != "rowver._install":
+            raise
+        return None
+    return getattr(_install, "install", None)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """URL of the maintenance database of the test server."""
+    return _maintenance_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    """Name of a database with rowver installed, to clone; nobody may connect to it."""
+    name = f"rowver_tpl_{os.getpid()}"
+    ident = sql.Identifier(name)
+    with _admin(server_url) as admin:
+        # A crashed run whose pid we inherited may have left one behind.
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    install = _installer()
+    if install is not None:
+        with psycopg.connect(server_url_for(server_url, name), autocommit=True) as conn:
+            install(conn)
+    with _admin(server_url) as admin:
+        # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the
+        # template; refusing connections makes a stray one fail where it happens.
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+    yield name
+    with _admin(server_url) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh database cloned from the template, dropped after the test."""
+    name = f"rowver_t{os.getpid()}_{next(_db_names)}"
+    with _admin(server_url) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    try:
+        yield server_url_for(server_url, name)
+    finally:
+        with _admin(server_url) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to this test's database."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def needs_prepared(server_url: str) -> None:
+    """Skip tests that use PREPARE TRANSACTION on a server where it is disabled."""
+    with _admin(server_url) as admin:
+        row = admin.execute("SHOW max_prepared_transactions").fetchone()
+    if row is None or int(row[0]) == 0:
+        pytest.skip(
+            "max_prepared_transactions is 0 on the test server, so PREPARE TRANSACTION "
+            "is unavailable; set it to 16 or more and restart the server"
+        )

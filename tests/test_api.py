@@ -1,0 +1,194 @@
+"""The Python surface: changesets and their counts, as-of reads by number, tag and time,
+row history, diffs, revert, and clear errors that change nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pandas as pd
+import psycopg
+import pytest
+
+import rowver
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[rowver.Database]:
+    with rowver.connect(db_url) as handle:
+        yield handle
+
+
+@pytest.fixture
+def prices(db: rowver.Database) -> rowver.Database:
+    db.conn.execute("create table prices (sku text, region text, price numeric not null, note jsonb,"
+                    " primary key (sku, region))")
+    db.enable("prices")
+    with db.changeset(message="first load", author="etl") as cs:
+        cs.insert("prices", pd.DataFrame({
+            "sku": ["a", "a", "b"], "region": ["eu", "us", "eu"],
+            "price": [Decimal("1.10"), Decimal("1.20"), Decimal("2.00")],
+            "note": [{"src": "x"}, None, ["l", 1]],
+        }))
+    return db
+
+
+def rows(frame: pd.DataFrame, *cols: str) -> list[tuple]:
+    return [tuple(r) for r in frame[list(cols)].itertuples(index=False)]
+
+
+def test_changeset_counts_and_metadata(prices: rowver.Database) -> None:
+    with prices.changeset(message="nightly", author="alice") as cs:
+        r = cs.sync("prices", [{"sku": "a", "region": "eu", "price": Decimal("1.10"), "note": {"src": "x"}},
+                               {"sku": "a", "region": "us", "price": Decimal("1.25"), "note": None},
+                               {"sku": "c", "region": "eu", "price": Decimal("3"), "note": None}])
+    assert (r.inserted, r.updated, r.deleted, r.unchanged) == (1, 1, 1, 1)
+    log = prices.log()
+    top = log.iloc[0]
+    assert (top.version, top.author, top.message, top.tables, top.rows) == (r.version, "alice", "nightly", ["prices"], 3)
+    # the same snapshot again is a no-op: no version
+    with prices.changeset() as cs:
+        again = cs.sync("prices", prices.as_of("prices", "head").drop(columns=["rv_version"]))
+    assert (again.inserted, again.updated, again.deleted, again.version) == (0, 0, 0, None)
+    assert len(prices.log()) == len(log)
+
+
+def test_as_of_by_number_tag_and_time(prices: rowver.Database) -> None:
+    v1 = prices.head()
+    prices.tag("launch", v1)
+    time.sleep(0.05)
+    stamp = prices.conn.execute("select clock_timestamp()").fetchone()[0]
+    time.sleep(0.05)
+    with prices.changeset() as cs:
+        cs.upsert("prices", [{"sku": "b", "region": "eu", "price": Decimal("9.99")}])
+    for ref in (v1, str(v1), "launch", stamp.isoformat()):
+        assert rows(prices.as_of("prices", ref), "sku", "price")[-1] == ("b", Decimal("2.00")), ref
+    assert rows(prices.as_of("prices", "head"), "sku", "price")[-1] == ("b", Decimal("9.99"))
+    assert list(prices.tags().name) == ["launch"]
+    # the SQL convenience gives the same rows, shaped like the table
+    got = prices.conn.execute("select sku, price from rowver.as_of(null::prices, 'launch') order by 1, 2").fetchall()
+    assert got == [("a", Decimal("1.10")), ("a", Decimal("1.20")), ("b", Decimal("2.00"))]
+
+
+@pytest.mark.parametrize("ref", ["99999", "-1", "nope", "'; drop table prices; --", "2001-01-01", "model:churn@prod", ""])
+def test_bad_refs_are_refused(prices: rowver.Database, ref: str) -> None:
+    with pytest.raises(rowver.InvalidInputError):
+        prices.as_of("prices", ref)
+    assert prices.conn.execute("select count(*) from prices").fetchone()[0] == 3
+
+
+def test_history_of_a_composite_key(prices: rowver.Database) -> None:
+    with prices.changeset(message="raise") as cs:
+        cs.upsert("prices", [{"sku": "a", "region": "us", "price": Decimal("1.50")}])
+    with prices.changeset(message="drop") as cs:
+        cs.delete("prices", [{"sku": "a", "region": "us"}])
+    h = prices.history("prices", ("a", "us"))
+    assert rows(h, "price", "rv_deleted", "message") == [
+        (Decimal("1.20"), False, "first load"), (Decimal("1.50"), False, "raise"), (None, True, "drop")]
+    assert prices.history("prices", {"sku": "a", "region": "us"}).shape == h.shape
+    with pytest.raises(rowver.InvalidInputError, match="keyed by"):
+        prices.history("prices", "a")
+
+
+def test_diff_and_revert(prices: rowver.Database) -> None:
+    good = prices.head()
+    with prices.changeset(message="bad load") as cs:
+        cs.sync("prices", [{"sku": "a", "region": "eu", "price": Decimal("0"), "note": {"src": "x"}},
+                           {"sku": "z", "region": "eu", "price": Decimal("5")}])
+    bad = prices.head()
+    d = prices.diff("prices", good, bad)
+    assert sorted(d.op) == ["added", "changed", "removed", "removed"]
+    changed = d[d.op == "changed"].iloc[0]
+    assert changed.key == {"sku": "a", "region": "eu"} and changed.changed == ["price"]
+    result = prices.revert("prices", to=good, message="undo bad load")
+    assert (result.inserted, result.updated, result.deleted) == (2, 1, 1)
+    current = prices.as_of("prices", "head").drop(columns=["rv_version"])
+    before = prices.as_of("prices", good).drop(columns=["rv_version"])
+    pd.testing.assert_frame_equal(current, before)
+    # nothing was erased: the bad state is still readable
+    assert rows(prices.as_of("prices", bad), "sku") == [("a",), ("z",)]
+    assert prices.log().iloc[0].message == "undo bad load"
+
+
+def test_bad_rows_are_refused_before_anything_is_written(prices: rowver.Database) -> None:
+    before = prices.as_of("prices", "head")
+    changesets = len(prices.log())
+    bad_inputs = [
+        ([{"sku": "q", "region": "eu", "price": 1, "nope": 1}], "no column 'nope'"),
+        ([{"sku": "q", "price": 1}], "lack key column 'region'"),
+        ([{"sku": "q", "region": "eu", "price": 1}, {"sku": "q", "region": "eu", "price": 2}], "duplicate key"),
+        ([{"sku": None, "region": "eu", "price": 1}], "NULL key"),
+        ([{"sku": "q", "region": "eu", "price": "lots"}], "price"),
+        ([{"sku": "q", "region": "eu", "price": None}], "null value"),
+        ("not rows", "DataFrame or an iterable"),
+    ]
+    for data, message in bad_inputs:
+        with pytest.raises(rowver.RowverError, match=message):
+            with prices.changeset() as cs:
+                cs.insert("prices", data)
+    with pytest.raises(rowver.UnknownTableError):
+        with prices.changeset() as cs:
+            cs.insert("missing_table", [{"a": 1}])
+    assert len(prices.log()) == changesets
+    pd.testing.assert_frame_equal(prices.as_of("prices", "head"), before)
+
+
+def test_a_failed_call_inside_a_changeset_changes_nothing_else(prices: rowver.Database) -> None:
+    with prices.changeset(message="partly bad") as cs:
+        cs.upsert("prices", [{"sku": "a", "region": "eu", "price": Decimal("7")}])
+        with pytest.raises(rowver.InvalidInputError):
+            cs.upsert("prices", [{"sku": "a", "region": "eu", "price": "x"}])
+    assert rows(prices.as_of("prices", "head"), "price")[0] == (Decimal("7"),)
+
+
+def test_dtypes_round_trip(db: rowver.Database) -> None:
+    db.conn.execute("create table kinds (id bigint primary key, f float8, i int, ts timestamptz, d date,"
+                    " b boolean, t text, raw bytea, tags text[])")
+    db.enable("kinds")
+    frame = pd.DataFrame({
+        "id": [1, 2], "f": [1.5, float("nan")], "i": pd.array([3, None], dtype="Int64"),
+        "ts": pd.to_datetime(["2026-01-01T00:00:00Z", None], utc=True),
+        "d": [dt.date(2026, 1, 2), None], "b": [True, None], "t": ["x", None],
+        "raw": [b"\x00\x01", None], "tags": [["a", "b"], None]})
+    with db.changeset() as cs:
+        cs.insert("kinds", frame)
+    got = db.as_of("kinds", "head")
+    assert got.loc[0, "f"] == 1.5 and pd.isna(got.loc[1, "f"])
+    assert got.loc[0, "ts"] == pd.Timestamp("2026-01-01T00:00:00Z")
+    assert bytes(got.loc[0, "raw"]) == b"\x00\x01" and got.loc[0, "tags"] == ["a", "b"]
+    # the same frame again changes nothing: NULL equals NULL for change detection
+    with db.changeset() as cs:
+        r = cs.upsert("kinds", frame)
+    assert (r.updated, r.inserted, r.unchanged) == (0, 0, 2)
+
+
+def test_closed_changeset_refuses_writes(prices: rowver.Database) -> None:
+    with prices.changeset() as cs:
+        pass
+    with pytest.raises(rowver.RowverError, match="closed"):
+        cs.insert("prices", [{"sku": "q", "region": "eu", "price": 1}])
+
+
+def test_not_versioned_and_not_installed(db: rowver.Database, server_url: str) -> None:
+    db.conn.execute("create table plain (id int primary key)")
+    with pytest.raises(rowver.NotVersionedError, match="not versioned"):
+        db.as_of("plain", "head")
+    bare = rowver.Database(server_url)
+    if bare.catalog_version() is None:
+        with pytest.raises(rowver.NotInstalledError, match="rowver init"):
+            bare.head()
+    bare.close()
+
+
+def test_unreachable_server_names_the_url() -> None:
+    db = rowver.Database("postgresql://postgres:secret@127.0.0.1:1/nowhere")
+    with pytest.raises(rowver.ServerError, match=r"127\.0\.0\.1:1/nowhere") as err:
+        db.head()
+    assert "secret" not in str(err.value)
+
+
+def test_sql_surface_errors_are_clear(db: rowver.Database) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid tag name"):
+        db.conn.execute("select rowver.tag('head', '0')")
