@@ -208,69 +208,71 @@ create or replace function rowver.capture_body(tbl regclass, hist text, keys nam
 language sql immutable
 as $$
   select pg_catalog.format($body$
+#variable_conflict use_variable
 declare
-  v bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
-  changed bigint := 0;  -- keys changed, for the log
-  n bigint;
+  -- names that no column can take: rv_ is rowver's prefix, and columns are always qualified
+  rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
+  rv_changed bigint := 0;  -- keys changed, for the log
+  rv_count   bigint;
 begin
   if TG_OP = 'INSERT' then
     -- a key deleted by a newer version may not come back under an older one
-    if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > v) then
+    if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
       perform rowver.conflict(%9$L, 'a newer version deleted a key this statement inserts');
     end if;
     -- inserting a key this transaction deleted undoes its own tombstone
-    delete from %1$s h using rv_new n where %2$s and h.rv_version = v and h.rv_deleted;
-    select count(*) into changed from rv_new;
+    delete from %1$s h using rv_new n where %2$s and h.rv_version = rv_v and h.rv_deleted;
+    select count(*) into rv_changed from rv_new;
 
   elsif TG_OP = 'UPDATE' then
     -- superseded states: rows that changed, and rows whose key changed away; a state this
     -- transaction wrote itself is not a version and is not kept
     insert into %1$s (%4$s, rv_version, rv_until)
-    select %5$s, o.rv_version, v
+    select %5$s, o.rv_version, rv_v
       from rv_old o left join rv_new n on %3$s
      where (n.%8$I is null or n.rv_version <> o.rv_version)
-       and case when o.rv_version > v
+       and case when o.rv_version > rv_v
                 then rowver.conflict(%9$L, 'a newer version changed a row this statement updates')
-                else o.rv_version < v end;
-    get diagnostics changed = row_count;
+                else o.rv_version < rv_v end;
+    get diagnostics rv_changed = row_count;
     -- a key changed away ends with a tombstone, if it had a state before this transaction
     insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
-    select %7$s, v, v, true
+    select %7$s, rv_v, rv_v, true
       from rv_old o
      where not exists (select from rv_new n where %3$s)
-       and (o.rv_version < v
-            or exists (select from %1$s h where %10$s and h.rv_until = v and not h.rv_deleted));
+       and (o.rv_version < rv_v
+            or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted));
     -- a key changed into behaves like an insert
-    select count(*) into n from rv_new n where not exists (select from rv_old o where %3$s);
-    if n > 0 then
-      changed := changed + n;
+    select count(*) into rv_count from rv_new n where not exists (select from rv_old o where %3$s);
+    if rv_count > 0 then
+      rv_changed := rv_changed + rv_count;
       if exists (select from rv_new n join %1$s h on %2$s
-                  where h.rv_version > v and not exists (select from rv_old o where %3$s)) then
+                  where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
         perform rowver.conflict(%9$L, 'a newer version deleted a key this statement changes into');
       end if;
       delete from %1$s h using rv_new n
-       where %2$s and h.rv_version = v and h.rv_deleted
+       where %2$s and h.rv_version = rv_v and h.rv_deleted
          and not exists (select from rv_old o where %3$s);
     end if;
 
   else -- DELETE
     insert into %1$s (%4$s, rv_version, rv_until)
-    select %5$s, o.rv_version, v
+    select %5$s, o.rv_version, rv_v
       from rv_old o
-     where case when o.rv_version > v
+     where case when o.rv_version > rv_v
                 then rowver.conflict(%9$L, 'a newer version changed a row this statement deletes')
-                else o.rv_version < v end;
+                else o.rv_version < rv_v end;
     -- the delete itself: a tombstone, unless the key was born in this transaction
     insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
-    select %7$s, v, v, true
+    select %7$s, rv_v, rv_v, true
       from rv_old o
-     where o.rv_version < v
-        or exists (select from %1$s h where %10$s and h.rv_until = v and not h.rv_deleted);
-    get diagnostics changed = row_count;
+     where o.rv_version < rv_v
+        or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted);
+    get diagnostics rv_changed = row_count;
   end if;
 
-  if changed > 0 then
-    perform rowver.record_change(v, TG_RELID, changed);
+  if rv_changed > 0 then
+    perform rowver.record_change(rv_v, TG_RELID, rv_changed);
   end if;
   return null;
 end
@@ -340,6 +342,11 @@ begin
                             %L, rowver.xact_version());
 end $rv$ $s$, t);
   stmts := stmts || format('alter table %s alter column rv_version drop default', t);
+
+  -- rowver_owner owns what is generated beside T, so it needs a footing in T's schema
+  if not (has_schema_privilege('rowver_owner', sch, 'USAGE') and has_schema_privilege('rowver_owner', sch, 'CREATE')) then
+    stmts := stmts || format('grant usage, create on schema %I to rowver_owner', sch);
+  end if;
 
   -- 2. history: T's columns with base types, all nullable, no constraints
   stmts := stmts || format(E'create table %s (\n%s,\n  rv_version bigint not null,\n'

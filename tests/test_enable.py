@@ -1,0 +1,149 @@
+"""Enabling and disabling versioning: keys, odd identifiers, long names, refused table
+kinds, and the exact SQL shown before anything changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import rowver
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[rowver.Database]:
+    with rowver.connect(db_url) as handle:
+        yield handle
+
+
+ODD = [
+    ("public", "Order Items"),
+    ("Sales Dept", 'we"ird'),
+    ("public", "größe"),
+    ("public", "select"),
+    ("public", "t" * 60),
+    ("public", "é" * 31),  # 62 bytes: the suffixes must be cut on a character boundary
+]
+
+
+@pytest.mark.parametrize("schema,name", ODD, ids=[f"{s}.{n[:12]}" for s, n in ODD])
+def test_odd_identifiers_work_end_to_end(db: rowver.Database, schema: str, name: str) -> None:
+    table = sql.Identifier(schema, name)
+    ref = table.as_string(db.conn)  # the name as PostgreSQL reads it, e.g. "Sales Dept"."we""ird"
+    db.conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    db.conn.execute(sql.SQL('create table {} ("Key Col" int primary key, "from" text, "ü" int)').format(table))
+    db.conn.execute(sql.SQL("insert into {} values (1, 'a', 1)").format(table))
+    db.enable(ref)
+    with db.changeset() as cs:
+        cs.upsert(ref, [{"Key Col": 1, "from": "b", "ü": 2}, {"Key Col": 2, "from": "c", "ü": 3}])
+    assert list(db.as_of(ref, 1)["from"]) == ["a"]
+    assert list(db.as_of(ref, "head")["from"]) == ["b", "c"]
+    assert list(db.history(ref, 1)["from"]) == ["a", "b"]
+    names = db.conn.execute(
+        "select history_name, versions_name, as_of_name, stamp_name, capture_name from rowver.versioned").fetchone()
+    assert all(len(n.encode()) <= 63 for n in names)
+    assert len(set(names)) == 5
+    assert db.check(ref).empty
+    db.disable(ref)
+    assert db.conn.execute(sql.SQL("select * from {}").format(table)).fetchall() == [(1, "b", 2), (2, "c", 3)]
+
+
+def test_long_names_that_share_a_prefix_stay_distinct(db: rowver.Database) -> None:
+    for suffix in ("a", "b"):
+        db.conn.execute(sql.SQL("create table {} (id int primary key)").format(sql.Identifier("x" * 62 + suffix)))
+        db.enable(sql.Identifier("x" * 62 + suffix).as_string(db.conn))
+    names = [r[0] for r in db.conn.execute("select history_name from rowver.versioned order by id")]
+    assert len(set(names)) == 2 and all(len(n) <= 63 for n in names)
+
+
+def test_table_without_primary_key_needs_a_key(db: rowver.Database) -> None:
+    db.conn.execute("create table events (code text not null, at date not null, payload text)")
+    with pytest.raises(rowver.InvalidInputError, match="no primary key"):
+        db.enable("events")
+    with pytest.raises(rowver.InvalidInputError, match="not backed by a unique index"):
+        db.enable("events", key=["code", "at"])
+    db.conn.execute("create table nullable (code text, x int)")
+    db.conn.execute("create unique index on nullable (code)")
+    with pytest.raises(rowver.InvalidInputError, match="must be NOT NULL"):
+        db.enable("nullable", key=["code"])
+    with pytest.raises(rowver.UnknownTableError, match="no column"):
+        db.enable("events", key=["nope"])
+    db.conn.execute("create unique index on events (at, code)")
+    db.enable("events", key=["code", "at"])
+    db.conn.execute("insert into events values ('a', '2026-01-01', 'x')")
+    db.conn.execute("update events set payload = 'y'")
+    assert list(db.history("events", {"code": "a", "at": "2026-01-01"})["payload"]) == ["x", "y"]
+    # nothing half-done after the failed attempts: one changeset for the enable, one per write
+    assert len(db.log()) == 3
+
+
+@pytest.mark.parametrize("ddl,message", [
+    ("create view v as select 1 as id", "is a view"),
+    ("create temp table tmp (id int primary key)", "temporary"),
+    ("create unlogged table u (id int primary key)", "unlogged"),
+    ("create table parent (id int primary key); create table kid () inherits (parent)", "inheritance"),
+    ("create table p (id int primary key) partition by range (id)", "partitioned"),
+])
+def test_refused_table_kinds(db: rowver.Database, ddl: str, message: str) -> None:
+    db.conn.execute(ddl)
+    name = ddl.split()[2] if "temp" not in ddl and "unlogged" not in ddl else ddl.split()[3]
+    with pytest.raises(rowver.RowverError, match=message):
+        db.enable(name)
+    assert db.conn.execute("select count(*) from rowver.versioned").fetchone()[0] == 0
+
+
+def test_enable_twice_and_history_table_refused(db: rowver.Database) -> None:
+    db.conn.execute("create table t (id int primary key)")
+    db.enable("t")
+    with pytest.raises(rowver.RowverError, match="already versioned"):
+        db.enable("t")
+    with pytest.raises(rowver.RowverError, match="own history table"):
+        db.enable("t__history")
+
+
+def test_ddl_is_exactly_what_enable_runs_and_changes_nothing(db: rowver.Database) -> None:
+    db.conn.execute("create table t (id int primary key, x int)")
+    script = db.ddl("t")
+    assert "create table public.t__history" in script and "rowver.register" in script
+    assert db.conn.execute("select count(*) from rowver.versioned").fetchone()[0] == 0
+    assert db.conn.execute("select to_regclass('t__history')").fetchone()[0] is None
+    # the script is runnable as it stands (as psql would run it)
+    with db.conn.transaction():
+        db.conn.execute(script)
+    assert db.status().table_name.tolist() == ["t"]
+    assert db.check().empty
+
+
+def test_disable_with_and_without_keeping_history(db: rowver.Database) -> None:
+    for name in ("keep", "drop"):
+        db.conn.execute(sql.SQL("create table {} (id int primary key, x int)").format(sql.Identifier(name)))
+        db.conn.execute(sql.SQL("insert into {} values (1, 1)").format(sql.Identifier(name)))
+        db.enable(name)
+        db.conn.execute(sql.SQL("update {} set x = 2").format(sql.Identifier(name)))
+    assert "drop table" not in db.disable_ddl("keep", keep_history=True)
+    db.disable("keep", keep_history=True)
+    db.disable("drop")
+    assert db.conn.execute("select x, rv_version, rv_until from keep__history").fetchall() == [(1, 1, 2)]
+    assert db.conn.execute("select to_regclass('drop__history')").fetchone()[0] is None
+    for name in ("keep", "drop"):
+        cols = [d.name for d in db.conn.execute(sql.SQL("select * from {}").format(sql.Identifier(name))).description]
+        assert cols == ["id", "x"]
+    with pytest.raises(rowver.NotVersionedError):
+        db.disable("drop")
+    db.conn.execute("truncate drop")  # an ordinary table again
+
+
+def test_sql_surface_from_psql_alone(conn: psycopg.Connection) -> None:
+    conn.execute("create table s (id int primary key, x int)")
+    conn.execute("select rowver.enable('s', key => array['id'], triggers => true, ignore => '{}')")
+    conn.execute("insert into s values (1, 1)")
+    v = conn.execute("select rowver.publish_head()").fetchone()[0]
+    conn.execute("select rowver.tag('t1', %s)", (str(v),))
+    assert conn.execute("select rowver.resolve('t1')").fetchone()[0] == v
+    plan = "\n".join(r[0] for r in conn.execute("explain select * from s__as_of(1) where id = 1"))
+    assert "Index" in plan and "s__as_of" not in plan  # inlined: an index lookup
+    conn.execute("prepare q(bigint) as select * from s__as_of($1) where id = 1")
+    plan = "\n".join(r[0] for r in conn.execute("explain execute q(1)"))
+    assert "Index" in plan

@@ -1,0 +1,84 @@
+"""Model-based test: random transactions of inserts, updates, deletes, re-inserts and key
+changes across two tables, some steps in rolled-back savepoints, some transactions rolled
+back whole. As-of reads at every version must equal the state computed in Python, and
+history must satisfy rowver's invariants."""
+
+from __future__ import annotations
+
+import itertools
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+KEYS = st.integers(min_value=1, max_value=6)
+STEP = st.tuples(
+    st.sampled_from(["a", "b"]),
+    st.sampled_from(["upsert", "upsert", "delete", "rekey"]),
+    KEYS, KEYS, st.integers(0, 3),
+    st.booleans(),  # inside a savepoint that is rolled back
+)
+TRANSACTION = st.tuples(st.lists(STEP, min_size=1, max_size=5), st.booleans())  # (steps, commit?)
+
+_suffix = itertools.count()
+
+
+def apply_step(conn: psycopg.Connection, tables: dict[str, sql.Identifier], state: dict[str, dict[int, int]],
+               step: tuple) -> None:
+    name, op, key, other, value, _ = step
+    t, rows = tables[name], state[name]
+    if op == "upsert":
+        conn.execute(sql.SQL("insert into {} values (%s, %s) on conflict (id) do update set v = excluded.v")
+                     .format(t), (key, value))
+        rows[key] = value
+    elif op == "delete":
+        conn.execute(sql.SQL("delete from {} where id = %s").format(t), (key,))
+        rows.pop(key, None)
+    elif key in rows and other not in rows:
+        conn.execute(sql.SQL("update {} set id = %s where id = %s").format(t), (other, key))
+        rows[other] = rows.pop(key)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(TRANSACTION, min_size=1, max_size=12))
+def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transactions: list) -> None:
+    n = next(_suffix)
+    tables = {name: sql.Identifier(f"{name}_{n}") for name in ("a", "b")}
+    for t in tables.values():
+        conn.execute(sql.SQL("create table {} (id int primary key, v int not null)").format(t))
+        conn.execute("select rowver.enable(%s)", (t.as_string(conn),))
+    state: dict[str, dict[int, int]] = {"a": {}, "b": {}}
+    last = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+    snapshots = {last: {"a": {}, "b": {}}}
+
+    for steps, commit in transactions:
+        before = {k: dict(v) for k, v in state.items()}
+        with conn.transaction():
+            for step in steps:
+                if step[-1]:
+                    with conn.transaction():  # a savepoint, rolled back
+                        apply_step(conn, tables, {k: dict(v) for k, v in state.items()}, step)
+                        raise psycopg.Rollback()
+                else:
+                    apply_step(conn, tables, state, step)
+            if not commit:
+                state = before
+                raise psycopg.Rollback()
+        newest = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+        if newest != last:
+            assert commit and state != snapshots[last], "a changeset without a change"
+            snapshots[newest] = {k: dict(v) for k, v in state.items()}
+            last = newest
+        else:
+            assert state == snapshots[last], "a change without a changeset"
+
+    head = conn.execute("select rowver.head()").fetchone()[0]
+    versions = sorted(snapshots)
+    for v in range(versions[0], head + 1):
+        expected = snapshots[max(x for x in versions if x <= v)]
+        for name, t in tables.items():
+            got = dict(conn.execute(sql.SQL("select id, v from {}(%s)").format(
+                sql.Identifier(f"{name}_{n}__as_of")), (v,)).fetchall())
+            assert got == expected[name], (name, v)
+    assert conn.execute("select * from rowver.check()").fetchall() == []
