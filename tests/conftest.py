@@ -105,9 +105,20 @@ def template_db(server_url: str) -> Iterator[str]:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
 
+def _violations(url: str) -> list[tuple]:
+    """rowver check's findings in a test database (DESIGN §7), none when all hold."""
+    with psycopg.connect(url, autocommit=True) as c:
+        if c.execute("select to_regprocedure('rowver.check(regclass)')").fetchone()[0] is None:
+            return []
+        return c.execute("select * from rowver.check()").fetchall()
+
+
 @pytest.fixture
-def db_url(server_url: str, template_db: str) -> Iterator[str]:
-    """URL of a fresh database cloned from the template, dropped after the test."""
+def db_url(request: pytest.FixtureRequest, server_url: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh database cloned from the template, dropped after the test.
+
+    Afterwards `rowver check` must find nothing, unless the test is marked
+    `corrupts_history` (it damages history on purpose)."""
     name = f"rowver_t{os.getpid()}_{next(_db_names)}"
     with _admin(server_url) as admin:
         admin.execute(
@@ -115,8 +126,11 @@ def db_url(server_url: str, template_db: str) -> Iterator[str]:
                 sql.Identifier(name), sql.Identifier(template_db)
             )
         )
+    url = server_url_for(server_url, name)
     try:
-        yield server_url_for(server_url, name)
+        yield url
+        if not request.node.get_closest_marker("corrupts_history"):
+            assert _violations(url) == [], "rowver check found violations after the test"
     finally:
         with _admin(server_url) as admin:
             admin.execute(
