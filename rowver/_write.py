@@ -68,7 +68,9 @@ class Changeset:
         with translated():
             self._tx = conn.transaction()
             self._tx.__enter__()
-            conn.execute("select set_config('rowver.message', %s, true), set_config('rowver.author', %s, true)",
+            # transaction-local only: a session-level SET would leak through connection poolers
+            conn.execute("select set_config('rowver.message', %s, true), set_config('rowver.author', %s, true),"
+                         " set_config('rowver.capture', 'on', true)",
                          (self.message or "", self.author or ""))
 
     def _restart(self, attempt: int) -> None:

@@ -307,6 +307,8 @@ declare
   bad     name;
   cols    text; o_cols text; k_cols text; o_k_cols text;
   stmts   text[] := '{}';
+  only_when text := case when triggers then ''
+                         else 'when (pg_catalog.current_setting(''rowver.capture'', true) = ''on'')' end;
 begin
   perform rowver.check_versionable(tbl);
   keys := rowver.table_key(tbl, key);
@@ -387,44 +389,44 @@ end $rv$ $s$, t);
     hist_q);
   stmts := stmts || format('alter view %I.%I owner to rowver_owner', sch, vers);
 
-  if triggers then
-    -- 5. the per-row stamp: a no-op update keeps its version and makes no history
-    stmts := stmts || format(E'create function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
-                             'begin\n'
-                             '  if TG_OP = ''UPDATE'' and %s then\n'
-                             '    NEW.rv_version := OLD.rv_version;\n'
-                             '  else\n'
-                             '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
-                             '  end if;\n'
-                             '  return NEW;\n'
-                             'end\n$rv$',
-      sch, stamp,
-      (select string_agg(rowver.same_value_sql(p.name, p.has_eq, 'NEW', 'OLD'),
-                         E'\n     and ' order by p.cmp_rank, p.attnum)
-         from rowver.payload_columns(tbl, ignore) p where p.compared));
-    stmts := stmts || format('alter function %I.%I() owner to rowver_owner', sch, stamp);
+  -- 5. the per-row stamp: a no-op update keeps its version and makes no history
+  stmts := stmts || format(E'create function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
+                           'begin\n'
+                           '  if TG_OP = ''UPDATE'' and %s then\n'
+                           '    NEW.rv_version := OLD.rv_version;\n'
+                           '  else\n'
+                           '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
+                           '  end if;\n'
+                           '  return NEW;\n'
+                           'end\n$rv$',
+    sch, stamp,
+    (select string_agg(rowver.same_value_sql(p.name, p.has_eq, 'NEW', 'OLD'),
+                       E'\n     and ' order by p.cmp_rank, p.attnum)
+       from rowver.payload_columns(tbl, ignore) p where p.compared));
+  stmts := stmts || format('alter function %I.%I() owner to rowver_owner', sch, stamp);
 
-    -- 6. statement-level capture from transition tables
-    stmts := stmts || format(E'create function %I.%I() returns trigger\nlanguage plpgsql\n'
-                             'security definer set search_path = pg_catalog, pg_temp\nas $rv$%s$rv$',
-      sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols));
-    stmts := stmts || format('alter function %I.%I() owner to rowver_owner', sch, capture);
+  -- 6. statement-level capture from transition tables
+  stmts := stmts || format(E'create function %I.%I() returns trigger\nlanguage plpgsql\n'
+                           'security definer set search_path = pg_catalog, pg_temp\nas $rv$%s$rv$',
+    sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols));
+  stmts := stmts || format('alter function %I.%I() owner to rowver_owner', sch, capture);
 
-    stmts := stmts || format('create trigger rowver_begin before insert or update or delete on %s '
-                             'for each statement execute function rowver.begin_statement()', t);
-    -- the stamp sorts last among BEFORE row triggers, so it judges the final row
-    stmts := stmts || format('create trigger "~rowver_stamp" before insert or update on %s '
-                             'for each row execute function %I.%I()', t, sch, stamp);
-    stmts := stmts || format('create trigger rowver_capture_insert after insert on %s '
-                             'referencing new table as rv_new for each statement execute function %I.%I()',
-                             t, sch, capture);
-    stmts := stmts || format('create trigger rowver_capture_update after update on %s '
-                             'referencing old table as rv_old new table as rv_new '
-                             'for each statement execute function %I.%I()', t, sch, capture);
-    stmts := stmts || format('create trigger rowver_capture_delete after delete on %s '
-                             'referencing old table as rv_old for each statement execute function %I.%I()',
-                             t, sch, capture);
-  end if;
+  -- without triggers=true, capture runs only where the write layer switches it on (a flag
+  -- that says whether to capture, never what version); other writers are not tracked
+  stmts := stmts || format('create trigger rowver_begin before insert or update or delete on %s '
+                           'for each statement %s execute function rowver.begin_statement()', t, only_when);
+  -- the stamp sorts last among BEFORE row triggers, so it judges the final row
+  stmts := stmts || format('create trigger "~rowver_stamp" before insert or update on %s '
+                           'for each row %s execute function %I.%I()', t, only_when, sch, stamp);
+  stmts := stmts || format('create trigger rowver_capture_insert after insert on %s '
+                           'referencing new table as rv_new for each statement %s execute function %I.%I()',
+                           t, only_when, sch, capture);
+  stmts := stmts || format('create trigger rowver_capture_update after update on %s '
+                           'referencing old table as rv_old new table as rv_new '
+                           'for each statement %s execute function %I.%I()', t, only_when, sch, capture);
+  stmts := stmts || format('create trigger rowver_capture_delete after delete on %s '
+                           'referencing old table as rv_old for each statement %s execute function %I.%I()',
+                           t, only_when, sch, capture);
   stmts := stmts || format('create trigger rowver_refuse_truncate before truncate on %s '
                            'for each statement execute function rowver.refuse_truncate()', t);
 

@@ -85,6 +85,8 @@ begin
   if mode not in ('insert', 'upsert', 'delete', 'sync') then
     raise exception 'rowver: unknown load mode %', quote_literal(mode) using errcode = '22023';
   end if;
+  -- tables enabled with triggers => false capture only what the write layer writes
+  perform set_config('rowver.capture', 'on', true);
   if source is null then
     src := rowver.as_of_sql(tbl, at);
     select array_agg(p.name order by p.attnum) into cols

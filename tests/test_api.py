@@ -192,3 +192,22 @@ def test_unreachable_server_names_the_url() -> None:
 def test_sql_surface_errors_are_clear(db: rowver.Database) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid tag name"):
         db.conn.execute("select rowver.tag('head', '0')")
+
+
+def test_write_layer_only_capture(db: rowver.Database) -> None:
+    db.conn.execute("create table fast (id int primary key, x int)")
+    db.conn.execute("insert into fast values (1, 1)")
+    db.enable("fast", triggers=False)
+    with db.changeset(message="tracked") as cs:
+        r = cs.upsert("fast", [{"id": 1, "x": 2}, {"id": 2, "x": 2}])
+    assert (r.inserted, r.updated) == (1, 1)
+    assert rows(db.as_of("fast", 1), "id", "x") == [(1, 1)]
+    assert rows(db.as_of("fast", r.version), "id", "x") == [(1, 2), (2, 2)]
+    # writers outside the write layer are not tracked: an update changes the row in place
+    db.conn.execute("update fast set x = 3 where id = 2")
+    assert db.conn.execute("select rv_version from fast where id = 2").fetchone()[0] == r.version
+    assert len(db.log()) == 2
+    # and an insert that does not name its version is refused rather than silently untracked
+    with pytest.raises(psycopg.errors.NotNullViolation, match="rv_version"):
+        db.conn.execute("insert into fast (id, x) values (3, 3)")
+    assert db.status().triggers.tolist() == [False]
