@@ -23,7 +23,10 @@ def connect(url: str | None = None) -> Database:
     database needs ``rowver init`` (or ``db.init()``) once.
     """
     embedded = not url and not os.environ.get("ROWVER_URL")
-    target = _server.resolve_url(url)
+    try:
+        target = _server.resolve_url(url)
+    except RuntimeError as exc:  # the embedded server did not start
+        raise ServerError(str(exc)) from exc
     db = Database(target)
     if embedded and db.catalog_version() is None:
         db.init()
@@ -55,7 +58,8 @@ class Database:
             try:
                 self._conn = psycopg.connect(self.url, autocommit=True)
             except psycopg.OperationalError as exc:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                reason = lines[0].removeprefix("connection failed: ") if lines else "no answer"
                 raise ServerError(f"cannot connect to {redacted(self.url)}: {reason}") from exc
         return self._conn
 
@@ -140,6 +144,10 @@ class Database:
     def tag(self, name: str, ref: str | int = "head") -> int:
         """Name a version; returns it."""
         return int(self.scalar("select rowver.tag(%s, %s)", (name, str(ref))))
+
+    def untag(self, name: str) -> int:
+        """Remove a tag; returns the version it named (which is untouched)."""
+        return int(self.scalar("select rowver.untag(%s)", (name,)))
 
     def tags(self) -> pd.DataFrame:
         return _query.tags(self)

@@ -104,8 +104,18 @@ def adapt_json(columns: Sequence[str], json_columns: set[str],
                     for v, w in zip(row, wrap))
 
 
-def to_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
-    """A DataFrame from fetched rows."""
+# int2, int4, int8: integer columns that may hold NULL read as pandas' nullable Int64,
+# not as floats
+_INTEGER_OIDS = {21, 23, 20}
+
+
+def to_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str],
+             type_oids: Sequence[int] = ()) -> pd.DataFrame:
+    """A DataFrame from fetched rows; integer columns stay integers when NULLs occur."""
     import pandas as pd
 
-    return pd.DataFrame.from_records(list(rows), columns=list(columns))
+    frame = pd.DataFrame.from_records(list(rows), columns=list(columns))
+    for name, oid in zip(columns, type_oids):
+        if oid in _INTEGER_OIDS and frame[name].dtype != "int64":
+            frame[name] = pd.array(frame[name].tolist(), dtype="Int64")
+    return frame

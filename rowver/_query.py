@@ -24,7 +24,8 @@ def frame(db: Database, query: Any, params: Any = None) -> pd.DataFrame:
     with translated():
         cur = db.conn.execute(query, params)
         rows = cur.fetchall()
-    return _frames.to_frame(rows, [d.name for d in cur.description or []])
+    described = cur.description or []
+    return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
 def as_of(db: Database, table: str, ref: str | int) -> pd.DataFrame:

@@ -180,6 +180,20 @@ exception when unique_violation then
   raise exception 'rowver: tag % already exists', quote_literal(name) using errcode = '23505';
 end $$;
 
+-- Remove a tag (the version it named is untouched).
+create or replace function rowver.untag(name text) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v bigint;
+begin
+  delete from rowver.tag t where t.name = untag.name returning t.version into v;
+  if not found then
+    raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
+  end if;
+  return v;
+end $$;
+
 -- Record that this transaction changed `n` rows of versioned table `tbl`: creates the
 -- changeset on the first captured change, so transactions that capture nothing leave none.
 create or replace function rowver.record_change(v bigint, tbl regclass, n bigint) returns void

@@ -194,6 +194,11 @@ begin
         and exists (select from rowver.versioned v where v.history_name = c.relname) then
     raise exception 'rowver: % is rowver''s own history table', tbl using errcode = '42809';
   end if;
+  if to_regclass(format('%I.%I', (select n.nspname from pg_catalog.pg_namespace n where n.oid = c.relnamespace),
+                        rowver.generated_name(c.relname, '__history'))) is not null then
+    raise exception 'rowver: %__history already exists, kept from an earlier time % was versioned', c.relname, tbl
+      using errcode = '42P07', hint = 'drop or rename it, then enable again';
+  end if;
   if exists (select from pg_catalog.pg_attribute a where a.attrelid = tbl and a.attnum > 0
                 and not a.attisdropped and a.attname in ('rv_version', 'rv_until', 'rv_deleted')) then
     raise exception 'rowver: % already has a column named rv_version, rv_until or rv_deleted', tbl
@@ -214,6 +219,7 @@ declare
   rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
+  rv_gone    bigint;
 begin
   if TG_OP = 'INSERT' then
     -- a key deleted by a newer version may not come back under an older one
@@ -225,26 +231,39 @@ begin
     select count(*) into rv_changed from rv_new;
 
   elsif TG_OP = 'UPDATE' then
-    -- superseded states: rows that changed, and rows whose key changed away; a state this
-    -- transaction wrote itself is not a version and is not kept
-    insert into %1$s (%4$s, rv_version, rv_until)
-    select %5$s, o.rv_version, rv_v
-      from rv_old o left join rv_new n on %3$s
-     where (n.%8$I is null or n.rv_version <> o.rv_version)
-       and case when o.rv_version > rv_v
-                then rowver.conflict(%9$L, 'a newer version changed a row this statement updates')
-                else o.rv_version < rv_v end;
-    get diagnostics rv_changed = row_count;
-    -- a key changed away ends with a tombstone, if it had a state before this transaction
-    insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
-    select %7$s, rv_v, rv_v, true
-      from rv_old o
-     where not exists (select from rv_new n where %3$s)
-       and (o.rv_version < rv_v
-            or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted));
-    -- a key changed into behaves like an insert
-    select count(*) into rv_count from rv_new n where not exists (select from rv_old o where %3$s);
+    -- One join pairs each old row with the new row of the same key. Its extra columns
+    -- reuse names T cannot have: rv_until is the new row's version, rv_deleted says the
+    -- key changed away; rv_version is null where a key changed into being.
+    with o as (
+      select %5$s, o.rv_version, n.rv_version as rv_until, n.%8$I is null as rv_deleted
+        from rv_old o full join rv_new n on %3$s
+    ), superseded as (
+      -- superseded states: rows that changed, and rows whose key changed away; a state this
+      -- transaction wrote itself is not a version and is not kept
+      insert into %1$s (%4$s, rv_version, rv_until)
+      select %5$s, o.rv_version, rv_v
+        from o
+       where o.rv_version is not null and (o.rv_deleted or o.rv_until <> o.rv_version)
+         and case when o.rv_version > rv_v
+                  then rowver.conflict(%9$L, 'a newer version changed a row this statement updates')
+                  else o.rv_version < rv_v end
+      returning 1
+    )
+    select (select count(*) from superseded), count(*) filter (where o.rv_deleted),
+           count(*) filter (where o.rv_version is null)
+      into rv_changed, rv_gone, rv_count
+      from o;
+    if rv_gone > 0 then
+      -- a key changed away ends with a tombstone, if it had a state before this transaction
+      insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
+      select %7$s, rv_v, rv_v, true
+        from rv_old o
+       where not exists (select from rv_new n where %3$s)
+         and (o.rv_version < rv_v
+              or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted));
+    end if;
     if rv_count > 0 then
+      -- a key changed into behaves like an insert
       rv_changed := rv_changed + rv_count;
       if exists (select from rv_new n join %1$s h on %2$s
                   where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
@@ -390,7 +409,7 @@ end $rv$ $s$, t);
   stmts := stmts || format('alter view %I.%I owner to rowver_owner', sch, vers);
 
   -- 5. the per-row stamp: a no-op update keeps its version and makes no history
-  stmts := stmts || format(E'create function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
+  stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
                            'begin\n'
                            '  if TG_OP = ''UPDATE'' and %s then\n'
                            '    NEW.rv_version := OLD.rv_version;\n'
@@ -406,8 +425,11 @@ end $rv$ $s$, t);
   stmts := stmts || format('alter function %I.%I() owner to rowver_owner', sch, stamp);
 
   -- 6. statement-level capture from transition tables
-  stmts := stmts || format(E'create function %I.%I() returns trigger\nlanguage plpgsql\n'
-                           'security definer set search_path = pg_catalog, pg_temp\nas $rv$%s$rv$',
+  -- (jit off: cost estimates over transition tables are poor, and JIT would cost more
+  -- than the statements themselves)
+  stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\n'
+                           'security definer set search_path = pg_catalog, pg_temp set jit = off\n'
+                           'as $rv$%s$rv$',
     sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols));
   stmts := stmts || format('alter function %I.%I() owner to rowver_owner', sch, capture);
 

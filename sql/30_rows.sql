@@ -14,7 +14,7 @@ begin
   select * into r from rowver.versioned v where v.relid = tbl;
   if not found then
     raise exception 'rowver: % is not versioned', tbl using errcode = '42704',
-      hint = 'enable it first: rowver.enable(''table'')';
+      hint = format('enable it first: rowver enable %s', tbl);
   end if;
   return r;
 end $$;
@@ -249,9 +249,10 @@ as $$
                 where ct.version = c.version order by 1),
          (select sum(ct.rows)::bigint from rowver.changeset_table ct where ct.version = c.version)
     from rowver.changeset c
-   where tbl is null
+   where (tbl is null or (rowver.registered(tbl)).id is not null)
+     and (tbl is null
       or exists (select from rowver.changeset_table ct join rowver.versioned v on v.id = ct.table_id
-                  where ct.version = c.version and v.relid = tbl)
+                  where ct.version = c.version and v.relid = tbl))
    order by c.version desc
    limit max_rows
 $$;

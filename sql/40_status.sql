@@ -13,7 +13,9 @@ declare
   r rowver.versioned;
   sch name;
 begin
-  for r in select * from rowver.versioned order by relid::text loop
+  for r in select * from rowver.versioned v
+            where exists (select from pg_catalog.pg_class c where c.oid = v.relid)
+            order by relid::text loop
     sch := (select n.nspname from pg_catalog.pg_class c
               join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = r.relid);
     table_name := r.relid::text;
@@ -36,19 +38,23 @@ begin
   end loop;
 end $$;
 
--- Writers holding head back: versions handed out to transactions that are still open
--- (live or prepared), oldest first.
+-- Writers holding head back: versions whose transaction is still open (live or
+-- prepared), oldest first. Their allocation rows are not visible to other sessions, so
+-- this reads rowver's advisory locks from pg_locks: fine for a diagnostic, never on the
+-- write or read path.
 create or replace function rowver.in_flight()
 returns table (version bigint, pid integer, xact_start timestamptz, state text, prepared_gid text)
 language sql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
-  select a.version, s.pid, s.xact_start, s.state, null
-    from rowver.allocation a
-    join pg_stat_activity s on s.backend_xid = a.xid::xid
-  union all
-  select a.version, null, p.prepared, 'prepared', p.gid
-    from rowver.allocation a
-    join pg_prepared_xacts p on p.transaction = a.xid::xid
+  select ((l.classid::bigint & 65535) << 32) | l.objid::bigint, l.pid, coalesce(s.xact_start, p.prepared),
+         case when p.gid is not null then 'prepared' else s.state end, p.gid
+    from pg_locks l
+    left join pg_stat_activity s on s.pid = l.pid
+    left join pg_prepared_xacts p
+      on l.pid is null and p.transaction::text = split_part(l.virtualtransaction, '/', 2)
+   where l.locktype = 'advisory' and l.objsubid = 2 and l.mode = 'ShareLock'
+     and l.database = (select d.oid from pg_database d where d.datname = current_database())
+     and (l.classid::bigint >> 16) = x'5256'::bigint
    order by 1
 $$;
 
@@ -67,7 +73,16 @@ begin
   if (select s.seqcache from pg_catalog.pg_sequence s where s.seqrelid = 'rowver.version_seq'::regclass) <> 1 then
     return query select null::text, 'sequence', 'rowver.version_seq must have CACHE 1';
   end if;
-  for r in select * from rowver.versioned x where tbl is null or x.relid = tbl order by relid::text loop
+  return query
+    select x.relid::oid::text, 'dropped',
+           format('table %s was dropped without rowver.disable; its history %I stays behind',
+                  x.relid::oid, x.history_name)
+      from rowver.versioned x
+     where tbl is null and not exists (select from pg_catalog.pg_class c where c.oid = x.relid);
+  for r in select * from rowver.versioned x
+            where (tbl is null or x.relid = tbl)
+              and exists (select from pg_catalog.pg_class c where c.oid = x.relid)
+            order by relid::text loop
     sch := (select n.nspname from pg_catalog.pg_class c
               join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = r.relid);
     h := format('%I.%I', sch, r.history_name);

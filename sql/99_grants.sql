@@ -9,7 +9,7 @@ revoke execute on all functions in schema rowver from public;
 
 grant execute on function
   -- head, refs and tags
-  rowver.head(), rowver.publish_head(), rowver.resolve(text), rowver.tag(text, text),
+  rowver.head(), rowver.publish_head(), rowver.resolve(text), rowver.tag(text, text), rowver.untag(text),
   rowver.current_version(),
   -- reading
   rowver.as_of(anyelement, text), rowver.history(regclass, jsonb), rowver.diff(regclass, text, text),

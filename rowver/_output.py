@@ -1,0 +1,327 @@
+"""Where query results become text: rich tables for people, CSV and JSON for scripts.
+
+Everything is rendered from plain rows (column names plus tuples of Python values);
+DataFrames are turned into such rows first, with pandas' missing markers as None.
+
+- ``table``: a rich table, sized to the terminal (to its content when stdout is a pipe).
+- ``csv``: a header, then one line per row; NULL is an empty field.
+- ``json``: one array of objects. Timestamps and dates are ISO-8601 strings, intervals
+  ISO-8601 durations, numerics exact decimal strings, bytea base64 strings, NULL and NaN
+  null. Values that PostgreSQL itself hands over as JSON (jsonb columns, a row's old and
+  new values in a diff) stay JSON, with their numbers written exactly as stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+Rows = list[tuple[Any, ...]]
+
+
+class JsonNumber(Decimal):
+    """A number read from JSON data, kept exact (json.loads would round it to a float)."""
+
+
+def json_loads(text: str | bytes) -> Any:
+    """json.loads for jsonb values: fractional numbers become JsonNumber, exactly as stored."""
+    return json.loads(text, parse_float=JsonNumber)
+
+
+class Format(str, Enum):
+    """How a command prints data (``--format``)."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+# -- consoles and progress ---------------------------------------------------------------
+
+
+def console() -> Console:
+    """A console on stdout: the terminal's width, or as wide as the content when piped."""
+    from rich.console import Console
+
+    width = None
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        width = 10_000
+    return Console(file=sys.stdout, width=width, highlight=False, soft_wrap=False)
+
+
+@contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner on stderr while the block runs, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
+
+
+# -- from frames to rows -------------------------------------------------------------------
+
+
+def frame_rows(frame: pd.DataFrame) -> tuple[list[str], Rows]:
+    """(columns, rows) of a DataFrame, with numpy and pandas scalars made plain Python."""
+    columns = [str(c) for c in frame.columns]
+    rows = [tuple(plain(v) for v in row) for row in frame.itertuples(index=False, name=None)]
+    return columns, rows
+
+
+def plain(value: Any) -> Any:
+    """A Python value for a pandas or numpy one; NaN, NaT and NA become None."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    kind = type(value).__module__
+    if kind.startswith("pandas"):
+        import pandas as pd
+
+        if value is pd.NaT or value is pd.NA:
+            return None
+        if isinstance(value, pd.Timestamp):
+            return value.to_pydatetime()
+        if isinstance(value, pd.Timedelta):
+            return value.to_pytimedelta()
+    if kind == "numpy":
+        if getattr(value, "ndim", 0) > 0:
+            return [plain(v) for v in value.tolist()]
+        return plain(value.item())
+    return value
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None = None,
+         caption: str | None = None, empty: str | None = None) -> None:
+    """Print rows to stdout in ``fmt``; ``title``, ``caption`` and ``empty`` are for tables."""
+    if fmt is Format.json:
+        sys.stdout.write(to_json(columns, rows))
+    elif fmt is Format.csv:
+        sys.stdout.write(to_csv(columns, rows))
+    else:
+        out = console()
+        if not rows and empty is not None:
+            out.print(empty)
+            return
+        out.print(to_table(columns, rows, title=title, width=out.width))
+        if caption:
+            out.print(caption, style="dim")
+
+
+def emit_frame(frame: pd.DataFrame, fmt: Format, **options: Any) -> None:
+    emit(*frame_rows(frame), fmt, **options)
+
+
+def to_json(columns: Sequence[str], rows: Rows) -> str:
+    """One JSON array of objects, one object per line."""
+    if not rows:
+        return "[]\n"
+    lines = ("{" + ", ".join(f"{json.dumps(c)}: {json_value(v)}" for c, v in zip(columns, row)) + "}"
+             for row in rows)
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+def json_value(value: Any) -> str:
+    """The JSON text of one value (see the module docstring for the rules)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "null"
+        if math.isinf(value):
+            return '"Infinity"' if value > 0 else '"-Infinity"'
+        return repr(value)
+    if isinstance(value, Decimal):
+        if value.is_nan():
+            return "null"
+        if value.is_infinite():
+            return '"Infinity"' if value > 0 else '"-Infinity"'
+        # a number inside JSON data stays the exact number; a numeric value, an exact string
+        return str(value) if isinstance(value, JsonNumber) else json.dumps(str(value))
+    if isinstance(value, Mapping):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {json_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json_value(v) for v in value) + "]"
+    return json.dumps(scalar_text(value), ensure_ascii=False)
+
+
+def to_csv(columns: Sequence[str], rows: Rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_value(v) for v in row])
+    return buffer.getvalue()
+
+
+def csv_value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (Mapping, list, tuple)):
+        return json_value(value)
+    return scalar_text(value)
+
+
+def scalar_text(value: Any) -> str:
+    """Exact text of a scalar: ISO-8601 times, base64 bytes, decimals as written."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return iso_duration(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def iso_duration(value: dt.timedelta) -> str:
+    """An ISO-8601 duration: P1DT2H3M4.5S; negative durations get a leading '-'."""
+    sign = "-" if value < dt.timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    secs = f"{seconds}.{value.microseconds:06d}".rstrip("0").rstrip(".") if value.microseconds else str(seconds)
+    return f"{sign}P{value.days}DT{hours}H{minutes}M{secs}S"
+
+
+# -- tables for people ----------------------------------------------------------------------
+
+
+def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | None = None) -> RenderableType:
+    """A table that fits ``width``: text wraps, numbers are never cut. When even that is too
+    wide, one block per row instead (like psql's expanded display), so no column is lost."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    texts = [[cell_text(v) for v in row] for row in rows]
+    numeric = [_all(rows, i, _is_number) for i in range(len(columns))]
+    minimum = []
+    for i, name in enumerate(columns):
+        longest = max((len(line) for t in texts for line in t[i].splitlines() or [""]), default=0)
+        minimum.append(max(len(name), longest) if numeric[i] else max(min(len(name), 12), min(longest, 10)))
+    if sum(minimum) + 3 * (len(columns) - 1) > width:
+        return _expanded(columns, texts, title=title)
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold",
+                  header_style="bold", pad_edge=False, show_edge=False)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="right" if numeric[i] else "left", no_wrap=numeric[i],
+                         overflow="fold", min_width=minimum[i])
+    for row in texts:
+        table.add_row(*(Text(t) for t in row))
+    return table
+
+
+def _expanded(columns: Sequence[str], texts: list[list[str]], *, title: str | None) -> RenderableType:
+    from rich.console import Group
+    from rich.rule import Rule
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[RenderableType] = [Text(title, style="bold")] if title else []
+    for n, row in enumerate(texts, 1):
+        parts.append(Rule(f"row {n}", align="left", style="dim"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name, text in zip(columns, row):
+            grid.add_row(name, Text(text))
+        parts.append(grid)
+    return Group(*parts)
+
+
+def _all(rows: Rows, i: int, test: Any) -> bool:
+    values = [row[i] for row in rows if row[i] is not None]
+    return bool(values) and all(test(v) for v in values)
+
+
+def cell_text(value: Any) -> str:
+    """Short text of a value for a table cell; NULL is empty, as in psql."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return "\\x" + data[:32].hex() + ("…" if len(data) > 32 else "")
+    if isinstance(value, Mapping):
+        return json_value(value)
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            return ", ".join(cell_text(v) for v in value)
+        return json_value(value)
+    return scalar_text(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+# -- diffs ----------------------------------------------------------------------------------
+
+
+def diff_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    counts = {"added": 0, "removed": 0, "changed": 0}
+    for row in rows:
+        counts[row["op"]] = counts.get(row["op"], 0) + 1
+    return counts
+
+
+def diff_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Added and removed rows on one line each; a changed row as one line per changed column."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    styles = {"added": "green", "removed": "red", "changed": "yellow"}
+    marks = {"added": "+", "removed": "-", "changed": "~"}
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for name, least in (("", 9), ("key", 4), ("column", 6), ("old", 4), ("new", 4)):
+        table.add_column(name, overflow="fold", min_width=least, no_wrap=not name)
+    for row in rows:
+        op, key = row["op"], row["key"] or {}
+        mark = Text(f"{marks.get(op, '?')} {op}", style=styles.get(op, ""))
+        key_text = Text(", ".join(f"{k}={cell_text(v)}" for k, v in key.items()))
+        if op == "changed":
+            for i, column in enumerate(row["changed"] or ()):
+                table.add_row(mark if i == 0 else "", key_text if i == 0 else "", Text(column),
+                              Text(cell_text((row["old"] or {}).get(column))),
+                              Text(cell_text((row["new"] or {}).get(column))))
+        else:
+            values = row["new"] if op == "added" else row["old"]
+            rest = ", ".join(f"{k}={cell_text(v)}" for k, v in (values or {}).items() if k not in key)
+            table.add_row(mark, key_text, "", Text(rest) if op == "removed" else "",
+                          Text(rest) if op == "added" else "")
+    return table

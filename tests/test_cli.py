@@ -1,0 +1,486 @@
+"""The rowver command: every command through typer's runner on a real server, its errors
+(message and exit status), nothing half-done after a failure, and the installed console
+script end to end, including `rowver demo` on a fresh embedded server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner, Result
+
+import rowver
+from rowver import _output
+from rowver._server import server_url_for, stop_embedded
+from rowver.cli import app
+
+runner = CliRunner(env={"COLUMNS": None, "ROWVER_URL": None, "ROWVER_DEBUG": None})
+
+
+def rv(url: str | None, *args: str, code: int = 0) -> Result:
+    """Run `rowver ARGS --url URL` and check its exit status."""
+    result = runner.invoke(app, [*args, *(["--url", url] if url else [])])
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
+    return result
+
+
+def rv_json(url: str, *args: str) -> Any:
+    return json.loads(rv(url, *args, "--format", "json").stdout)
+
+
+def error(result: Result) -> str:
+    """The one error line on stderr."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture
+def shop(conn: psycopg.Connection) -> psycopg.Connection:
+    """customers (versioned, at version 1; one update makes version 2) and lines (composite key)."""
+    conn.execute("""create table customers (id int primary key, name text not null, city text,
+                    balance numeric(20, 2), photo bytea, seen timestamptz, score float8)""")
+    conn.execute("""insert into customers values
+                    (1, 'Ada', 'London', 10.50, '\\x00ff', '2026-01-02 03:04:05+00', 1.5),
+                    (2, 'Alan', 'Manchester', 12345678901234.01, null, null, 'NaN'),
+                    (3, 'Grace', 'Arlington', 0, null, null, null)""")
+    conn.execute("select rowver.enable('customers')")
+    conn.execute("update customers set city = 'Lisbon' where id = 1")
+    conn.execute("create table lines (order_id int, line int, qty int, primary key (order_id, line))")
+    conn.execute("insert into lines values (1, 1, 5), (1, 2, 7)")
+    conn.execute("select rowver.enable('lines')")
+    conn.execute("update lines set qty = 6 where order_id = 1 and line = 2")
+    conn.execute("select rowver.publish_head()")
+    return conn
+
+
+@pytest.fixture
+def bare_url(server_url: str) -> Iterator[str]:
+    """A database without rowver's catalog."""
+    name = f"rowver_bare_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    yield server_url_for(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def versioned(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("select relid::text from rowver.versioned order by 1")]
+
+
+def changesets(conn: psycopg.Connection) -> list[int]:
+    return [r[0] for r in conn.execute("select version from rowver.changeset order by 1")]
+
+
+# -- the app --------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command() -> None:
+    out = rv(None, "--help").stdout
+    for command in ("init", "enable", "disable", "ddl", "status", "log", "show", "history", "diff",
+                    "revert", "tag", "tags", "check", "demo"):
+        assert f" {command} " in out
+
+
+def test_every_command_takes_url_and_data_commands_take_format() -> None:
+    data = {"status", "log", "show", "history", "diff", "revert", "tags", "check"}
+    for command in ("init", "enable", "disable", "ddl", "status", "log", "show", "history", "diff",
+                    "revert", "tag", "tags", "check", "demo"):
+        out = rv(None, command, "--help").stdout
+        assert "--url" in out and "ROWVER_URL" in out, command
+        assert ("--format" in out) == (command in data), command
+
+
+def test_json_help_documents_the_encodings() -> None:
+    assert "base64" in rv(None, "show", "--help").stdout
+
+
+# -- catalog and schema -----------------------------------------------------------------------
+
+
+def test_init_installs_the_catalog(bare_url: str) -> None:
+    result = rv(bare_url, "status", code=1)
+    assert "rowver init" in error(result)
+    out = rv(bare_url, "init").stdout
+    assert "rowver catalog 1 is installed" in out
+    assert "No table is versioned yet" in rv(bare_url, "status").stdout
+    assert "installed" in rv(bare_url, "init").stdout  # idempotent
+
+
+def test_enable_disable_and_ddl(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("create table items (id int primary key, name text)")
+    conn.execute("insert into items values (1, 'one')")
+    script = rv(db_url, "ddl", "items").stdout
+    assert "items__history" in script and script.rstrip().endswith(";")
+    assert rv(db_url, "enable", "items", "--sql").stdout == script
+    assert versioned(conn) == []  # --sql changes nothing
+
+    assert "items is versioned; its current rows are version 1" in rv(db_url, "enable", "items").stdout
+    assert versioned(conn) == ["items"]
+    assert conn.execute("select rv_version from items").fetchone() == (1,)
+
+    drop = rv(db_url, "disable", "items", "--sql").stdout
+    assert "drop table if exists public.items__history" in drop
+    assert versioned(conn) == ["items"]
+    assert "no longer versioned; its history is dropped" in rv(db_url, "disable", "items").stdout
+    assert versioned(conn) == []
+    assert conn.execute("select to_regclass('items__history')").fetchone() == (None,)
+    assert conn.execute("select * from items").fetchall() == [(1, "one")]
+
+
+def test_enable_options_and_keep_history(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("create table codes (code text not null, note text, seen int)")
+    conn.execute("create unique index on codes (code)")
+    rv(db_url, "enable", "codes", "--key", "code", "--no-triggers", "--ignore", "seen")
+    [row] = rv_json(db_url, "status")
+    assert (row["table_name"], row["key_columns"], row["triggers"], row["ignore_columns"]) == \
+        ("codes", ["code"], False, ["seen"])
+    assert "its history table is kept" in rv(db_url, "disable", "codes", "--keep-history").stdout
+    assert conn.execute("select to_regclass('codes__history')::text").fetchone() == ("codes__history",)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def test_status(shop: psycopg.Connection, db_url: str) -> None:
+    out = rv(db_url, "status").stdout
+    assert "customers" in out and "lines" in out
+    assert "head: 4" in out
+    assert "in-flight writers: none" in out
+    rows = {r["table_name"]: r for r in rv_json(db_url, "status")}
+    assert rows["customers"]["current_rows"] == 3
+    assert rows["customers"]["history_rows"] == 1
+    assert rows["customers"]["head"] == 4
+    assert rows["customers"]["oldest_writer_version"] is None
+
+
+def test_status_names_the_oldest_in_flight_writer(shop: psycopg.Connection, db_url: str) -> None:
+    with psycopg.connect(db_url) as writer:  # not autocommit: the transaction stays open
+        writer.execute("update customers set city = 'Paris' where id = 2")
+        out = rv(db_url, "status").stdout
+        assert f"oldest in-flight writer: version 5, pid {writer.info.backend_pid}, started" in out
+        assert "head: 4" in out
+        [row, _] = rv_json(db_url, "status")
+        assert (row["oldest_writer_version"], row["oldest_writer_pid"]) == (5, writer.info.backend_pid)
+        writer.rollback()
+
+
+def test_log(shop: psycopg.Connection, db_url: str) -> None:
+    with rowver.connect(db_url) as db, db.changeset(message="fix Grace", author="ops") as cs:
+        cs.upsert("customers", [{"id": 3, "city": "New York"}])
+    entries = rv_json(db_url, "log")
+    assert [e["version"] for e in entries] == [5, 4, 3, 2, 1]
+    assert (entries[0]["message"], entries[0]["author"], entries[0]["tables"], entries[0]["rows"]) == \
+        ("fix Grace", "ops", ["customers"], 1)
+    assert [e["version"] for e in rv_json(db_url, "log", "--limit", "2")] == [5, 4]
+    assert [e["version"] for e in rv_json(db_url, "log", "--table", "lines")] == [4, 3]
+    out = rv(db_url, "log", "-n", "1").stdout
+    assert "fix Grace" in out and "ops" in out and "enable" not in out
+
+
+def test_show_formats(shop: psycopg.Connection, db_url: str) -> None:
+    rows = rv_json(db_url, "show", "customers")
+    assert rows[0] == {"id": 1, "name": "Ada", "city": "Lisbon", "balance": "10.50", "photo": "AP8=",
+                       "seen": "2026-01-02T03:04:05+00:00", "score": 1.5, "rv_version": 2}
+    assert rows[1]["balance"] == "12345678901234.01"  # exact
+    assert rows[1]["score"] is None                   # NaN
+    assert rows[2]["photo"] is None
+    csv = rv(db_url, "show", "customers", "--format", "csv").stdout.splitlines()
+    assert csv[0] == "id,name,city,balance,photo,seen,score,rv_version"
+    assert csv[1] == "1,Ada,Lisbon,10.50,AP8=,2026-01-02T03:04:05+00:00,1.5,2"
+    assert csv[3] == "3,Grace,Arlington,0.00,,,,1"
+    table = rv(db_url, "show", "customers").stdout
+    assert "Lisbon" in table and "12345678901234.01" in table
+    assert "customers as of head (version 4): 3 row(s)" in table
+
+
+def test_show_as_of_with_filters(shop: psycopg.Connection, db_url: str) -> None:
+    assert rv_json(db_url, "show", "customers", "--at", "1", "--where", "id = 1")[0]["city"] == "London"
+    rows = rv_json(db_url, "show", "customers", "--columns", "name, city", "--order-by", "city",
+                   "--where", "balance > 1", "--limit", "1")
+    assert rows == [{"name": "Ada", "city": "Lisbon"}]
+    out = rv(db_url, "show", "customers", "--at", "1", "--where", "city like 'L%'").stdout
+    assert "London" in out and "Manchester" not in out and "version 1: 1 row(s)" in out
+    # a trailing comment cannot swallow the ORDER BY and LIMIT that follow
+    assert len(rv_json(db_url, "show", "customers", "--where", "true -- all", "--limit", "2")) == 2
+
+
+def test_show_where_is_read_only_and_one_statement(shop: psycopg.Connection, db_url: str) -> None:
+    shop.execute("create table audit (n int)")
+    shop.execute("create function noisy() returns boolean language sql as "
+                 "'insert into audit values (1); select true'")
+    result = rv(db_url, "show", "customers", "--where", "noisy()", code=1)
+    assert "read-only transaction" in error(result)
+    assert shop.execute("select count(*) from audit").fetchone() == (0,)
+    result = rv(db_url, "show", "customers", "--where", "true; delete from customers", code=1)
+    assert "without ';'" in error(result)
+    assert shop.execute("select count(*) from customers").fetchone() == (3,)
+
+
+def test_show_unknown_columns(shop: psycopg.Connection, db_url: str) -> None:
+    result = rv(db_url, "show", "customers", "--columns", "id,nope", code=1)
+    assert "customers has no column 'nope'; its columns are id, name, city" in error(result)
+    result = rv(db_url, "show", "customers", "--order-by", "nope", code=1)
+    assert "no column 'nope'" in error(result)
+    result = rv(db_url, "show", "customers", "--where", "nope = 1", code=1)
+    assert 'column "nope" does not exist' in error(result)
+
+
+def test_history(shop: psycopg.Connection, db_url: str) -> None:
+    shop.execute("delete from customers where id = 1")
+    rows = rv_json(db_url, "history", "customers", "1")
+    assert [(r["rv_version"], r["rv_until"], r["rv_deleted"], r["city"]) for r in rows] == \
+        [(1, 2, False, "London"), (2, 5, False, "Lisbon"), (5, 5, True, None)]
+    assert rows[0]["balance"] == "10.50" and rows[0]["photo"] == "AP8=" and rows[0]["id"] == 1
+    assert rows[2]["id"] == 1  # a tombstone keeps its key
+    assert list(rows[0])[:6] == ["rv_version", "rv_until", "rv_deleted", "created_at", "author", "message"]
+    out = rv(db_url, "history", "customers", "1").stdout
+    assert "London" in out and "Lisbon" in out and "enable customers" in out
+
+
+def test_history_with_a_composite_key(shop: psycopg.Connection, db_url: str) -> None:
+    rows = rv_json(db_url, "history", "lines", "1", "2")
+    assert [(r["rv_version"], r["qty"]) for r in rows] == [(3, 7), (4, 6)]
+    result = rv(db_url, "history", "lines", "1", code=1)
+    assert "keyed by (order_id, line); got 1 value(s)" in error(result)
+    result = rv(db_url, "history", "lines", "9", "9", code=1)
+    assert "lines has no version of a row with key 9, 9" in error(result)
+
+
+def test_diff(shop: psycopg.Connection, db_url: str) -> None:
+    shop.execute("insert into customers values (4, 'Barbara', 'Boston', 1, null, null, null)")
+    shop.execute("delete from customers where id = 3")
+    shop.execute("update customers set balance = 11.25 where id = 1")
+    shop.execute("select rowver.publish_head()")
+    rows = rv_json(db_url, "diff", "customers", "1", "head")
+    ops = {r["op"]: r for r in rows}
+    assert sorted(ops) == ["added", "changed", "removed"]
+    assert ops["changed"]["key"] == {"id": 1}
+    assert ops["changed"]["changed"] == ["balance", "city"]
+    assert (ops["changed"]["old"]["city"], ops["changed"]["new"]["city"]) == ("London", "Lisbon")
+    assert ops["added"]["new"]["name"] == "Barbara" and ops["removed"]["old"]["name"] == "Grace"
+    # numbers inside the JSON of old and new rows stay exact
+    text = rv(db_url, "diff", "customers", "1", "head", "--format", "json").stdout
+    assert '"balance": 10.50' in text and '"balance": 11.25' in text
+    out = rv(db_url, "diff", "customers", "1").stdout
+    assert "customers, version 1 -> 7: 1 added, 1 removed, 1 changed" in out
+    for text in ("London", "Lisbon", "10.50", "11.25", "Barbara", "id=3"):
+        assert text in out
+    assert "0 added, 0 removed, 0 changed" in rv(db_url, "diff", "customers", "head", "head").stdout
+
+
+def test_revert(shop: psycopg.Connection, db_url: str) -> None:
+    out = rv(db_url, "revert", "customers", "--to", "1", "--message", "undo the move").stdout
+    assert "customers is back to version 1 as version 5: 0 inserted, 1 updated, 0 deleted" in out
+    assert shop.execute("select city from customers where id = 1").fetchone() == ("London",)
+    assert shop.execute("select message from rowver.changeset where version = 5").fetchone() == ("undo the move",)
+    assert "already matches version 1; no new version" in rv(db_url, "revert", "customers", "--to", "1").stdout
+    [result] = rv_json(db_url, "revert", "customers", "--to", "2")
+    assert (result["to"], result["updated"]) == (2, 1)
+    assert result["version"] == max(changesets(shop)) > 5
+
+
+def test_tag_and_tags(shop: psycopg.Connection, db_url: str) -> None:
+    assert "No tags yet" in rv(db_url, "tags").stdout
+    assert "before-move is version 1" in rv(db_url, "tag", "before-move", "--at", "1").stdout
+    assert "now is version 4" in rv(db_url, "tag", "now").stdout
+    assert [(t["name"], t["version"]) for t in rv_json(db_url, "tags")] == [("before-move", 1), ("now", 4)]
+    assert rv_json(db_url, "show", "customers", "--at", "before-move", "--where", "id = 1")[0]["city"] == "London"
+    assert "before-move" in rv(db_url, "tags").stdout
+    result = rv(db_url, "tag", "now", code=1)
+    assert "tag 'now' already exists" in error(result)
+
+
+@pytest.mark.corrupts_history
+def test_check(shop: psycopg.Connection, db_url: str) -> None:
+    assert "ok: every invariant holds" in rv(db_url, "check").stdout
+    assert rv_json(db_url, "check", "customers") == []
+    shop.execute("update customers__history set rv_until = rv_version")  # as superuser: corrupt history
+    result = rv(db_url, "check", code=1)
+    assert "customers" in result.stdout and "interval" in result.stdout
+    assert error(result) == "error: 1 invariant violation(s)"
+    violations = json.loads(rv(db_url, "check", "customers", "--format", "json", code=1).stdout)
+    assert [(v["table_name"], v["invariant"]) for v in violations] == [("customers", "interval")]
+    assert "ok" in rv(db_url, "check", "lines").stdout
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_unknown_table(db_url: str) -> None:
+    for args in (["show", "nope"], ["enable", "nope"], ["history", "nope", "1"], ["diff", "nope", "1"]):
+        result = rv(db_url, *args, code=1)
+        assert error(result) == 'error: relation "nope" does not exist', args
+
+
+def test_unknown_ref(shop: psycopg.Connection, db_url: str) -> None:
+    result = rv(db_url, "show", "customers", "--at", "nope", code=1)
+    assert error(result).startswith("error: unknown ref 'nope' (a ref is a version number, a tag")
+    result = rv(db_url, "show", "customers", "--at", "99", code=1)
+    assert "version 99 is above head (4)" in error(result)
+    result = rv(db_url, "diff", "customers", "1", "nope", code=1)
+    assert "unknown ref 'nope'" in error(result)
+
+
+def test_table_not_versioned(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("create table plain (id int primary key)")
+    for args in (["show", "plain"], ["history", "plain", "1"], ["revert", "plain", "--to", "head"],
+                 ["disable", "plain"], ["diff", "plain", "head"]):
+        result = rv(db_url, *args, code=1)
+        assert error(result).startswith("error: plain is not versioned"), args
+
+
+def test_server_unreachable_names_the_url() -> None:
+    url = "postgresql://postgres@127.0.0.1:1/x"
+    result = rv(url, "status", code=1)
+    assert error(result).startswith(f"error: cannot connect to {url}")
+
+
+def test_password_is_not_printed() -> None:
+    result = rv("postgresql://postgres:s3cret@127.0.0.1:1/x", "status", code=1)
+    assert "s3cret" not in result.output
+    assert "postgresql://postgres:***@127.0.0.1:1/x" in error(result)
+
+
+def test_usage_errors_exit_2(db_url: str) -> None:
+    assert rv(db_url, "show", code=2).exit_code == 2
+    assert rv(db_url, "show", "t", "--format", "xml", code=2).exit_code == 2
+    assert rv(db_url, "revert", "t", code=2).exit_code == 2  # --to is required
+    assert runner.invoke(app, ["nope"]).exit_code == 2
+
+
+def test_debug_shows_the_exception(db_url: str) -> None:
+    result = runner.invoke(app, ["--debug", "show", "nope", "--url", db_url])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, rowver.UnknownTableError)
+    result = runner.invoke(app, ["show", "nope", "--url", db_url], env={"ROWVER_DEBUG": "1"})
+    assert isinstance(result.exception, rowver.UnknownTableError)
+
+
+def test_nothing_half_done_after_a_failure(shop: psycopg.Connection, db_url: str) -> None:
+    shop.execute("create table fresh (id int primary key, name text)")
+    before = changesets(shop)
+    rv(db_url, "enable", "fresh", "--key", "nope", code=1)
+    assert versioned(shop) == ["customers", "lines"]
+    assert shop.execute("select to_regclass('fresh__history')").fetchone() == (None,)
+    assert [r[0] for r in shop.execute(
+        "select attname from pg_attribute where attrelid = 'fresh'::regclass and attnum > 0")] == ["id", "name"]
+    rv(db_url, "revert", "customers", "--to", "nope", code=1)
+    rv(db_url, "tag", "has space", code=1)
+    rv(db_url, "tag", "later", "--at", "99", code=1)
+    assert changesets(shop) == before
+    assert shop.execute("select count(*) from rowver.tag").fetchone() == (0,)
+    assert shop.execute("select city from customers where id = 1").fetchone() == ("Lisbon",)
+
+
+# -- the demo and the console script --------------------------------------------------------------
+
+
+def test_demo_on_a_given_database(db_url: str, conn: psycopg.Connection) -> None:
+    for _ in range(2):  # rerunnable: the second run replaces the first
+        out = rv(db_url, "demo").stdout
+        assert "A bad load." in out and "The repair." in out and "Done in" in out
+    assert versioned(conn) == ["rowver_demo.customers", "rowver_demo.orders"]
+    assert conn.execute("select count(*) from rowver_demo.orders").fetchone() == (35,)
+    assert conn.execute("select count(*) from rowver_demo.orders where unit_price > 1000").fetchone() == (0,)
+    assert "ok" in rv(db_url, "check").stdout
+
+
+def _console_script() -> str:
+    script = Path(sys.executable).parent / "rowver"
+    return str(script) if script.exists() else shutil.which("rowver") or pytest.fail("rowver is not installed")
+
+
+def test_console_script_end_to_end(shop: psycopg.Connection, db_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("ROWVER_URL", "ROWVER_DEBUG")}
+    env["ROWVER_URL"] = db_url
+    done = subprocess.run([_console_script(), "show", "customers", "--at", "1", "--format", "json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["id"], r["city"]) for r in rows] == [(1, "London"), (2, "Manchester"), (3, "Arlington")]
+    done = subprocess.run([_console_script(), "show", "nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == 'error: relation "nope" does not exist\n'
+
+
+@pytest.mark.slow
+def test_demo_in_a_fresh_home() -> None:
+    home = Path(tempfile.mkdtemp(prefix="rowver-demo-"))
+    home.chmod(0o755)  # as root, the embedded server runs as its own user and must reach its pgdata
+    env = {k: v for k, v in os.environ.items() if k not in ("ROWVER_URL", "ROWVER_DEBUG")}
+    env["ROWVER_HOME"] = str(home)
+    try:
+        done = subprocess.run([_console_script(), "demo"], capture_output=True, text=True, env=env, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "The repair." in done.stdout and "Done in" in done.stdout
+        again = subprocess.run([_console_script(), "demo"], capture_output=True, text=True, env=env, timeout=60)
+        assert again.returncode == 0, again.stderr
+        done = subprocess.run([_console_script(), "show", "rowver_demo.customers", "--format", "json"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert len(json.loads(done.stdout)) == 12
+    finally:
+        stop_embedded(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# -- rendering, without a server ---------------------------------------------------------------------
+
+
+def test_json_encoding_rules() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    row = (None, float("nan"), Decimal("1.50"), _output.JsonNumber("2.50"), b"\x00\xff",
+           dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), dt.date(2026, 1, 2),
+           dt.timedelta(days=1, seconds=3723, microseconds=500000), {"a": [_output.JsonNumber("0.1")]},
+           [Decimal("3.0")], True, float("inf"))
+    text = _output.to_json([f"c{i}" for i in range(len(row))], [row])
+    assert json.loads(text) == [{
+        "c0": None, "c1": None, "c2": "1.50", "c3": 2.5, "c4": "AP8=", "c5": "2026-01-02T03:04:05+00:00",
+        "c6": "2026-01-02", "c7": "P1DT1H2M3.5S", "c8": {"a": [0.1]}, "c9": ["3.0"], "c10": True,
+        "c11": "Infinity"}]
+    assert '"c3": 2.50' in text  # written exactly as stored
+    assert _output.to_json(["a"], []) == "[]\n"
+
+
+def test_status_names_a_prepared_writer(shop: psycopg.Connection, db_url: str, needs_prepared: None) -> None:
+    with psycopg.connect(db_url) as writer:
+        writer.execute("update customers set city = 'Paris' where id = 2")
+        writer.execute("prepare transaction 'rowver_cli_test'")
+        try:
+            out = rv(db_url, "status").stdout
+            assert "oldest in-flight writer: version 5, prepared transaction" in out
+        finally:
+            shop.execute("rollback prepared 'rowver_cli_test'")
+
+
+def test_tables_fit_the_width_without_losing_columns() -> None:
+    import io
+
+    from rich.console import Console
+
+    columns = ["id", "customer_id", "product", "unit_price", "ordered_at"]
+    rows = [(1, 8, "Pour-over kettle", 42, "2026-10-02 02:00:00+00:00")]
+    for width in (100, 60, 30):
+        out = io.StringIO()
+        console = Console(file=out, width=width)
+        console.print(_output.to_table(columns, rows, width=width))
+        text = out.getvalue()
+        assert all(len(line) <= width for line in text.splitlines())
+        for word in [*columns, "Pour-over", "42"]:
+            assert word in text, (width, text)
