@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _install, _query, _schema, _server, _write
+from . import _install, _query, _schema, _server, _sql, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
@@ -184,8 +184,7 @@ class Database:
 
     def scalar(self, query: Any, params: Sequence[Any] | None = None) -> Any:
         with translated():
-            row = self.conn.execute(query, params).fetchone()
-        return row[0] if row else None
+            return _sql.value(self.conn, query, params)
 
     def __repr__(self) -> str:
         return f"rowver.Database({redacted(self.url)!r})"

@@ -28,27 +28,25 @@ def to_records(rows: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
         columns = [str(c) for c in rows.columns]
         if len(set(columns)) != len(columns):
             raise InvalidInputError("the frame has duplicate column names")
-        records = [tuple(_plain(v) for v in row) for row in rows.itertuples(index=False, name=None)]
+        records = [tuple(plain(v) for v in row) for row in rows.itertuples(index=False, name=None)]
         return columns, records
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
         raise InvalidInputError("rows must be a pandas DataFrame or an iterable of dicts")
     dicts = list(rows)
-    columns: list[str] = []
+    names: dict[str, None] = {}  # the union of the dicts' keys, in first-seen order
     for i, row in enumerate(dicts):
         if not isinstance(row, Mapping):
             raise InvalidInputError(f"row {i} is a {type(row).__name__}, not a dict")
-        for name in row:
-            if name not in columns:
-                columns.append(str(name))
-    return columns, [tuple(_plain(row.get(c)) for c in columns) for row in dicts]
+        names.update((str(name), None) for name in row)
+    return list(names), [tuple(plain(row.get(c)) for c in names) for row in dicts]
 
 
-def _plain(value: Any) -> Any:
-    """A value psycopg can send: numpy scalars unwrapped, pandas' missing markers -> None."""
+def plain(value: Any) -> Any:
+    """A plain Python value for a pandas or numpy one; NaN, NaT and NA become None."""
     if value is None:
         return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
     kind = type(value).__module__
     if kind.startswith("pandas"):
         import pandas as pd
@@ -57,12 +55,12 @@ def _plain(value: Any) -> Any:
             return None
         if isinstance(value, pd.Timestamp):
             return value.to_pydatetime()
+        if isinstance(value, pd.Timedelta):
+            return value.to_pytimedelta()
     if kind == "numpy":
-        if hasattr(value, "ndim") and value.ndim > 0:
-            return value.tolist()
-        value = value.item()
-        if isinstance(value, float) and math.isnan(value):
-            return None
+        if getattr(value, "ndim", 0) > 0:
+            return [plain(v) for v in value.tolist()]
+        return plain(value.item())
     return value
 
 

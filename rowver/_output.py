@@ -27,6 +27,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from . import _frames
+
 if TYPE_CHECKING:
     import pandas as pd
     from rich.console import Console, RenderableType
@@ -83,31 +85,8 @@ def progress(message: str) -> Iterator[None]:
 def frame_rows(frame: pd.DataFrame) -> tuple[list[str], Rows]:
     """(columns, rows) of a DataFrame, with numpy and pandas scalars made plain Python."""
     columns = [str(c) for c in frame.columns]
-    rows = [tuple(plain(v) for v in row) for row in frame.itertuples(index=False, name=None)]
+    rows = [tuple(_frames.plain(v) for v in row) for row in frame.itertuples(index=False, name=None)]
     return columns, rows
-
-
-def plain(value: Any) -> Any:
-    """A Python value for a pandas or numpy one; NaN, NaT and NA become None."""
-    if value is None:
-        return None
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    kind = type(value).__module__
-    if kind.startswith("pandas"):
-        import pandas as pd
-
-        if value is pd.NaT or value is pd.NA:
-            return None
-        if isinstance(value, pd.Timestamp):
-            return value.to_pydatetime()
-        if isinstance(value, pd.Timedelta):
-            return value.to_pytimedelta()
-    if kind == "numpy":
-        if getattr(value, "ndim", 0) > 0:
-            return [plain(v) for v in value.tolist()]
-        return plain(value.item())
-    return value
 
 
 # -- writing ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from . import _frames
+from . import _frames, _sql
 from .errors import InvalidInputError, translated
 
 if TYPE_CHECKING:
@@ -32,9 +32,9 @@ def as_of(db: Database, table: str, ref: str | int) -> pd.DataFrame:
     """The table as of a ref, ordered by key."""
     version = db.resolve(ref)
     with translated():
-        fn, keys = db.conn.execute(
-            "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
-            (table, version, table)).fetchone()
+        fn, keys = _sql.one(
+            db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
+            (table, version, table))
     # fn comes from rowver.as_of_sql, which quotes catalog names with format('%I')
     query = sql.SQL("select * from {} order by {}").format(
         sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
@@ -44,8 +44,7 @@ def as_of(db: Database, table: str, ref: str | int) -> pd.DataFrame:
 def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:
     """A key as {column: value}: from a dict, a tuple (in key order), or a single value."""
     with translated():
-        columns = db.conn.execute("select (rowver.registered(%s::regclass)).key_columns",
-                                  (table,)).fetchone()[0]
+        columns = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     if isinstance(key, Mapping):
         if sorted(key) != sorted(columns):
             raise InvalidInputError(f"{table} is keyed by ({', '.join(columns)}); got ({', '.join(key)})")
@@ -60,7 +59,7 @@ def history(db: Database, table: str, key: Any) -> pd.DataFrame:
     """Every version of one row, oldest first, with its changeset's time, author and message."""
     where = key_object(db, table, key)
     with translated():
-        versions = db.conn.execute("select rowver.versions_sql(%s::regclass)", (table,)).fetchone()[0]
+        versions = _sql.value(db.conn, "select rowver.versions_sql(%s::regclass)", (table,))
     query = sql.SQL(
         "select v.*, c.created_at, c.author, c.message from {} v"
         " left join rowver.changeset c on c.version = v.rv_version"

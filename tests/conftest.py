@@ -13,7 +13,7 @@ import importlib
 import itertools
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest

@@ -79,7 +79,7 @@ def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transact
     versions = sorted(snapshots)
     for v in range(versions[0], head + 1):
         expected = snapshots[max(x for x in versions if x <= v)]
-        for name, t in tables.items():
+        for name in tables:
             got = dict(conn.execute(sql.SQL("select id, v from {}(%s)").format(
                 sql.Identifier(f"{name}_{n}__as_of")), (v,)).fetchall())
             assert got == expected[name], (name, v)

@@ -1,0 +1,23 @@
+"""Calling rowver's SQL functions: the one place a single row or value is read back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from .errors import RowverError
+
+
+def one(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = None) -> tuple[Any, ...]:
+    """The single row a query returns (rowver's functions always return one)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RowverError(f"no row from {query!r}")
+    return tuple(row)
+
+
+def value(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = None) -> Any:
+    """The first column of the single row a query returns."""
+    return one(conn, query, params)[0]
