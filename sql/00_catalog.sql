@@ -24,6 +24,10 @@ grant usage on schema rowver to public;
 
 set role rowver_owner;
 
+-- EXECUTE on rowver's functions is not PUBLIC's by default: each file grants, per function,
+-- what others may run (allocation, capture and registration stay with rowver_owner).
+alter default privileges for role rowver_owner revoke execute on functions from public;
+
 create table if not exists rowver.meta (
   key   text primary key,
   value text not null

@@ -556,4 +556,14 @@ begin
   end loop;
 end $$;
 
+-- Planning is read-only and open to all; enable, disable and register stay with
+-- rowver_owner's members (they create objects rowver_owner owns).
+grant execute on function rowver.generated_name(name, text), rowver.has_btree_eq(oid),
+  rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.row_columns(regclass),
+  rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
+  rowver.table_key(regclass, name[]), rowver.check_versionable(regclass),
+  rowver.capture_body(regclass, text, name[], text, text, text, text),
+  rowver.enable_ddl(regclass, name[], boolean, name[]), rowver.disable_ddl(regclass, boolean)
+to public;
+
 reset role;

@@ -269,4 +269,13 @@ begin
   return query execute format('select * from %s', rowver.as_of_sql(rel, v));
 end $$;
 
+-- Reading, and writing through the caller's own privileges on the table (the capture
+-- triggers record those writes): open to all.
+grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass, bigint),
+  rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
+  rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
+  rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
+  rowver.diff(regclass, text, text), rowver.log(integer, regclass), rowver.as_of(anyelement, text)
+to public;
+
 reset role;

@@ -122,4 +122,6 @@ begin
   end loop;
 end $$;
 
+grant execute on function rowver.status(), rowver.in_flight(), rowver.check(regclass) to public;
+
 reset role;
