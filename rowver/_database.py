@@ -127,6 +127,13 @@ class Database:
             result = cs.revert(table, to)
         return result
 
+    @property
+    def models(self) -> Any:
+        """The model-as-rows store: ``db.models.save(...)``, ``load``, ``alias``, ``rollback``."""
+        from ._models import Models
+
+        return Models(self)
+
     # -- reading ----------------------------------------------------------------------
 
     def head(self) -> int:

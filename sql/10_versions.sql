@@ -138,8 +138,8 @@ begin
     return rowver.head();
   end if;
   if r like 'model:%' then
-    raise exception 'rowver: model ref % needs the model store, which is not installed', r
-      using errcode = '22023';
+    -- the data version a model version was trained on (sql/60_models.sql)
+    return rowver.model_data_version(substr(r, 7));
   end if;
   select t.version into v from rowver.tag t where t.name = r;
   if found then
