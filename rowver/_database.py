@@ -56,7 +56,9 @@ class Database:
         """The autocommit connection every call uses (changesets open transactions on it)."""
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(self.url, autocommit=True)
+                # no automatic server-side prepares: they break after DDL changes a result
+                # type, and under transaction-pooling connection poolers
+                self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
             except psycopg.OperationalError as exc:
                 lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
                 reason = lines[0].removeprefix("connection failed: ") if lines else "no answer"
@@ -102,6 +104,22 @@ class Database:
     def disable(self, table: str, *, keep_history: bool = False) -> None:
         """Stop versioning ``table``; its history is dropped unless ``keep_history``."""
         _schema.disable(self, table, keep_history=keep_history)
+
+    def refresh(self, table: str) -> str:
+        """Follow schema changes of ``table`` (added, renamed, retyped, dropped columns, new
+        partitions, grants, policies); returns what changed. A no-op on unversioned tables."""
+        with translated(), self.conn.transaction():
+            return str(_sql.value(self.conn, "select rowver.refresh(%s::regclass)", (table,)) or "not versioned")
+
+    def alter(self, table: str, action: str) -> str:
+        """Run ``ALTER TABLE table <action>`` (which the versions view would block), then refresh."""
+        with translated(), self.conn.transaction():
+            return str(_sql.value(self.conn, "select rowver.alter(%s::regclass, %s)", (table, action)))
+
+    def truncate(self, table: str, *, cascade: bool = False) -> int:
+        """Empty ``table`` with every delete on record, as a changeset; returns rows deleted."""
+        with self.changeset(message=f"truncate {table}") as cs:
+            return cs.truncate(table, cascade=cascade)
 
     def ddl(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
             ignore: Iterable[str] = ()) -> str:

@@ -125,6 +125,10 @@ class Changeset:
         """Restore ``table`` as of ``to``; the reverted-from state stays readable."""
         return self._run(self._revert, table, str(to))
 
+    def truncate(self, table: str, *, cascade: bool = False) -> int:
+        """Delete every row of ``table`` (tombstones in history), then give the space back."""
+        return int(self._run(self._truncate, table, cascade).deleted)
+
     # -- the statements behind them ------------------------------------------------------
 
     def _load(self, table: str, rows: Any, mode: str) -> WriteResult:
@@ -145,6 +149,12 @@ class Changeset:
 
     def _revert(self, table: str, ref: str) -> WriteResult:
         return WriteResult(*_sql.one(self._db.conn, "select * from rowver.revert(%s::regclass, %s)", (table, ref)))
+
+
+    def _truncate(self, table: str, cascade: bool) -> WriteResult:
+        conn = self._db.conn
+        deleted = _sql.value(conn, "select rowver.truncate(%s::regclass, %s)", (table, cascade))
+        return WriteResult(deleted=deleted, version=_current_version(conn))
 
 
 def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:

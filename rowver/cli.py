@@ -194,6 +194,25 @@ def disable(
 
 
 @app.command()
+def refresh(table: Table, url: Url = None) -> None:
+    """Follow a table's schema changes: history columns, generated objects, new partitions, grants."""
+    with _database(url) as db, _output.progress(f"refreshing {table}"):
+        typer.echo(f"{table}: {db.refresh(table)}")
+
+
+@app.command()
+def truncate(
+    table: Table,
+    cascade: Annotated[bool, typer.Option(
+        "--cascade", help="Also empty the tables that reference it by foreign key.")] = False,
+    url: Url = None,
+) -> None:
+    """Empty a versioned table with every delete on record (a plain TRUNCATE is refused)."""
+    with _database(url) as db, _output.progress(f"emptying {table}"):
+        typer.echo(f"{table}: {db.truncate(table, cascade=cascade)} row(s) deleted, on record")
+
+
+@app.command()
 def ddl(table: Table, key: Keys = None, triggers: Triggers = True, ignore: Ignore = None,
         url: Url = None) -> None:
     """Print the SQL that `rowver enable` would run, without running it."""

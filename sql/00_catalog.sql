@@ -17,6 +17,15 @@ begin
   if not pg_catalog.pg_has_role(current_user, 'rowver_owner', 'MEMBER') then
     execute pg_catalog.format('grant rowver_owner to %I', current_user);
   end if;
+  -- rowver_admin may disable versioning (and drop what rowver_owner owns)
+  if not pg_catalog.pg_has_role('rowver_admin', 'rowver_owner', 'MEMBER') then
+    grant rowver_owner to rowver_admin;
+  end if;
+exception when insufficient_privilege then
+  raise exception 'rowver: installing needs the roles rowver_owner and rowver_admin, and membership in rowver_owner'
+    using errcode = '42501',
+    hint = format('ask an administrator to run: CREATE ROLE rowver_owner NOLOGIN; CREATE ROLE rowver_admin NOLOGIN; '
+                  'GRANT rowver_owner TO rowver_admin; GRANT rowver_owner TO %I;', current_user);
 end $$;
 
 create schema if not exists rowver authorization rowver_owner;
@@ -70,6 +79,18 @@ create table if not exists rowver.versioned (
   capture_name    name not null,
   enabled_version bigint not null,
   definition_hash text not null
+);
+
+-- When each column of a versioned table joined or left it (NULL added_version: there from
+-- the start). attnum follows renames; a column added at version D reads NULL as of
+-- versions before D; a dropped column stays in history, retired.
+create table if not exists rowver.column_life (
+  table_id        integer not null references rowver.versioned on delete cascade,
+  name            name not null,
+  attnum          smallint,
+  added_version   bigint,
+  dropped_version bigint,
+  primary key (table_id, name)
 );
 
 -- Which tables a changeset touched and how many row changes it made there.

@@ -139,6 +139,10 @@ begin
   end if;
   if r like 'model:%' then
     -- the data version a model version was trained on (sql/60_models.sql)
+    if to_regprocedure('rowver.model_data_version(text)') is null then
+      raise exception 'rowver: model ref % needs the model store, which is not installed', r
+        using errcode = '22023';
+    end if;
     return rowver.model_data_version(substr(r, 7));
   end if;
   select t.version into v from rowver.tag t where t.name = r;
@@ -207,7 +211,8 @@ begin
           nullif(current_setting('rowver.author', true), ''),
           nullif(current_setting('rowver.message', true), ''))
   on conflict (version) do nothing;
-  insert into rowver.changeset_table as c (version, table_id, rows) values (v, (select r.id from rowver.versioned r where r.relid = tbl), n)
+  insert into rowver.changeset_table as c (version, table_id, rows) values (v, (select r.id from rowver.versioned r
+                where r.relid = coalesce(pg_partition_root(tbl), tbl)), n)  -- a partition counts for its root
   on conflict (version, table_id) do update set rows = c.rows + excluded.rows;
 end $$;
 
@@ -226,14 +231,22 @@ begin
   return null;
 end $$;
 
--- Versioned tables refuse TRUNCATE: it would drop rows without history.
+-- Versioned tables refuse TRUNCATE while they hold rows: it would drop rows without
+-- history. rowver.truncate() deletes (on record) first; an empty table may be truncated.
 create or replace function rowver.refuse_truncate() returns trigger
 language plpgsql
 as $$
+declare
+  has_rows boolean;
 begin
-  raise exception 'rowver: TRUNCATE of versioned table %.% would lose history',
-    TG_TABLE_SCHEMA, TG_TABLE_NAME using errcode = '0A000',
-    hint = 'use DELETE, or rowver.disable() first';
+  execute pg_catalog.format('select exists (select from %I.%I)', TG_TABLE_SCHEMA, TG_TABLE_NAME) into has_rows;
+  if has_rows then
+    raise exception 'rowver: TRUNCATE of versioned table %.% would lose history', TG_TABLE_SCHEMA, TG_TABLE_NAME
+      using errcode = '0A000',
+      hint = pg_catalog.format('use rowver.truncate(%L), which records every delete first',
+                               pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME));
+  end if;
+  return null;
 end $$;
 
 -- Anyone may read head and resolve refs; tags are names, not data. Allocation

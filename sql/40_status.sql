@@ -28,12 +28,13 @@ begin
     execute format('select count(*) from %I.%I', sch, r.history_name) into history_rows;
     versions := (select count(*) from rowver.changeset_table ct where ct.table_id = r.id);
     enabled_version := r.enabled_version;
-    -- every generated object still there? (outdated definitions come with refresh)
-    definition := case when to_regclass(format('%I.%I', sch, r.history_name)) is not null
-                         and to_regclass(format('%I.%I', sch, r.versions_name)) is not null
-                         and to_regprocedure(format('%I.%I(bigint)', sch, r.as_of_name)) is not null
-                         and (not r.triggers or to_regprocedure(format('%I.%I()', sch, r.capture_name)) is not null)
-                       then 'installed' else 'missing' end;
+    -- current: what is installed is what the generator would make now
+    definition := case
+      when to_regclass(format('%I.%I', sch, r.history_name)) is null then 'missing'
+      when r.definition_hash = md5(array_to_string(rowver.object_ddl(
+             r.relid, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name,
+             r.as_of_name, r.stamp_name, r.capture_name), E';\n')) then 'installed'
+      else 'outdated' end;
     return next;
   end loop;
 end $$;
@@ -106,13 +107,40 @@ begin
          from (select distinct rv_version as v from %s union select distinct rv_until from %s where rv_until is not null) x
         where not exists (select from rowver.changeset c where c.version = x.v)', r.relid::text, v, h);
 
+    return query
+      select r.relid::text, 'definition', 'generated objects are outdated (the table changed); run rowver.refresh'
+       where (select x.definition_hash from rowver.versioned x where x.id = r.id)
+             is distinct from md5(array_to_string(rowver.object_ddl(
+               r.relid, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name,
+               r.as_of_name, r.stamp_name, r.capture_name), E';\n'));
+
+    -- whoever may read T may read its history, under the same read policies
+    return query
+      select r.relid::text, 'grants', format('%s may read %s but not its history', g.who, r.relid)
+        from (select case when x.grantee = 0 then 'public' else pg_catalog.pg_get_userbyid(x.grantee) end as who
+                from (select (aclexplode(c.relacl)).* from pg_catalog.pg_class c where c.oid = r.relid) x
+               where x.privilege_type = 'SELECT') g
+       where not has_table_privilege(g.who, h, 'SELECT');
+    return query
+      select r.relid::text, 'policies', format('policy %I of %s is not on its history', p.polname, r.relid)
+        from pg_catalog.pg_policy p
+       where p.polrelid = r.relid and p.polcmd in ('r', '*')
+         and not exists (select from pg_catalog.pg_policy q where q.polrelid = h::regclass and q.polname = p.polname);
+    return query
+      select r.relid::text, 'policies', 'row-level security is on for the table but off for its history'
+        from pg_catalog.pg_class c
+       where c.oid = r.relid and c.relrowsecurity
+         and not (select x.relrowsecurity from pg_catalog.pg_class x where x.oid = h::regclass);
+
+    -- every trigger in place and enabled, on T and on every partition
+    return query
+      select p.rel::text, 'triggers', format('trigger %s is missing or disabled', t.name)
+        from (select r.relid as rel union all select rowver.partitions(r.relid)) p
+       cross join unnest(array['rowver_begin', '~rowver_stamp', 'rowver_capture_insert', 'rowver_capture_update',
+                               'rowver_capture_delete', 'rowver_refuse_truncate']) t(name)
+       where not exists (select from pg_catalog.pg_trigger g
+                          where g.tgrelid = p.rel and g.tgname = t.name and g.tgenabled = 'O');
     if r.triggers then
-      return query
-        select r.relid::text, 'triggers', format('trigger %s is missing or disabled', t.name)
-          from unnest(array['rowver_begin', '~rowver_stamp', 'rowver_capture_insert',
-                            'rowver_capture_update', 'rowver_capture_delete']) t(name)
-         where not exists (select from pg_catalog.pg_trigger g
-                            where g.tgrelid = r.relid and g.tgname = t.name and g.tgenabled = 'O');
       return query
         select r.relid::text, 'triggers', format('BEFORE row trigger %I fires after the stamp', g.tgname)
           from pg_catalog.pg_trigger g

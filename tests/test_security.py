@@ -82,6 +82,11 @@ FORBIDDEN = [
     ("drop trigger \"~rowver_stamp\" on items", psycopg.errors.InsufficientPrivilege),
     ("select rowver.enable('items')", psycopg.errors.InsufficientPrivilege),
     ("set session_replication_role = replica", psycopg.errors.InsufficientPrivilege),
+    ("truncate items", psycopg.errors.InsufficientPrivilege),
+    ("truncate items__history", psycopg.errors.InsufficientPrivilege),
+    ("select rowver.disable('items')", psycopg.errors.InsufficientPrivilege),
+    ("select rowver.refresh('items')", psycopg.errors.InsufficientPrivilege),
+    ("alter table items__history disable row level security", psycopg.errors.InsufficientPrivilege),
 ]
 
 

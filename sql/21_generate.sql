@@ -1,0 +1,295 @@
+-- The objects generated for a versioned table T (everything but T.rv_version and the
+-- history table itself): the as-of function, the versions view, the stamp and capture
+-- trigger functions, the triggers on T and on each of its partitions, and the grants and
+-- row-level security policies mirrored from T onto its history. object_ddl() is the one
+-- source of these statements: enable runs them once, refresh runs them again after T's
+-- schema changes, and their hash tells status whether what is installed is current.
+
+set role rowver_owner;
+
+-- The body of the AFTER statement trigger that writes history from the transition tables
+-- rv_old / rv_new. Every statement is set-based and names its columns.
+create or replace function rowver.capture_body(tbl regclass, hist text, keys name[], cols text,
+                                               o_cols text, k_cols text, o_k_cols text,
+                                               shape text) returns text
+language sql immutable
+as $$
+  select pg_catalog.format($body$
+#variable_conflict use_variable
+declare
+  -- names that no column can take: rv_ is rowver's prefix, and columns are always qualified
+  rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
+  rv_changed bigint := 0;  -- keys changed, for the log
+  rv_count   bigint;
+  rv_gone    bigint;
+begin
+  if rowver.shape(TG_RELID) is distinct from %11$L then
+    raise exception 'rowver: %% changed shape since its versioning was generated', %9$L
+      using errcode = '55000', hint = format('run rowver.refresh(%%L) (or use rowver.alter)', %9$L);
+  end if;
+
+  if TG_OP = 'INSERT' then
+    -- a key deleted by a newer version may not come back under an older one
+    if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
+      perform rowver.conflict(%9$L, 'a newer version deleted a key this statement inserts');
+    end if;
+    -- inserting a key this transaction deleted undoes its own tombstone
+    delete from %1$s h using rv_new n where %2$s and h.rv_version = rv_v and h.rv_deleted;
+    select count(*) into rv_changed from rv_new;
+
+  elsif TG_OP = 'UPDATE' then
+    -- One join pairs each old row with the new row of the same key. Its extra columns
+    -- reuse names T cannot have: rv_until is the new row's version, rv_deleted says the
+    -- key changed away; rv_version is null where a key changed into being.
+    with o as (
+      select %5$s, o.rv_version, n.rv_version as rv_until, n.%8$I is null as rv_deleted
+        from rv_old o full join rv_new n on %3$s
+    ), superseded as (
+      -- superseded states: rows that changed, and rows whose key changed away; a state this
+      -- transaction wrote itself is not a version and is not kept
+      insert into %1$s (%4$s, rv_version, rv_until)
+      select %5$s, o.rv_version, rv_v
+        from o
+       where o.rv_version is not null and (o.rv_deleted or o.rv_until <> o.rv_version)
+         and case when o.rv_version > rv_v
+                  then rowver.conflict(%9$L, 'a newer version changed a row this statement updates')
+                  else o.rv_version < rv_v end
+      returning 1
+    )
+    select (select count(*) from superseded), count(*) filter (where o.rv_deleted),
+           count(*) filter (where o.rv_version is null)
+      into rv_changed, rv_gone, rv_count
+      from o;
+    if rv_gone > 0 then
+      -- a key changed away ends with a tombstone, if it had a state before this transaction
+      insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
+      select %7$s, rv_v, rv_v, true
+        from rv_old o
+       where not exists (select from rv_new n where %3$s)
+         and (o.rv_version < rv_v
+              or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted));
+    end if;
+    if rv_count > 0 then
+      -- a key changed into behaves like an insert
+      rv_changed := rv_changed + rv_count;
+      if exists (select from rv_new n join %1$s h on %2$s
+                  where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
+        perform rowver.conflict(%9$L, 'a newer version deleted a key this statement changes into');
+      end if;
+      delete from %1$s h using rv_new n
+       where %2$s and h.rv_version = rv_v and h.rv_deleted
+         and not exists (select from rv_old o where %3$s);
+    end if;
+
+  else -- DELETE
+    insert into %1$s (%4$s, rv_version, rv_until)
+    select %5$s, o.rv_version, rv_v
+      from rv_old o
+     where case when o.rv_version > rv_v
+                then rowver.conflict(%9$L, 'a newer version changed a row this statement deletes')
+                else o.rv_version < rv_v end;
+    -- the delete itself: a tombstone, unless the key was born in this transaction
+    insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
+    select %7$s, rv_v, rv_v, true
+      from rv_old o
+     where o.rv_version < rv_v
+        or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted);
+    get diagnostics rv_changed = row_count;
+  end if;
+
+  if rv_changed > 0 then
+    perform rowver.record_change(rv_v, TG_RELID, rv_changed);
+  end if;
+  return null;
+end
+$body$,
+    hist,                                   -- 1
+    rowver.key_join_sql(keys, 'h', 'n'),    -- 2
+    rowver.key_join_sql(keys, 'o', 'n'),    -- 3
+    cols, o_cols, k_cols, o_k_cols,         -- 4..7
+    keys[1],                                -- 8
+    rowver.qualified(tbl),                  -- 9
+    rowver.key_join_sql(keys, 'h', 'o'),    -- 10
+    shape)                                  -- 11
+$$;
+
+-- The statements that (re)create T's generated objects, in order. Re-runnable: functions
+-- are replaced, the view and triggers dropped and created. (Grants and policies: mirror_ddl.)
+create or replace function rowver.object_ddl(tbl regclass, keys name[], ignore name[], triggers boolean,
+                                             hist name, vers name, as_of name, stamp name, capture name)
+returns text[]
+language plpgsql stable
+as $$
+declare
+  sch       name := (select n.nspname from pg_catalog.pg_class c
+                       join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  t         text := rowver.qualified(tbl);
+  hist_q    text := format('%I.%I', sch, hist);
+  rel       regclass;
+  stmts     text[] := '{}';
+  cols      text;  o_cols text;  k_cols text;  o_k_cols text;
+  -- with triggers => false, capture runs only where the write layer switches it on: a flag
+  -- that says whether to capture, never what version; other writers are not tracked
+  only_when text := case when triggers then ''
+                         else 'when (pg_catalog.current_setting(''rowver.capture'', true) = ''on'')' end;
+begin
+  select string_agg(format('%I', p.name), ', ' order by p.attnum),
+         string_agg(format('o.%I', p.name), ', ' order by p.attnum)
+    into cols, o_cols from rowver.payload_columns(tbl) p;
+  select string_agg(format('%I', k), ', '), string_agg(format('o.%I', k), ', ')
+    into k_cols, o_k_cols from unnest(keys) k;
+
+  -- T as of a version: plain SQL, no SET clause, so the planner inlines it. A column added
+  -- after enable reads NULL as of versions before it was added (also from older states
+  -- superseded later, which carry the value the column was given when it was added).
+  stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
+                           'language sql stable parallel safe\nas $rv$\n'
+                           '  select %s from %s where rv_version <= $1\n  union all\n'
+                           '  select %s from %s h\n'
+                           '   where h.rv_version <= $1 and h.rv_until > $1 and not h.rv_deleted\n$rv$',
+    sch, as_of, t,
+    (select string_agg(case when l.added_version is not null
+                            then format('case when $1 >= %s then %I end', l.added_version, c.name)
+                            else format('%I', c.name) end, ', ' order by c.pos)
+       from rowver.row_columns(tbl) c left join rowver.column_added(tbl) l on l.name = c.name),
+    t,
+    (select string_agg(case when c.name = 'rv_version' then 'h.rv_version'
+                            when l.added_version is not null
+                            then format('case when $1 >= %s then h.%I::%s end', l.added_version, c.name, p.type_sql)
+                            when p.type_sql = p.history_type_sql then format('h.%I', c.name)
+                            else format('h.%I::%s', c.name, p.type_sql) end, ', ' order by c.pos)
+       from rowver.row_columns(tbl) c
+       left join rowver.payload_columns(tbl) p on p.name = c.name
+       left join rowver.column_added(tbl) l on l.name = c.name),
+    hist_q);
+
+  -- every version of every row; current rows have rv_until null
+  stmts := stmts || format('drop view if exists %I.%I', sch, vers);
+  stmts := stmts || format(E'create view %I.%I with (security_invoker = true) as\n'
+                           '  select %s, rv_version, null::bigint as rv_until, false as rv_deleted from %s\n'
+                           '  union all\n'
+                           '  select %s, rv_version, rv_until, rv_deleted from %s',
+    sch, vers, cols, t,
+    (select string_agg(case when p.type_sql = p.history_type_sql then format('%I', p.name)
+                            else format('%I::%s', p.name, p.type_sql) end, ', ' order by p.attnum)
+       from rowver.payload_columns(tbl) p),
+    hist_q);
+
+  -- the per-row stamp: a no-op update keeps its version and makes no history
+  stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
+                           'begin\n'
+                           '  if TG_OP = ''UPDATE'' and %s then\n'
+                           '    NEW.rv_version := OLD.rv_version;\n'
+                           '  else\n'
+                           '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
+                           '  end if;\n'
+                           '  return NEW;\n'
+                           'end\n$rv$',
+    sch, stamp,
+    (select string_agg(rowver.same_value_sql(p.name, p.has_eq, 'NEW', 'OLD'),
+                       E'\n     and ' order by p.cmp_rank, p.attnum)
+       from rowver.payload_columns(tbl, ignore) p where p.compared));
+
+  -- statement-level capture from transition tables (jit off: estimates over transition
+  -- tables are poor, and compiling would cost more than the statements themselves)
+  stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\n'
+                           'security definer set search_path = pg_catalog, pg_temp set jit = off\n'
+                           'as $rv$%s$rv$',
+    sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols, rowver.shape(tbl)));
+  stmts := stmts || array[format('alter function %I.%I(bigint) owner to rowver_owner', sch, as_of),
+                          format('alter view %I.%I owner to rowver_owner', sch, vers),
+                          format('alter function %I.%I() owner to rowver_owner', sch, stamp),
+                          format('alter function %I.%I() owner to rowver_owner', sch, capture)];
+
+  -- triggers on T, and on each partition (statement triggers fire only on the table a
+  -- statement names; the row-level stamp on T is cloned onto partitions by PostgreSQL)
+  for rel in select tbl union all select rowver.partitions(tbl) loop
+    t := rowver.qualified(rel);
+    if rel = tbl then
+      -- the stamp sorts last among BEFORE row triggers, so it judges the final row
+      stmts := stmts || format('drop trigger if exists "~rowver_stamp" on %s', t);
+      stmts := stmts || format('create trigger "~rowver_stamp" before insert or update on %s '
+                               'for each row %s execute function %I.%I()', t, only_when, sch, stamp);
+    end if;
+    stmts := stmts || format('drop trigger if exists rowver_begin on %s', t);
+    stmts := stmts || format('create trigger rowver_begin before insert or update or delete on %s '
+                             'for each statement %s execute function rowver.begin_statement()', t, only_when);
+    stmts := stmts || format('drop trigger if exists rowver_capture_insert on %s', t);
+    stmts := stmts || format('create trigger rowver_capture_insert after insert on %s '
+                             'referencing new table as rv_new for each statement %s execute function %I.%I()',
+                             t, only_when, sch, capture);
+    stmts := stmts || format('drop trigger if exists rowver_capture_update on %s', t);
+    stmts := stmts || format('create trigger rowver_capture_update after update on %s '
+                             'referencing old table as rv_old new table as rv_new '
+                             'for each statement %s execute function %I.%I()', t, only_when, sch, capture);
+    stmts := stmts || format('drop trigger if exists rowver_capture_delete on %s', t);
+    stmts := stmts || format('create trigger rowver_capture_delete after delete on %s '
+                             'referencing old table as rv_old for each statement %s execute function %I.%I()',
+                             t, only_when, sch, capture);
+    stmts := stmts || format('drop trigger if exists rowver_refuse_truncate on %s', t);
+    stmts := stmts || format('create trigger rowver_refuse_truncate before truncate on %s '
+                             'for each statement execute function rowver.refuse_truncate()', t);
+  end loop;
+
+  return stmts;
+end $$;
+
+-- Columns added after T was first versioned, with the version that added them.
+create or replace function rowver.column_added(tbl regclass) returns table (name name, added_version bigint)
+language sql stable
+as $$
+  select l.name, l.added_version
+    from rowver.column_life l join rowver.versioned v on v.id = l.table_id
+   where v.relid = tbl and l.dropped_version is null and l.added_version is not null
+$$;
+
+-- Whoever may read T may read its past: T's SELECT grants and its row-level security
+-- policies for reading, mirrored onto its history (and the grants onto the versions view).
+-- The versions view and the as-of function run as their caller, so T's own policies apply
+-- there too. Kept apart from object_ddl: grants change without the table changing.
+create or replace function rowver.mirror_ddl(tbl regclass, hist_q text, vers_q text) returns text[]
+language sql stable
+as $$
+  select array(
+    -- SELECT grants
+    select format('grant select on %s, %s to %s', hist_q, vers_q,
+                  case when g.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) end)
+      from (select distinct (aclexplode(c.relacl)).* from pg_catalog.pg_class c where c.oid = tbl) g
+     where g.privilege_type = 'SELECT'
+    union all
+    select format('grant select on %s, %s to %I', hist_q, vers_q,
+                  pg_catalog.pg_get_userbyid((select c.relowner from pg_catalog.pg_class c where c.oid = tbl)))
+    union all
+    -- row-level security: the same switch, and each policy that governs reading
+    select format('alter table %s %s row level security', hist_q,
+                  case when c.relrowsecurity then 'enable' else 'disable' end)
+      from pg_catalog.pg_class c where c.oid = tbl
+    union all
+    -- (policies T no longer has are dropped; the others are recreated as they are now)
+    select format('drop policy %I on %s', h.policyname, hist_q)
+      from pg_catalog.pg_policies h
+     where format('%I.%I', h.schemaname, h.tablename) = hist_q
+       and not exists (select from pg_catalog.pg_policy p
+                        where p.polrelid = tbl and p.polcmd in ('r', '*') and p.polname = h.policyname)
+    union all
+    select format('drop policy if exists %I on %s', p.polname, hist_q)
+      from pg_catalog.pg_policy p
+     where p.polrelid = tbl and p.polcmd in ('r', '*')
+    union all
+    select format('create policy %I on %s as %s for select to %s using (%s)', p.polname, hist_q,
+                  case when p.polpermissive then 'permissive' else 'restrictive' end,
+                  case when p.polroles = '{0}' then 'public'
+                       else (select string_agg(quote_ident(pg_catalog.pg_get_userbyid(r)), ', ')
+                               from unnest(p.polroles) r) end,
+                  coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), 'true'))
+      from pg_catalog.pg_policy p
+     where p.polrelid = tbl and p.polcmd in ('r', '*')
+  )
+$$;
+
+grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
+  rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name),
+  rowver.column_added(regclass), rowver.mirror_ddl(regclass, text, text)
+to public;
+
+reset role;

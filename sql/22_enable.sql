@@ -1,0 +1,172 @@
+-- Enabling and disabling versioning. enable_ddl()/disable_ddl() return the exact
+-- statements; enable()/disable() run them. Both run as the caller, who must own T and be a
+-- member of rowver_owner (which owns what is generated).
+
+set role rowver_owner;
+
+-- The exact statements that enable versioning on tbl, in order. Nothing is changed.
+create or replace function rowver.enable_ddl(tbl regclass, key name[] default null,
+                                             triggers boolean default true,
+                                             ignore name[] default '{}')
+returns setof text
+language plpgsql stable
+as $$
+declare
+  sch     name;
+  rel     name;
+  t       text := rowver.qualified(tbl);
+  keys    name[];
+  hist    name;
+  bad     name;
+  objects text[];
+begin
+  perform rowver.check_versionable(tbl);
+  keys := rowver.table_key(tbl, key);
+  ignore := coalesce(ignore, '{}');
+  select c into bad from unnest(ignore) c
+   where not exists (select from rowver.payload_columns(tbl) p where p.name = c) or c = any (keys);
+  if found then
+    raise exception 'rowver: cannot ignore % of %: not a column, or a key column', quote_ident(bad), tbl
+      using errcode = '42703';
+  end if;
+  select n.nspname, c.relname into sch, rel
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+   where c.oid = tbl;
+  hist := rowver.generated_name(rel, '__history');
+
+  -- the version column: existing rows become the first version of their keys, under the
+  -- enabling changeset (a constant default adds the column without rewriting the table)
+  return next format($s$do $rv$ begin
+  execute pg_catalog.format('alter table %%s add column rv_version bigint not null default %%s',
+                            %L, rowver.xact_version());
+end $rv$ $s$, t);
+  return next format('alter table %s alter column rv_version drop default', t);
+
+  -- rowver_owner owns what is generated beside T, so it needs a footing in T's schema
+  if not (has_schema_privilege('rowver_owner', sch, 'USAGE') and has_schema_privilege('rowver_owner', sch, 'CREATE')) then
+    return next format('grant usage, create on schema %I to rowver_owner', sch);
+  end if;
+
+  -- history: T's columns with base types, all nullable, no constraints; its primary key
+  -- (key, rv_version) serves as-of point lookups and fails loudly on a version written twice
+  return next format(E'create table %I.%I (\n%s,\n  rv_version bigint not null,\n'
+                     '  rv_until bigint,\n  rv_deleted boolean not null default false,\n'
+                     '  primary key (%s, rv_version)\n)',
+    sch, hist,
+    (select string_agg(format('  %I %s', p.name, p.history_type_sql), E',\n' order by p.attnum)
+       from rowver.payload_columns(tbl) p),
+    (select string_agg(format('%I', k), ', ') from unnest(keys) k));
+  return next format('alter table %I.%I owner to rowver_owner', sch, hist);
+
+  objects := rowver.object_ddl(tbl, keys, ignore, triggers, hist,
+                               rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),
+                               rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'));
+  return query select unnest(objects);
+  return query select unnest(rowver.mirror_ddl(tbl, format('%I.%I', sch, hist),
+                                               format('%I.%I', sch, rowver.generated_name(rel, '__versions'))));
+
+  -- the registry, with a hash of the generated objects (status compares it)
+  return next format('select rowver.register(%L, %L, %L, %L, %L)', t, keys, ignore, triggers,
+                     md5(array_to_string(objects, E';\n')));
+end $$;
+
+-- Record a newly versioned table, its columns, and its existing rows as the enabling
+-- changeset.
+create or replace function rowver.register(tbl regclass, keys name[], ignore name[], triggers boolean,
+                                           definition_hash text) returns void
+language plpgsql
+as $$
+declare
+  v   bigint := rowver.xact_version();
+  rel name := (select c.relname from pg_catalog.pg_class c where c.oid = tbl);
+  id  integer;
+  n   bigint;
+begin
+  insert into rowver.versioned (relid, key_columns, ignore_columns, triggers, history_name,
+                                versions_name, as_of_name, stamp_name, capture_name,
+                                enabled_version, definition_hash)
+  values (tbl, keys, ignore, triggers, rowver.generated_name(rel, '__history'),
+          rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),
+          rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'),
+          v, definition_hash)
+  returning versioned.id into id;
+  insert into rowver.column_life (table_id, name, attnum)
+  select id, p.name, p.attnum from rowver.payload_columns(tbl) p;
+  if coalesce(current_setting('rowver.message', true), '') = '' then
+    perform set_config('rowver.message', format('enable %s', tbl), true);
+  end if;
+  execute format('select count(*) from %s', rowver.qualified(tbl)) into n;
+  perform rowver.record_change(v, tbl, n);
+end $$;
+
+-- Enable versioning on tbl; returns the enabling changeset's version.
+create or replace function rowver.enable(tbl regclass, key name[] default null,
+                                         triggers boolean default true, ignore name[] default '{}')
+returns bigint
+language plpgsql
+as $$
+declare
+  s text;
+begin
+  for s in select rowver.enable_ddl(tbl, key, triggers, ignore) loop
+    execute s;
+  end loop;
+  return (select v.enabled_version from rowver.versioned v where v.relid = tbl);
+end $$;
+
+-- The exact statements that disable versioning on tbl. History is dropped unless kept.
+create or replace function rowver.disable_ddl(tbl regclass, keep_history boolean default false)
+returns setof text
+language plpgsql stable
+as $$
+declare
+  r   rowver.versioned := rowver.registered(tbl);
+  sch name := (select n.nspname from pg_catalog.pg_class c
+                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  t   text;
+  rel regclass;
+begin
+  for rel in select tbl union all select rowver.partitions(tbl) loop
+    t := rowver.qualified(rel);
+    return next format('drop trigger if exists rowver_begin on %s', t);
+    return next format('drop trigger if exists "~rowver_stamp" on %s', t);
+    return next format('drop trigger if exists rowver_capture_insert on %s', t);
+    return next format('drop trigger if exists rowver_capture_update on %s', t);
+    return next format('drop trigger if exists rowver_capture_delete on %s', t);
+    return next format('drop trigger if exists rowver_refuse_truncate on %s', t);
+  end loop;
+  return next format('drop function if exists %I.%I()', sch, r.capture_name);
+  return next format('drop function if exists %I.%I()', sch, r.stamp_name);
+  return next format('drop function if exists %I.%I(bigint)', sch, r.as_of_name);
+  return next format('drop view if exists %I.%I', sch, r.versions_name);
+  if not keep_history then
+    return next format('drop table if exists %I.%I', sch, r.history_name);
+  end if;
+  return next format('alter table %s drop column rv_version', rowver.qualified(tbl));
+  return next format('select rowver.unregister(%L)', rowver.qualified(tbl));
+end $$;
+
+create or replace function rowver.unregister(tbl regclass) returns void
+language sql
+begin atomic
+  delete from rowver.versioned v where v.relid = tbl;
+end;
+
+create or replace function rowver.disable(tbl regclass, keep_history boolean default false) returns void
+language plpgsql
+as $$
+declare
+  s text;
+begin
+  for s in select rowver.disable_ddl(tbl, keep_history) loop
+    execute s;
+  end loop;
+end $$;
+
+-- Planning is read-only and open to all; enable, disable and register stay with
+-- rowver_owner's members.
+grant execute on function rowver.enable_ddl(regclass, name[], boolean, name[]),
+  rowver.disable_ddl(regclass, boolean)
+to public;
+
+reset role;

@@ -1,0 +1,177 @@
+-- Following schema changes: refresh reconciles a versioned table's history and generated
+-- objects with what the table is now; alter wraps DDL that the versions view would block;
+-- truncate empties a table with its deletes on record.
+
+set role rowver_owner;
+
+-- The idempotent reconciler. History columns become a superset of T's: renamed columns
+-- follow (by attnum), new columns are added (and read NULL as of versions before this
+-- refresh), type changes convert history, dropped columns stay in history, retired. Then
+-- every generated object, trigger (new partitions included), grant and policy is made
+-- again, and T's grants and policies mirrored afresh. Column changes are recorded under a
+-- changeset. Returns what changed; NULL when
+-- tbl is not versioned, so migrations may call it after any change to any table.
+create or replace function rowver.refresh(tbl regclass) returns text
+language plpgsql
+as $$
+declare
+  r       rowver.versioned;
+  sch     name;
+  hist    regclass;
+  v       bigint;    -- allocated only when columns change
+  done    text[] := '{}';
+  col     record;
+  objects text[];
+  objects_and_grants text[];
+  s       text;
+begin
+  select * into r from rowver.versioned x where x.relid = tbl;
+  if not found then
+    return null;
+  end if;
+  select n.nspname into sch from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl;
+  hist := format('%I.%I', sch, r.history_name)::regclass;
+  -- no writes to T while its history changes shape
+  execute format('lock table %s in share row exclusive mode', rowver.qualified(tbl));
+  -- the view would block type changes of history columns; object_ddl makes it again
+  execute format('drop view if exists %I.%I', sch, r.versions_name);
+
+  -- renamed: the column at the attnum recorded for it has another name now
+  for col in
+    select l.name as old, a.attname as new
+      from rowver.column_life l
+      join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attnum = l.attnum and not a.attisdropped
+     where l.table_id = r.id and l.dropped_version is null and a.attname <> l.name
+  loop
+    execute format('alter table %s rename column %I to %I', hist, col.old, col.new);
+    update rowver.column_life l set name = col.new where l.table_id = r.id and l.name = col.old;
+    update rowver.versioned x set key_columns = array_replace(x.key_columns, col.old, col.new),
+                                  ignore_columns = array_replace(x.ignore_columns, col.old, col.new)
+     where x.id = r.id;
+    done := done || format('renamed %I to %I', col.old, col.new);
+  end loop;
+
+  -- dropped: retired, kept in history
+  for col in
+    select l.name from rowver.column_life l
+     where l.table_id = r.id and l.dropped_version is null
+       and not exists (select from rowver.payload_columns(tbl) p where p.name = l.name)
+  loop
+    v := coalesce(v, rowver.xact_version());
+    update rowver.column_life l set dropped_version = v, attnum = null
+     where l.table_id = r.id and l.name = col.name;
+    done := done || format('retired %I', col.name);
+  end loop;
+
+  -- added (or added again after being dropped): a history column, and a start version
+  for col in
+    select p.name, p.attnum, p.history_type_sql from rowver.payload_columns(tbl) p
+     where not exists (select from rowver.column_life l
+                        where l.table_id = r.id and l.name = p.name and l.dropped_version is null)
+  loop
+    v := coalesce(v, rowver.xact_version());
+    if not exists (select from pg_catalog.pg_attribute a
+                    where a.attrelid = hist and a.attname = col.name and not a.attisdropped) then
+      execute format('alter table %s add column %I %s', hist, col.name, col.history_type_sql);
+    end if;
+    insert into rowver.column_life as l (table_id, name, attnum, added_version)
+    values (r.id, col.name, col.attnum, v)
+    on conflict (table_id, name) do update
+      set attnum = excluded.attnum, added_version = excluded.added_version, dropped_version = null;
+    done := done || format('added %I', col.name);
+  end loop;
+
+  -- type changed: history converts (rowver.alter applies the DDL's own USING first)
+  for col in
+    select p.name, p.history_type_sql from rowver.payload_columns(tbl) p
+      join pg_catalog.pg_attribute a on a.attrelid = hist and a.attname = p.name and not a.attisdropped
+     where pg_catalog.format_type(a.atttypid, a.atttypmod) <> p.history_type_sql
+  loop
+    v := coalesce(v, rowver.xact_version());
+    execute format('alter table %s alter column %I type %s using %I::%s',
+                   hist, col.name, col.history_type_sql, col.name, col.history_type_sql);
+    done := done || format('converted %I to %s', col.name, col.history_type_sql);
+  end loop;
+
+  select * into r from rowver.versioned x where x.id = r.id;  -- keys may have been renamed
+  objects := rowver.object_ddl(tbl, r.key_columns, r.ignore_columns, r.triggers, r.history_name,
+                               r.versions_name, r.as_of_name, r.stamp_name, r.capture_name);
+  objects_and_grants := objects || rowver.mirror_ddl(tbl, hist::text, format('%I.%I', sch, r.versions_name));
+  foreach s in array objects_and_grants loop
+    execute s;
+  end loop;
+  update rowver.versioned x set definition_hash = md5(array_to_string(objects, E';\n')) where x.id = r.id;
+
+  if v is not null then
+    if coalesce(current_setting('rowver.message', true), '') = '' then
+      perform set_config('rowver.message', format('refresh %s: %s', tbl, array_to_string(done, ', ')), true);
+    end if;
+    perform rowver.record_change(v, tbl, 0);
+  end if;
+  return coalesce(nullif(array_to_string(done, ', '), ''), 'up to date');
+end $$;
+
+-- Run DDL on a versioned table that its versions view would block (a column type change,
+-- dropping a column), then refresh. `action` is what follows ALTER TABLE <tbl>, e.g.
+-- 'alter column price type numeric(12,2) using price::numeric(12,2)'. A type change is
+-- applied to the history too, with the same USING, before refresh.
+create or replace function rowver.alter(tbl regclass, action text) returns text
+language plpgsql
+as $$
+declare
+  r   rowver.versioned := rowver.registered(tbl);
+  sch name := (select n.nspname from pg_catalog.pg_class c
+                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+begin
+  execute format('drop view if exists %I.%I', sch, r.versions_name);
+  execute format('alter table %s %s', rowver.qualified(tbl), action);
+  if action ~* '^\s*alter\s+(column\s+)?("([^"]|"")+"|\S+)\s+(set\s+data\s+)?type\s' then
+    execute format('alter table %I.%I %s', sch, r.history_name, action);
+  end if;
+  return rowver.refresh(tbl);
+end $$;
+
+-- Empty a versioned table with every row's delete on record (set-based, through the
+-- capture triggers), then TRUNCATE it to give the space back. With cascade, versioned and
+-- plain tables that reference it by foreign key are emptied too, as TRUNCATE ... CASCADE
+-- would. Returns the number of rows deleted from tbl.
+create or replace function rowver.truncate(tbl regclass, "cascade" boolean default false) returns bigint
+language plpgsql
+as $$
+declare
+  rel regclass;
+  n   bigint;
+begin
+  perform rowver.registered(tbl);
+  if "cascade" then
+    -- referencing tables first, deepest first, so no delete trips a foreign key
+    for rel in
+      with recursive refs(relid, depth) as (
+        select tbl::oid, 0
+        union
+        select c.conrelid, r.depth + 1 from refs r
+          join pg_catalog.pg_constraint c on c.confrelid = r.relid and c.contype = 'f'
+         where r.depth < 32)
+      select relid::regclass from refs
+       where relid <> tbl and exists (select from rowver.versioned v where v.relid = refs.relid)
+       group by relid order by max(depth) desc
+    loop
+      execute format('delete from %s', rowver.qualified(rel));
+    end loop;
+  end if;
+  execute format('delete from %s', rowver.qualified(tbl));
+  get diagnostics n = row_count;
+  -- empty now, so the TRUNCATE guard lets it through (a table other tables reference can
+  -- only be truncated with them: without cascade, the delete is all there is)
+  if "cascade" or not exists (select from pg_catalog.pg_constraint c where c.confrelid = tbl and c.contype = 'f') then
+    execute format('truncate %s %s', rowver.qualified(tbl), case when "cascade" then 'cascade' else '' end);
+  end if;
+  return n;
+end $$;
+
+grant execute on function rowver.refresh(regclass), rowver.alter(regclass, text),
+  rowver.truncate(regclass, boolean)
+to public;
+
+reset role;
