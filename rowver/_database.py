@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 def connect(url: str | None = None) -> Database:
     """A handle on a database: ``url``, else ``ROWVER_URL``, else the embedded default.
 
-    The embedded default database gets the rowver catalog on first use; any other
-    database needs ``rowver init`` (or ``db.init()``) once.
+    The embedded default database gets the rowver catalog on first use (and upgrades when
+    the package changes); any other database needs ``rowver init`` (or ``db.init()``).
     """
     embedded = not url and not os.environ.get("ROWVER_URL")
     try:
@@ -28,8 +28,11 @@ def connect(url: str | None = None) -> Database:
     except RuntimeError as exc:  # the embedded server did not start
         raise ServerError(str(exc)) from exc
     db = Database(target)
-    if embedded and db.catalog_version() is None:
-        db.init()
+    if embedded:
+        with translated():
+            current = _install.is_current(db.conn)
+        if not current:
+            db.init()  # rowver's own database: install, or upgrade to this package's catalog
     return db
 
 
@@ -188,6 +191,11 @@ class Database:
     def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head") -> pd.DataFrame:
         """Rows added, removed and changed between two refs."""
         return _query.diff(self, table, ref_a, ref_b)
+
+    def changes(self, table: str, since: str | int, until: str | int = "head") -> pd.DataFrame:
+        """The change feed: row changes after ``since`` up to ``until`` (clamped to head), in
+        version order, with ``op`` insert, update or delete. Resume from the last version seen."""
+        return _query.changes(self, table, since, until)
 
     def log(self, limit: int = 50, table: str | None = None) -> pd.DataFrame:
         """Changesets, newest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 
 import psycopg
@@ -29,9 +30,27 @@ def installed_version(conn: psycopg.Connection) -> str | None:
     return found[0] if found else None
 
 
+def files_hash() -> str:
+    """A hash of the SQL this package installs: a catalog installed from other files is outdated."""
+    digest = hashlib.sha256()
+    for name, text in sql_files():
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def is_current(conn: psycopg.Connection) -> bool:
+    """Whether the installed catalog came from exactly this package's SQL files."""
+    if installed_version(conn) is None:
+        return False
+    row = conn.execute("select value from rowver.meta where key = 'files_hash'").fetchone()
+    return row is not None and row[0] == files_hash()
+
+
 def install(conn: psycopg.Connection) -> None:
     """Install or upgrade the catalog in one transaction; idempotent."""
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s, %s)", _INSTALL_LOCK)
         for _name, text in sql_files():
             conn.execute(text)
+        conn.execute("insert into rowver.meta values ('files_hash', %s)"
+                     " on conflict (key) do update set value = excluded.value", (files_hash(),))

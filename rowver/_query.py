@@ -73,6 +73,16 @@ def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.Dat
     return frame(db, "select * from rowver.diff(%s::regclass, %s, %s)", (table, str(ref_a), str(ref_b)))
 
 
+def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.DataFrame:
+    """Every row change after ``since`` up to ``until`` (at most head), in version order."""
+    import pandas as pd
+
+    feed = frame(db, "select * from rowver.changes(%s::regclass, %s, %s)", (table, str(since), str(until)))
+    rows = [{**key, **(row or {})} for key, row in zip(feed["key"], feed["row"])]
+    values = pd.DataFrame.from_records(rows, index=feed.index)
+    return pd.concat([feed[["rv_version", "op"]], values], axis=1)
+
+
 def log(db: Database, *, limit: int, table: str | None) -> pd.DataFrame:
     return frame(db, "select * from rowver.log(%s, %s::regclass)", (limit, table))
 

@@ -341,6 +341,21 @@ def diff(
 
 
 @app.command()
+def changes(
+    table: Table,
+    since: Annotated[str, typer.Option("--since", metavar="REF", help="Changes after this ref.",
+                                       show_default=False)],
+    until: Annotated[str, typer.Option("--until", metavar="REF", help="Up to this ref (at most head).")] = "head",
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """The change feed: every row change after --since, in version order (insert, update, delete)."""
+    with _database(url) as db:
+        frame = db.changes(table, since, until)
+    _output.emit_frame(frame, fmt, empty=f"No changes to {table} after {since}")
+
+
+@app.command()
 def revert(
     table: Table,
     to: Annotated[str, typer.Option("--to", metavar="REF", help="The version, tag or time to restore.",

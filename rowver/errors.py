@@ -97,8 +97,8 @@ def from_database(exc: psycopg.Error) -> RowverError:
     if isinstance(exc, psycopg.OperationalError) and not state:
         return ServerError(message)
     if state in ("3F000", "42883") and "rowver" in message:
-        return NotInstalledError("rowver is not installed in this database; run `rowver init`",
-                                 sqlstate=state)
+        return NotInstalledError("rowver is not installed in this database, or is older than this "
+                                 "package; run `rowver init`", sqlstate=state)
     cls = _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2], RowverError)
     return cls(message, sqlstate=state or None, hint=diag.message_hint)
 

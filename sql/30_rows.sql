@@ -237,6 +237,38 @@ begin
     rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b), rowver.key_join_sql(r.key_columns, 'x', 'y'));
 end $$;
 
+-- The change feed: every row change after version `since` up to `until` (clamped to head,
+-- so a poller that resumes from the last version it saw never misses a lower version that
+-- commits later), in version order, as insert, update or delete. A change is an update
+-- when the key had a state the change superseded.
+create or replace function rowver.changes(tbl regclass, since text, until text default 'head')
+returns table (rv_version bigint, op text, key jsonb, "row" jsonb)
+language plpgsql volatile
+as $$
+declare
+  r    rowver.versioned := rowver.registered(tbl);
+  sch  name := (select n.nspname from pg_catalog.pg_class c
+                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  lo   bigint := rowver.resolve(since);
+  hi   bigint := least(rowver.resolve(until), rowver.head());
+begin
+  return query execute format(
+    'select v.rv_version,
+            case when v.rv_deleted then ''delete''
+                 when exists (select from %I.%I p where %s and p.rv_until = v.rv_version and not p.rv_deleted)
+                 then ''update'' else ''insert'' end,
+            jsonb_build_object(%s),
+            case when v.rv_deleted then null
+                 else to_jsonb(v) - ''{rv_version,rv_until,rv_deleted}''::text[] end
+       from %I.%I v
+      where v.rv_version > $1 and v.rv_version <= $2
+      order by v.rv_version, 3',
+    sch, r.history_name, rowver.key_join_sql(r.key_columns, 'p', 'v'),
+    (select string_agg(format('%L, v.%I', k, k), ', ') from unnest(r.key_columns) k),
+    sch, r.versions_name)
+  using lo, hi;
+end $$;
+
 -- Changesets, newest first, with the tables they touched and how many rows they changed.
 create or replace function rowver.log(max_rows integer default 50, tbl regclass default null)
 returns table (version bigint, created_at timestamptz, author text, message text,
@@ -275,7 +307,7 @@ grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
-  rowver.diff(regclass, text, text), rowver.log(integer, regclass), rowver.as_of(anyelement, text)
+  rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass), rowver.as_of(anyelement, text)
 to public;
 
 reset role;

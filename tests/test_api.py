@@ -211,3 +211,27 @@ def test_write_layer_only_capture(db: rowver.Database) -> None:
     with pytest.raises(psycopg.errors.NotNullViolation, match="rv_version"):
         db.conn.execute("insert into fast (id, x) values (3, 3)")
     assert db.status().triggers.tolist() == [False]
+
+
+def test_change_feed_in_version_order_and_clamped_to_head(prices: rowver.Database, db_url: str) -> None:
+    start = prices.head()
+    with prices.changeset() as cs:
+        cs.upsert("prices", [{"sku": "a", "region": "eu", "price": Decimal("1.11")},
+                             {"sku": "n", "region": "eu", "price": Decimal("4")}])
+    with prices.changeset() as cs:
+        cs.delete("prices", [{"sku": "b", "region": "eu"}])
+    feed = prices.changes("prices", since=start)
+    assert [(r.op, r.sku) for r in feed.itertuples()] == [("update", "a"), ("insert", "n"), ("delete", "b")]
+    assert feed.rv_version.is_monotonic_increasing
+    # a lower version still in flight holds the feed's upper bound back
+    slow = psycopg.connect(db_url)
+    slow.execute("insert into prices values ('s', 'eu', 1)")
+    with prices.changeset() as cs:
+        cs.upsert("prices", [{"sku": "f", "region": "eu", "price": Decimal("2")}])
+    seen = prices.changes("prices", since=start, until="head")
+    assert "f" not in set(seen.sku)  # committed, but above head while 's' is in flight
+    slow.commit()
+    slow.close()
+    later = prices.changes("prices", since=int(seen.rv_version.max()))
+    assert sorted(later.sku) == ["f", "s"]
+    assert len(prices.changes("prices", since="head")) == 0
