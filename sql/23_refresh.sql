@@ -115,15 +115,21 @@ end $$;
 -- Run DDL on a versioned table that its versions view would block (a column type change,
 -- dropping a column), then refresh. `action` is what follows ALTER TABLE <tbl>, e.g.
 -- 'alter column price type numeric(12,2) using price::numeric(12,2)'. A type change is
--- applied to the history too, with the same USING, before refresh.
+-- applied to the history too, with the same USING, before refresh. On a table that is not
+-- versioned it is a plain ALTER TABLE (and returns NULL).
 create or replace function rowver.alter(tbl regclass, action text) returns text
 language plpgsql
 as $$
 declare
-  r   rowver.versioned := rowver.registered(tbl);
+  r   rowver.versioned;
   sch name := (select n.nspname from pg_catalog.pg_class c
                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
 begin
+  select * into r from rowver.versioned x where x.relid = tbl;
+  if not found then  -- an ordinary table: an ordinary ALTER (migrations may call this for any table)
+    execute format('alter table %s %s', rowver.qualified(tbl), action);
+    return null;
+  end if;
   execute format('drop view if exists %I.%I', sch, r.versions_name);
   execute format('alter table %s %s', rowver.qualified(tbl), action);
   if action ~* '^\s*alter\s+(column\s+)?("([^"]|"")+"|\S+)\s+(set\s+data\s+)?type\s' then
