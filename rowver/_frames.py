@@ -7,8 +7,10 @@ are caught by COPY into the staging table, before anything is written.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
@@ -28,8 +30,7 @@ def to_records(rows: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
         columns = [str(c) for c in rows.columns]
         if len(set(columns)) != len(columns):
             raise InvalidInputError("the frame has duplicate column names")
-        records = [tuple(plain(v) for v in row) for row in rows.itertuples(index=False, name=None)]
-        return columns, records
+        return columns, list(zip(*(_column_values(rows.iloc[:, i]) for i in range(len(columns)))))
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
         raise InvalidInputError("rows must be a pandas DataFrame or an iterable of dicts")
     dicts = list(rows)
@@ -39,6 +40,30 @@ def to_records(rows: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
             raise InvalidInputError(f"row {i} is a {type(row).__name__}, not a dict")
         names.update((str(name), None) for name in row)
     return list(names), [tuple(plain(row.get(c)) for c in names) for row in dicts]
+
+
+# values psycopg sends as they are; anything else goes through plain()
+_PLAIN_TYPES = (str, int, float, bool, bytes, dict, list, Decimal, dt.date, dt.datetime, dt.time, dt.timedelta)
+
+
+def _column_values(column: pd.Series) -> list[Any]:
+    """A column as plain Python values, converted column-wise where the dtype allows it
+    (numpy's tolist() runs in C); missing values (NaN, NaT, NA, None) become None."""
+    kind = column.dtype.kind
+    if kind in "iub":  # numpy ints and bools hold no missing values
+        return column.tolist()
+    missing = column.isna().to_numpy()
+    if kind == "M":
+        values = list(column.dt.to_pydatetime())
+    elif kind == "m":
+        values = list(column.dt.to_pytimedelta())
+    else:
+        values = column.tolist()
+    if missing.any():
+        values = [None if m else v for v, m in zip(values, missing)]
+    if kind == "O" and not all(v is None or type(v) in _PLAIN_TYPES for v in values):
+        values = [plain(v) for v in values]
+    return values
 
 
 def plain(value: Any) -> Any:
@@ -76,18 +101,24 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
     if missing:
         raise InvalidInputError(f"rows for {table} lack key column {missing[0]!r}")
     positions = [columns.index(k) for k in keys]
-    seen: set[tuple[Any, ...]] = set()
-    for row in records:
-        key = tuple(row[p] for p in positions)
-        if any(v is None for v in key):
-            raise InvalidInputError(f"a row for {table} has a NULL key: {dict(zip(columns, row))}")
-        try:
-            duplicate = key in seen
-        except TypeError:
-            raise InvalidInputError(f"key of {table} is not hashable: {key!r}") from None
-        if duplicate:
-            raise InvalidInputError(f"duplicate key in rows for {table}: {dict(zip(keys, key))}")
-        seen.add(key)
+    if len(positions) == 1:
+        p = positions[0]
+        key_values: list[Any] = [row[p] for row in records]
+        nulls = [i for i, v in enumerate(key_values) if v is None][:1]
+    else:
+        key_values = [tuple(row[p] for p in positions) for row in records]
+        nulls = [i for i, v in enumerate(key_values) if None in v][:1]
+    if nulls:
+        raise InvalidInputError(f"a row for {table} has a NULL key: {dict(zip(columns, records[nulls[0]]))}")
+    try:
+        distinct = len(set(key_values))
+    except TypeError:
+        raise InvalidInputError(f"a key of {table} is not hashable: {key_values[0]!r}") from None
+    if distinct != len(key_values):
+        seen: set[Any] = set()
+        duplicate = next(v for v in key_values if v in seen or seen.add(v))
+        shown = duplicate if isinstance(duplicate, tuple) else (duplicate,)
+        raise InvalidInputError(f"duplicate key in rows for {table}: {dict(zip(keys, shown))}")
 
 
 def adapt_json(columns: Sequence[str], json_columns: set[str],

@@ -67,7 +67,8 @@ end $$;
 
 -- Apply rows to tbl, set-based: from a staging relation, or (source null) from tbl as of
 -- version `at`. Modes: insert, upsert, delete, sync (upsert + delete keys not in source).
--- Rows that are unchanged are not touched. Returns the counts.
+-- Rows that are unchanged are not touched (NULL equals NULL, NaN equals NaN). Returns the
+-- counts.
 create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint default null,
                                              out inserted bigint, out updated bigint,
                                              out deleted bigint, out unchanged bigint)
@@ -81,6 +82,8 @@ declare
   vals   name[];
   total  bigint;
   ovr    text := '';
+  k      text;
+  col_list text;
 begin
   if mode not in ('insert', 'upsert', 'delete', 'sync') then
     raise exception 'rowver: unknown load mode %', quote_literal(mode) using errcode = '22023';
@@ -109,42 +112,55 @@ begin
   end if;
   execute format('select count(*) from %s', src) into total;
   inserted := 0; updated := 0; deleted := 0;
+  k := rowver.key_join_sql(r.key_columns, 't', 's');
+  col_list := (select string_agg(format('%I', c), ', ') from unnest(cols) c);
 
-  if mode = 'delete' then
-    execute format('delete from %s t using %s s where %s', t, src, rowver.key_join_sql(r.key_columns, 't', 's'));
+  if mode = 'insert' then
+    execute format('insert into %s (%s) %s select %s from %s s', t, col_list, ovr,
+                   (select string_agg(format('s.%I', c), ', ') from unnest(cols) c), src);
+    get diagnostics inserted = row_count;
+    unchanged := total - inserted;
+    return;
+  elsif mode = 'delete' then
+    execute format('delete from %s t using %s s where %s', t, src, k);
     get diagnostics deleted = row_count;
     unchanged := total - deleted;
     return;
   end if;
 
-  if mode = 'sync' then
-    execute format('delete from %s t where not exists (select from %s s where %s)',
-                   t, src, rowver.key_join_sql(r.key_columns, 't', 's'));
+  -- Diff first, write after: one join finds the keys that are new, changed, or (sync)
+  -- missing, before anything is written, so the version is allocated as late as possible,
+  -- not at all when nothing changed, and the writes below touch only the rows that change.
+  drop table if exists pg_temp.rv_diff;
+  execute format(
+    'create temp table rv_diff on commit drop as
+     select %s, case when t.%I is null then ''insert'' when s.%I is null then ''delete'' else ''update'' end as rv_op
+       from %s s %s join %s t on %s
+      where t.%I is null or s.%I is null or not (%s)',
+    (select string_agg(case when c = any (r.key_columns) then format('coalesce(s.%I, t.%I) as %I', c, c, c)
+                            else format('s.%I', c) end, ', ') from unnest(cols) c),
+    r.key_columns[1], r.key_columns[1],
+    src, case when mode = 'sync' then 'full' else 'left' end, t, k,
+    r.key_columns[1], r.key_columns[1],
+    coalesce((select string_agg(rowver.same_value_sql(c, rowver.has_btree_eq(a.atttypid), 't', 's'), ' and ')
+                from unnest(vals) c join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = c),
+             'true'));
+  k := rowver.key_join_sql(r.key_columns, 't', 'd');
+
+  if exists (select from pg_temp.rv_diff d where d.rv_op = 'delete') then
+    execute format('delete from %s t using pg_temp.rv_diff d where d.rv_op = ''delete'' and %s', t, k);
     get diagnostics deleted = row_count;
   end if;
-
-  if mode in ('upsert', 'sync') and cardinality(vals) > 0 then
-    execute format('update %s t set %s from %s s where %s and not (%s)',
-      t,
-      (select string_agg(format('%I = s.%I', c, c), ', ') from unnest(vals) c),
-      src,
-      rowver.key_join_sql(r.key_columns, 't', 's'),
-      (select string_agg(rowver.same_value_sql(c, rowver.has_btree_eq(a.atttypid), 't', 's'), ' and ')
-         from unnest(vals) c join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = c));
+  if exists (select from pg_temp.rv_diff d where d.rv_op = 'update') then
+    execute format('update %s t set %s from pg_temp.rv_diff d where d.rv_op = ''update'' and %s', t,
+                   (select string_agg(format('%I = d.%I', c, c), ', ') from unnest(vals) c), k);
     get diagnostics updated = row_count;
   end if;
-
-  if mode = 'insert' then
-    execute format('insert into %s (%s) %s select %s from %s s', t,
-      (select string_agg(format('%I', c), ', ') from unnest(cols) c), ovr,
-      (select string_agg(format('s.%I', c), ', ') from unnest(cols) c), src);
-  else
-    execute format('insert into %s (%s) %s select %s from %s s where not exists (select from %s t where %s)',
-      t, (select string_agg(format('%I', c), ', ') from unnest(cols) c), ovr,
-      (select string_agg(format('s.%I', c), ', ') from unnest(cols) c), src,
-      t, rowver.key_join_sql(r.key_columns, 't', 's'));
+  if exists (select from pg_temp.rv_diff d where d.rv_op = 'insert') then
+    execute format('insert into %s (%s) %s select %s from pg_temp.rv_diff d where d.rv_op = ''insert''',
+                   t, col_list, ovr, (select string_agg(format('d.%I', c), ', ') from unnest(cols) c));
+    get diagnostics inserted = row_count;
   end if;
-  get diagnostics inserted = row_count;
   unchanged := total - inserted - updated;
 end $$;
 
