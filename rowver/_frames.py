@@ -50,9 +50,9 @@ def _column_values(column: pd.Series) -> list[Any]:
     """A column as plain Python values, converted column-wise where the dtype allows it
     (numpy's tolist() runs in C); missing values (NaN, NaT, NA, None) become None."""
     kind = column.dtype.kind
-    if kind in "iub":  # numpy ints and bools hold no missing values
-        return column.tolist()
     missing = column.isna().to_numpy()
+    if kind in "iub" and not missing.any():
+        return column.tolist()
     if kind == "M":
         values = list(column.dt.to_pydatetime())
     elif kind == "m":
