@@ -93,6 +93,15 @@ create table if not exists rowver.column_life (
   primary key (table_id, name)
 );
 
+-- After rowver.prune: history before `horizon` is gone, except what the tagged versions
+-- in `kept` need; as-of reads of other versions before it are refused.
+create table if not exists rowver.retention (
+  table_id  integer primary key references rowver.versioned on delete cascade,
+  horizon   bigint not null,
+  kept      bigint[] not null,
+  pruned_at timestamptz not null default pg_catalog.clock_timestamp()
+);
+
 -- Which tables a changeset touched and how many row changes it made there.
 create table if not exists rowver.changeset_table (
   version  bigint not null references rowver.changeset on delete cascade,

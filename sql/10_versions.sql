@@ -178,6 +178,10 @@ begin
   end if;
   perform rowver.publish_head();
   v := rowver.resolve(ref);
+  if v < (select max(x.horizon) from rowver.retention x) then
+    raise exception 'rowver: version % is before a retention horizon; its history was pruned', v
+      using errcode = '22023';
+  end if;
   insert into rowver.tag (name, version) values (name, v);
   return v;
 exception when unique_violation then

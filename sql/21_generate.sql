@@ -128,6 +128,7 @@ declare
   rel       regclass;
   stmts     text[] := '{}';
   cols      text;  o_cols text;  k_cols text;  o_k_cols text;
+  guard     text;
   -- with triggers => false, capture runs only where the write layer switches it on: a flag
   -- that says whether to capture, never what version; other writers are not tracked
   only_when text := case when triggers then ''
@@ -139,20 +140,28 @@ begin
   select string_agg(format('%I', k), ', '), string_agg(format('o.%I', k), ', ')
     into k_cols, o_k_cols from unnest(keys) k;
 
+  -- after a prune, versions before the retention horizon (but the tagged ones it kept) are
+  -- refused, not answered from partial history; a pseudo-constant, so still inlined
+  select format(' and (case when $1 >= %s or $1 = any (%L::bigint[]) then true else rowver.before_horizon(%L, $1) end)',
+                x.horizon, x.kept, t)
+    into guard
+    from rowver.retention x join rowver.versioned v on v.id = x.table_id where v.relid = tbl;
+  guard := coalesce(guard, '');
+
   -- T as of a version: plain SQL, no SET clause, so the planner inlines it. A column added
   -- after enable reads NULL as of versions before it was added (also from older states
   -- superseded later, which carry the value the column was given when it was added).
   stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
                            'language sql stable parallel safe\nas $rv$\n'
-                           '  select %s from %s where rv_version <= $1\n  union all\n'
+                           '  select %s from %s where rv_version <= $1%s\n  union all\n'
                            '  select %s from %s h\n'
-                           '   where h.rv_version <= $1 and h.rv_until > $1 and not h.rv_deleted\n$rv$',
+                           '   where h.rv_version <= $1 and h.rv_until > $1 and not h.rv_deleted%s\n$rv$',
     sch, as_of, t,
     (select string_agg(case when l.added_version is not null
                             then format('case when $1 >= %s then %I end', l.added_version, c.name)
                             else format('%I', c.name) end, ', ' order by c.pos)
        from rowver.row_columns(tbl) c left join rowver.column_added(tbl) l on l.name = c.name),
-    t,
+    t, guard,
     (select string_agg(case when c.name = 'rv_version' then 'h.rv_version'
                             when l.added_version is not null
                             then format('case when $1 >= %s then h.%I::%s end', l.added_version, c.name, p.type_sql)
@@ -161,7 +170,7 @@ begin
        from rowver.row_columns(tbl) c
        left join rowver.payload_columns(tbl) p on p.name = c.name
        left join rowver.column_added(tbl) l on l.name = c.name),
-    hist_q);
+    hist_q, guard);
 
   -- every version of every row; current rows have rv_until null
   stmts := stmts || format('drop view if exists %I.%I', sch, vers);
