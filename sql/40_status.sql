@@ -102,6 +102,19 @@ begin
                  from %s where not rv_deleted) x
         where next_version < coalesce(rv_until, 9223372036854775807)', r.relid::text, k, k, k, v);
 
+    -- each key's last stored event leads to its current row: a state superseded at u is
+    -- followed by a current row written at u (or a tombstone at u); a tombstone by no row or
+    -- a later one. (A data-only restore that let the stamp rewrite versions breaks this.)
+    return query execute format(
+      'select %L, ''gap'', format(''key %%s: history ends at version %%s, the current row is %%s'',
+                                  row(%s), coalesce(l.rv_until, l.rv_version), coalesce(t.rv_version::text, ''missing''))
+         from (select distinct on (%s) * from %s order by %s, rv_version desc, rv_deleted desc) l
+         left join %s t on %s
+        where (not l.rv_deleted and t.rv_version is distinct from l.rv_until)
+           or (l.rv_deleted and t.rv_version <= l.rv_version)',
+      r.relid::text, (select string_agg(format('l.%I', c), ', ') from unnest(r.key_columns) c),
+      k, h, k, rowver.qualified(r.relid), rowver.key_join_sql(r.key_columns, 't', 'l'));
+
     return query execute format(
       'select %L, ''changeset'', format(''version %%s has no changeset'', x.v)
          from (select distinct rv_version as v from %s union select distinct rv_until from %s where rv_until is not null) x

@@ -89,17 +89,28 @@ def changesets(conn: psycopg.Connection) -> list[int]:
 # -- the app --------------------------------------------------------------------------------
 
 
+COMMANDS = ("init", "enable", "disable", "refresh", "ddl", "status", "log", "show", "history", "diff",
+            "changes", "revert", "truncate", "tag", "tags", "check", "prune", "erase", "demo")
+
+
 def test_help_lists_every_command() -> None:
     out = rv(None, "--help").stdout
-    for command in ("init", "enable", "disable", "ddl", "status", "log", "show", "history", "diff",
-                    "revert", "tag", "tags", "check", "demo"):
+    for command in COMMANDS:
         assert f" {command} " in out
 
 
+def test_every_command_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    registered = {c.name or c.callback.__name__ for c in app.registered_commands}
+    registered |= {g.name for g in app.registered_groups if g.name}
+    assert registered >= set(COMMANDS)
+    missing = [c for c in sorted(registered) if f"`rowver {c}" not in readme]
+    assert not missing, f"commands missing from README.md: {missing}"
+
+
 def test_every_command_takes_url_and_data_commands_take_format() -> None:
-    data = {"status", "log", "show", "history", "diff", "revert", "tags", "check"}
-    for command in ("init", "enable", "disable", "ddl", "status", "log", "show", "history", "diff",
-                    "revert", "tag", "tags", "check", "demo"):
+    data = {"status", "log", "show", "history", "diff", "changes", "revert", "tags", "check"}
+    for command in COMMANDS:
         out = rv(None, command, "--help").stdout
         assert "--url" in out and "ROWVER_URL" in out, command
         assert ("--format" in out) == (command in data), command
@@ -312,9 +323,10 @@ def test_check(shop: psycopg.Connection, db_url: str) -> None:
     shop.execute("update customers__history set rv_until = rv_version")  # as superuser: corrupt history
     result = rv(db_url, "check", code=1)
     assert "customers" in result.stdout and "interval" in result.stdout
-    assert error(result) == "error: 1 invariant violation(s)"
+    assert error(result) == "error: 2 invariant violation(s)"
     violations = json.loads(rv(db_url, "check", "customers", "--format", "json", code=1).stdout)
-    assert [(v["table_name"], v["invariant"]) for v in violations] == [("customers", "interval")]
+    assert sorted((v["table_name"], v["invariant"]) for v in violations) == [("customers", "gap"),
+                                                                            ("customers", "interval")]
     assert "ok" in rv(db_url, "check", "lines").stdout
 
 
@@ -484,3 +496,21 @@ def test_tables_fit_the_width_without_losing_columns() -> None:
         assert all(len(line) <= width for line in text.splitlines())
         for word in [*columns, "Pour-over", "42"]:
             assert word in text, (width, text)
+
+
+# -- schema changes, the change feed, retention ------------------------------------------------
+
+
+def test_refresh_truncate_changes_prune_erase(shop: psycopg.Connection, db_url: str) -> None:
+    shop.execute("alter table lines add column note text")
+    assert "added note" in rv(db_url, "refresh", "lines").stdout
+    assert "up to date" in rv(db_url, "refresh", "lines").stdout
+    feed = rv_json(db_url, "changes", "customers", "--since", "0")
+    assert [r["op"] for r in feed][-1] == "update" and feed[-1]["city"] == "Lisbon"
+    assert "2 row(s) deleted" in rv(db_url, "truncate", "lines").stdout
+    assert shop.execute("select count(*) from lines").fetchone()[0] == 0
+    head = shop.execute("select rowver.head()").fetchone()[0]
+    assert "removed" in rv(db_url, "prune", "customers", "--before", str(head)).stdout
+    assert "erased" in rv(db_url, "erase", "customers", "2").stdout
+    assert shop.execute("select count(*) from customers__versions where id = 2 and not rv_deleted").fetchone()[0] == 0
+    assert "pruned" in error(rv(db_url, "show", "customers", "--at", "1", code=1))
