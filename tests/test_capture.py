@@ -200,7 +200,9 @@ def test_check_catches_rewritten_versions(items: psycopg.Connection) -> None:
     items.execute("update items set name = 'uno' where id = 1")
     assert items.execute("select * from rowver.check()").fetchall() == []
     items.execute("select rowver.publish_head()")
+    items.execute("alter table items disable trigger user")  # the restore's target starts empty
     items.execute("delete from items")
+    items.execute("alter table items enable trigger user")
     items.execute("insert into items (id, name) values (1, 'uno'), (2, 'two')")  # restored, restamped
     found = {r[1] for r in items.execute("select * from rowver.check()")}
     assert "gap" in found
