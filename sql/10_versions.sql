@@ -31,7 +31,12 @@ declare
 begin
   select a.version into v from rowver.allocation a where a.xid = pg_current_xact_id();
   if found then
-    return v;
+    -- ours only if this session allocated it (the setting is a hint; currval decides). A row
+    -- with our transaction id that is not ours came with a dump from another cluster.
+    if current_setting('rowver.allocated', true) = v::text and currval('rowver.version_seq') = v then
+      return v;
+    end if;
+    delete from rowver.allocation a where a.xid = pg_current_xact_id();
   end if;
   perform pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   begin
@@ -43,6 +48,7 @@ begin
   end;
   perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   insert into rowver.allocation (version, xid) values (v, pg_current_xact_id());
+  perform set_config('rowver.allocated', v::text, true);
   return v;
 end $$;
 

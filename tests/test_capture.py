@@ -206,3 +206,14 @@ def test_check_catches_rewritten_versions(items: psycopg.Connection) -> None:
     items.execute("insert into items (id, name) values (1, 'uno'), (2, 'two')")  # restored, restamped
     found = {r[1] for r in items.execute("select * from rowver.check()")}
     assert "gap" in found
+
+
+def test_an_allocation_row_restored_from_another_cluster_is_not_trusted(items: psycopg.Connection) -> None:
+    """After a restore from another cluster, a stale allocation row can carry the transaction
+    id of a new transaction; it must not hand that transaction its old version."""
+    with items.transaction():
+        items.execute("insert into rowver.allocation values (1, pg_current_xact_id())")  # as a restore would
+        items.execute("update items set name = 'fresh' where id = 2")
+    version = items.execute("select rv_version from items where id = 2").fetchone()[0]
+    assert version > 1
+    assert items.execute("select max(version) from rowver.changeset").fetchone()[0] == version
