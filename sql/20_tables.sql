@@ -85,6 +85,14 @@ as $$
    where c.oid = tbl
 $$;
 
+-- The schema T lives in (its generated objects live there too).
+create or replace function rowver.schema_of(tbl regclass) returns name
+language sql stable
+as $$
+  select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+   where c.oid = tbl
+$$;
+
 -- T's columns in row-type order, rv_version included: where it is, or last, where
 -- enable is about to add it.
 create or replace function rowver.row_columns(tbl regclass) returns table (name name, pos integer)
@@ -230,7 +238,7 @@ $$;
 
 -- Planning is read-only and open to all.
 grant execute on function rowver.generated_name(name, text), rowver.has_btree_eq(oid),
-  rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.row_columns(regclass),
+  rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass),
   rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
   rowver.table_key(regclass, name[]), rowver.check_versionable(regclass), rowver.shape(regclass),
   rowver.partitions(regclass)

@@ -121,8 +121,7 @@ returns text[]
 language plpgsql stable
 as $$
 declare
-  sch       name := (select n.nspname from pg_catalog.pg_class c
-                       join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  sch       name := rowver.schema_of(tbl);
   t         text := rowver.qualified(tbl);
   hist_q    text := format('%I.%I', sch, hist);
   rel       regclass;

@@ -121,8 +121,7 @@ language plpgsql stable
 as $$
 declare
   r   rowver.versioned := rowver.registered(tbl);
-  sch name := (select n.nspname from pg_catalog.pg_class c
-                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  sch name := rowver.schema_of(tbl);
   t   text;
   rel regclass;
 begin

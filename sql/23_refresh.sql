@@ -29,8 +29,7 @@ begin
   if not found then
     return null;
   end if;
-  select n.nspname into sch from pg_catalog.pg_class c
-    join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl;
+  sch := rowver.schema_of(tbl);
   hist := format('%I.%I', sch, r.history_name)::regclass;
   -- no writes to T while its history changes shape
   execute format('lock table %s in share row exclusive mode', rowver.qualified(tbl));
@@ -122,8 +121,7 @@ language plpgsql
 as $$
 declare
   r   rowver.versioned;
-  sch name := (select n.nspname from pg_catalog.pg_class c
-                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  sch name := rowver.schema_of(tbl);
 begin
   select * into r from rowver.versioned x where x.relid = tbl;
   if not found then  -- an ordinary table: an ordinary ALTER (migrations may call this for any table)

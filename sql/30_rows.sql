@@ -23,20 +23,16 @@ end $$;
 create or replace function rowver.as_of_sql(tbl regclass, v bigint) returns text
 language sql stable
 as $$
-  select pg_catalog.format('%I.%I(%s)', n.nspname, r.as_of_name, v)
+  select pg_catalog.format('%I.%I(%s)', rowver.schema_of(tbl), r.as_of_name, v)
     from rowver.registered(tbl) r
-    join pg_catalog.pg_class c on c.oid = tbl
-    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 $$;
 
 -- T's schema-qualified versions view.
 create or replace function rowver.versions_sql(tbl regclass) returns text
 language sql stable
 as $$
-  select pg_catalog.format('%I.%I', n.nspname, r.versions_name)
+  select pg_catalog.format('%I.%I', rowver.schema_of(tbl), r.versions_name)
     from rowver.registered(tbl) r
-    join pg_catalog.pg_class c on c.oid = tbl
-    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 $$;
 
 -- A temporary staging table shaped like the given columns of tbl, dropped at commit.
@@ -223,8 +219,7 @@ begin
        join jsonb_populate_record(null::%s, $1) k on %s
        left join rowver.changeset c on c.version = v.rv_version
       order by v.rv_version, v.rv_deleted',
-    (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-      where c.oid = tbl),
+    rowver.schema_of(tbl),
     r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(r.key_columns, 'v', 'k'))
   using key;
 end $$;
@@ -263,8 +258,7 @@ language plpgsql volatile
 as $$
 declare
   r    rowver.versioned := rowver.registered(tbl);
-  sch  name := (select n.nspname from pg_catalog.pg_class c
-                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = tbl);
+  sch  name := rowver.schema_of(tbl);
   lo   bigint := rowver.resolve(since);
   hi   bigint := least(rowver.resolve(until), rowver.head());
 begin

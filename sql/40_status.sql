@@ -16,8 +16,7 @@ begin
   for r in select * from rowver.versioned v
             where exists (select from pg_catalog.pg_class c where c.oid = v.relid)
             order by relid::text loop
-    sch := (select n.nspname from pg_catalog.pg_class c
-              join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = r.relid);
+    sch := rowver.schema_of(r.relid);
     table_name := r.relid::text;
     key_columns := r.key_columns;
     triggers := r.triggers and not exists (
@@ -84,8 +83,7 @@ begin
             where (tbl is null or x.relid = tbl)
               and exists (select from pg_catalog.pg_class c where c.oid = x.relid)
             order by relid::text loop
-    sch := (select n.nspname from pg_catalog.pg_class c
-              join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = r.relid);
+    sch := rowver.schema_of(r.relid);
     h := format('%I.%I', sch, r.history_name);
     v := format('%I.%I', sch, r.versions_name);
     k := (select string_agg(format('%I', c), ', ') from unnest(r.key_columns) c);

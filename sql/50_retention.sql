@@ -34,9 +34,7 @@ declare
   r    rowver.versioned := rowver.registered(tbl);
   h    bigint := rowver.resolve(before);
   kept bigint[];
-  hist text := format('%I.%I', (select n.nspname from pg_catalog.pg_class c
-                                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-                                 where c.oid = tbl), r.history_name);
+  hist text := format('%I.%I', rowver.schema_of(tbl), r.history_name);
   n    bigint;
   v    bigint;
   s    text;
@@ -88,8 +86,7 @@ begin
     select c.version from rowver.changeset c
      where c.version < horizon and not exists (select from rowver.tag t where t.version = c.version);
   for r in select * from rowver.versioned loop
-    sch := (select ns.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace ns on ns.oid = c.relnamespace
-             where c.oid = r.relid);
+    sch := rowver.schema_of(r.relid);
     execute format('delete from rv_unused u where exists (select from %I.%I v where v.rv_version = u.version or v.rv_until = u.version)',
                    sch, r.versions_name);
   end loop;
@@ -108,9 +105,7 @@ language plpgsql
 as $$
 declare
   r    rowver.versioned := rowver.registered(tbl);
-  hist text := format('%I.%I', (select n.nspname from pg_catalog.pg_class c
-                                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-                                 where c.oid = tbl), r.history_name);
+  hist text := format('%I.%I', rowver.schema_of(tbl), r.history_name);
   t    text := rowver.qualified(tbl);
   k    text := rowver.key_join_sql(r.key_columns, 'x', 'k');
   v    bigint;
