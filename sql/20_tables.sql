@@ -75,6 +75,17 @@ as $$
    order by a.attnum
 $$;
 
+-- Virtual generated columns (PostgreSQL 18) with their expressions: their values are not
+-- in transition tables, so history recomputes them from the stored columns on read.
+create or replace function rowver.virtual_columns(tbl regclass) returns table (name name, expr text)
+language sql stable
+as $$
+  select a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+    from pg_catalog.pg_attribute a
+    join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+   where a.attrelid = tbl and a.attgenerated = 'v' and not a.attisdropped
+$$;
+
 -- "schema"."table" from the catalog, for generated SQL: never regclass text, whose
 -- meaning depends on the search_path of whoever runs it.
 create or replace function rowver.qualified(tbl regclass) returns text
@@ -238,7 +249,7 @@ $$;
 
 -- Planning is read-only and open to all.
 grant execute on function rowver.generated_name(name, text), rowver.has_btree_eq(oid),
-  rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass),
+  rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass), rowver.virtual_columns(regclass),
   rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
   rowver.table_key(regclass, name[]), rowver.check_versionable(regclass), rowver.shape(regclass),
   rowver.partitions(regclass)

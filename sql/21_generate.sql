@@ -162,13 +162,15 @@ begin
        from rowver.row_columns(tbl) c left join rowver.column_added(tbl) l on l.name = c.name),
     t, guard,
     (select string_agg(case when c.name = 'rv_version' then 'h.rv_version'
+                            when g.expr is not null then format('(%s)::%s', g.expr, p.type_sql)
                             when l.added_version is not null
                             then format('case when $1 >= %s then h.%I::%s end', l.added_version, c.name, p.type_sql)
                             when p.type_sql = p.history_type_sql then format('h.%I', c.name)
                             else format('h.%I::%s', c.name, p.type_sql) end, ', ' order by c.pos)
        from rowver.row_columns(tbl) c
        left join rowver.payload_columns(tbl) p on p.name = c.name
-       left join rowver.column_added(tbl) l on l.name = c.name),
+       left join rowver.column_added(tbl) l on l.name = c.name
+       left join rowver.virtual_columns(tbl) g on g.name = c.name),
     hist_q, guard);
 
   -- every version of every row; current rows have rv_until null
@@ -178,9 +180,10 @@ begin
                            '  union all\n'
                            '  select %s, rv_version, rv_until, rv_deleted from %s',
     sch, vers, cols, t,
-    (select string_agg(case when p.type_sql = p.history_type_sql then format('%I', p.name)
+    (select string_agg(case when g.expr is not null then format('(%s)::%s', g.expr, p.type_sql)
+                            when p.type_sql = p.history_type_sql then format('%I', p.name)
                             else format('%I::%s', p.name, p.type_sql) end, ', ' order by p.attnum)
-       from rowver.payload_columns(tbl) p),
+       from rowver.payload_columns(tbl) p left join rowver.virtual_columns(tbl) g on g.name = p.name),
     hist_q);
 
   -- the per-row stamp: a no-op update keeps its version and makes no history

@@ -225,3 +225,29 @@ def test_tenants_never_read_each_others_past(tenants: tuple[rowver.Database, lis
     assert "policies" in db.check().invariant.tolist()
     db.refresh("notes")
     assert db.check().empty
+
+
+def test_virtual_generated_columns_read_right_in_the_past(db: rowver.Database) -> None:
+    if db.conn.info.server_version < 180000:
+        pytest.skip("virtual generated columns arrived in PostgreSQL 18")
+    c = db.conn
+    c.execute("create table v (id int primary key, a int, dbl int generated always as (a * 2) virtual)")
+    c.execute("insert into v (id, a) values (1, 1)")
+    db.enable("v")
+    c.execute("update v set a = 5")
+    assert c.execute("select a, dbl from v__as_of(1)").fetchall() == [(1, 2)]
+    assert c.execute("select a, dbl from v__as_of(2)").fetchall() == [(5, 10)]
+    assert c.execute("select a, dbl from v__versions order by rv_version").fetchall() == [(1, 2), (5, 10)]
+
+
+def test_a_temporary_table_of_the_same_name_captures_nothing(db: rowver.Database) -> None:
+    c = db.conn
+    c.execute("create table shadow (id int primary key, x int)")
+    c.execute("insert into shadow values (1, 1)")
+    db.enable("shadow")
+    c.execute("create temp table shadow__history (like shadow__history)")
+    c.execute("create temp table shadow (id int primary key, x int)")  # pg_temp comes first on the path
+    c.execute("update public.shadow set x = 2")
+    assert c.execute("select count(*) from public.shadow__history").fetchone()[0] == 1
+    assert c.execute("select count(*) from pg_temp.shadow__history").fetchone()[0] == 0
+    assert c.execute("select x from public.shadow__as_of(1)").fetchone()[0] == 1
