@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -169,7 +170,7 @@ class Database:
             result = cs.revert(table, to)
         return result
 
-    @property
+    @functools.cached_property
     def models(self) -> Any:
         """The model-as-rows store: ``db.models.save(...)``, ``load``, ``alias``, ``rollback``."""
         from ._models import Models

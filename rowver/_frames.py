@@ -116,7 +116,10 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
         raise InvalidInputError(f"a key of {table} is not hashable: {key_values[0]!r}") from None
     if distinct != len(key_values):
         seen: set[Any] = set()
-        duplicate = next(v for v in key_values if v in seen or seen.add(v))
+        for duplicate in key_values:
+            if duplicate in seen:
+                break
+            seen.add(duplicate)
         shown = duplicate if isinstance(duplicate, tuple) else (duplicate,)
         raise InvalidInputError(f"duplicate key in rows for {table}: {dict(zip(keys, shown))}")
 

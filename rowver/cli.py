@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 import rowver
 
 from . import _output
+from ._cli_model import app as model_app
 from ._database import redacted
 from ._output import Format
 from .errors import InvalidInputError, RowverError, from_database, translated
@@ -210,6 +211,30 @@ def truncate(
     """Empty a versioned table with every delete on record (a plain TRUNCATE is refused)."""
     with _database(url) as db, _output.progress(f"emptying {table}"):
         typer.echo(f"{table}: {db.truncate(table, cascade=cascade)} row(s) deleted, on record")
+
+
+@app.command()
+def prune(
+    table: Table,
+    before: Annotated[str, typer.Option("--before", metavar="REF", help="Keep what versions from here on need.",
+                                        show_default=False)],
+    url: Url = None,
+) -> None:
+    """Retention (rowver_admin): drop history older than REF; tagged versions stay readable."""
+    with _database(url) as db, _output.progress(f"pruning {table}"):
+        typer.echo(f"{table}: {db.prune(table, before)} history row(s) removed before {before}")
+
+
+@app.command()
+def erase(
+    table: Table,
+    key: Annotated[list[str], typer.Argument(
+        metavar="KEY", help="The row's key values, in key-column order.", show_default=False)],
+    url: Url = None,
+) -> None:
+    """Legal erasure (rowver_admin): remove one key's data from the table and all of its history."""
+    with _database(url) as db:
+        typer.echo(f"{table}: {db.erase(table, tuple(key))} stored state(s) of that key erased")
 
 
 @app.command()
@@ -432,6 +457,37 @@ def demo(url: Url = None) -> None:
 
     with _database(url) as db:
         _demo.run(db, url=url)
+
+
+@app.command()
+def bench(
+    rows: Annotated[int | None, typer.Option(
+        "--rows", "-n", min=1000, metavar="N",
+        help="Rows in each bench table. Default: 1,000,000 (--quick: 20,000).")] = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A small, fast run that checks the bench works; its figures are not measurements.")] = False,
+    models: Annotated[bool, typer.Option(
+        "--models/--no-models", help="Also measure the model store (writes models that stay).")] = True,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Measure what versioning costs here: each figure against a plain table, with its target.
+
+    Works in a scratch schema (rowver_bench_<random>) that is dropped afterwards, also on
+    error or Ctrl-C.
+    """
+    from . import _bench
+
+    with _database(url) as db, _bench.status_line() as say:
+        report = _bench.bench(db, rows=rows, quick=quick, models=models, progress=say)
+    _bench.emit(report, fmt)
+    failed = [f for f in report.figures if f.status.startswith("error")]
+    if failed:
+        typer.echo(f"error: figure {failed[0].figure} ({failed[0].name}): {failed[0].status}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+
+
+app.add_typer(model_app, name="model")  # rowver model ...
 
 
 # -- reads the library does not offer (yet) -----------------------------------------------

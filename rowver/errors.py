@@ -67,6 +67,16 @@ class UnsupportedError(RowverError):
     sqlstate = "0A000"
 
 
+class ModelIntegrityError(RowverError):
+    """Stored model data is missing or does not match its hash."""
+
+    sqlstate = "XX001"  # data_corrupted
+
+
+class PromotionRefusedError(RowverError):
+    """``promote`` found the candidate worse than the alias's current holder; nothing changed."""
+
+
 # SQLSTATE (exact, or its two-character class) -> exception class.
 _BY_SQLSTATE: dict[str, type[RowverError]] = {
     "42P01": UnknownTableError,

@@ -1,0 +1,627 @@
+"""The model-as-rows store (DESIGN §5): ``db.models``.
+
+Metadata (models, versions, manifests, aliases) lives in tables that rowver versions like
+any other, so every save, alias move and rollback is a changeset in ``rowver log``.
+Weights and artifacts are content-addressed chunks (rowver._model_chunks), written in
+their own transactions before one short metadata transaction (sql/60_models.sql,
+``rowver.model_commit``), so no visible model version ever names a missing chunk and a
+large upload does not hold head back.
+
+A model ref is ``NAME`` (the newest version), ``NAME/N`` or ``NAME@ALIAS``; the same ref
+after ``model:`` is a data ref meaning the data version the model was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _model_chunks as chunks
+from . import _sql
+from ._model_chunks import CHUNK_SIZE, Blob, Entry, ModelIntegrityError, WriteStats
+from .errors import ConflictError, InvalidInputError, PromotionRefusedError, translated
+
+if TYPE_CHECKING:
+    from ._database import Database
+
+__all__ = ["AliasMove", "Comparison", "Lineage", "Model", "ModelIntegrityError", "ModelSummary",
+           "ModelVersion", "Models", "PromotionRefusedError", "Tensor"]
+
+
+# -- what the store returns -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A weight or artifact of a model version, as its manifest records it."""
+
+    kind: str
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    chunk_size: int
+    chunks: tuple[bytes, ...] = field(repr=False)
+
+    @property
+    def same_bytes_as(self) -> tuple[str, tuple[int, ...], tuple[bytes, ...]]:
+        """What makes two tensors equal: dtype, shape and content."""
+        return (self.dtype, self.shape, self.chunks)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One saved version of a model: its metadata and manifest (no weights)."""
+
+    model: str
+    version: int
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    tags: list[str]
+    description: str | None
+    data_version: int | None
+    data_ref: str | None
+    code_revision: str | None
+    author: str | None
+    db_user: str
+    created_at: dt.datetime
+    nbytes: int
+    content_hash: str
+    changeset: int                 # the rowver version that recorded this model version
+    aliases: list[str]
+    tensors: list[Tensor] = field(repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model version came from: its data version and the changesets around it."""
+
+    model: str
+    version: int
+    data_version: int | None
+    data_ref: str | None
+    data_changeset: dict[str, Any] | None   # the newest changeset at or below data_version
+    saved_in: dict[str, Any]                # the changeset that recorded the model version
+    code_revision: str | None
+
+
+@dataclass(frozen=True)
+class Model(ModelVersion):
+    """A loaded model version: metadata plus weights (numpy arrays) and artifacts (bytes)."""
+
+    weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
+    lineage: Lineage | None = None
+
+    def state_dict(self) -> Any:
+        """The weights as a PyTorch state dict (needs torch)."""
+        from . import _model_torch
+
+        return _model_torch.state_dict(self.weights, {t.name: t.dtype for t in self.tensors})
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int | None
+    aliases: dict[str, int]
+    description: str | None
+    updated_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model: str
+    alias: str
+    old_version: int | None
+    new_version: int
+    changeset: int | None          # None: nothing moved, so no changeset
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: ModelVersion
+    b: ModelVersion
+    params: list[tuple[str, Any, Any]]      # (key, a, b) for every key in either
+    metrics: list[tuple[str, Any, Any]]
+    tensors: list[tuple[str, str, str]]     # (kind/name, 'same'|'changed'|'added'|'removed', detail)
+
+    @property
+    def changed_tensors(self) -> list[str]:
+        return [name for name, state, _ in self.tensors if state != "same"]
+
+
+# -- dtypes: text both ways, never pickle ---------------------------------------------------
+
+
+def dtype_text(dtype: np.dtype) -> str:
+    """numpy's dtype.str ('<f4'); a structured dtype as its JSON descr."""
+    if dtype.hasobject:
+        raise InvalidInputError(f"dtype {dtype} holds Python objects, which cannot be stored as raw bytes")
+    if dtype.fields is None and dtype.subdtype is None:
+        return dtype.str
+    return json.dumps(np.lib.format.dtype_to_descr(dtype))
+
+
+def dtype_from_text(text: str) -> np.dtype:
+    """The numpy dtype stored as ``text``; raw unsigned ints for torch-only dtypes."""
+    from . import _model_torch
+
+    if text.startswith("torch."):
+        return np.dtype(_model_torch.raw_dtype(text))
+    try:
+        dtype = np.lib.format.descr_to_dtype(_tuples(json.loads(text))) if text.startswith("[") else np.dtype(text)
+    except (TypeError, ValueError) as exc:
+        raise ModelIntegrityError(f"unknown stored dtype {text!r}") from exc
+    if dtype.hasobject:
+        raise ModelIntegrityError(f"stored dtype {text!r} holds Python objects; refusing to load it")
+    return dtype
+
+
+def _tuples(descr: Any) -> Any:
+    """A JSON descr back in numpy's shape: fields are tuples, shapes tuples of ints."""
+    if not isinstance(descr, list):
+        return descr
+    out = []
+    for name, fmt, *rest in descr:
+        out.append((tuple(name) if isinstance(name, list) else name, _tuples(fmt),
+                    *(tuple(r) for r in rest)))
+    return out
+
+
+# -- blobs: what save streams from --------------------------------------------------------------
+
+
+def _array_blob(name: str, value: Any) -> Blob:
+    if type(value).__module__.split(".")[0] == "torch":
+        from . import _model_torch
+
+        value, label = _model_torch.to_numpy(value)
+    else:
+        label = None
+    if not isinstance(value, np.ndarray):
+        raise InvalidInputError(f"weights[{name!r}] is a {type(value).__name__}, not a numpy array "
+                                "(weights map names to numpy arrays or torch tensors)")
+    text = label or dtype_text(value.dtype)
+    flat = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+
+    def slices(size: int) -> Iterator[memoryview]:
+        view = flat.data
+        for start in range(0, flat.nbytes, size):
+            yield view[start:start + size]
+
+    return Blob("weight", name, text, tuple(int(n) for n in value.shape), int(value.nbytes), slices)
+
+
+def _artifact_blob(name: str, value: Any) -> Blob:
+    if isinstance(value, os.PathLike):
+        path = Path(value)
+        if not path.is_file():
+            raise InvalidInputError(f"artifacts[{name!r}]: {path} is not a file")
+        return _file_blob("artifact", name, "|u1", None, path, 0, path.stat().st_size)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = memoryview(value).cast("B")
+
+        def slices(size: int) -> Iterator[memoryview]:
+            for start in range(0, len(data), size):
+                yield data[start:start + size]
+
+        return Blob("artifact", name, "|u1", (len(data),), len(data), slices)
+    raise InvalidInputError(f"artifacts[{name!r}] is a {type(value).__name__}; "
+                            "an artifact is bytes or a pathlib.Path to a file")
+
+
+def _file_blob(kind: str, name: str, dtype: str, shape: tuple[int, ...] | None, path: Path,
+               offset: int, nbytes: int, expect: list[bytes] | None = None) -> Blob:
+    """A blob read from ``path`` at ``offset``, one fresh buffer per slice (never mapped:
+    a mapping would count against a memory limit the whole file at once)."""
+
+    def slices(size: int) -> Iterator[bytearray]:
+        with path.open("rb") as f:
+            f.seek(offset)
+            left = nbytes
+            while left > 0:
+                buf = bytearray(min(size, left))
+                got = f.readinto(buf)
+                if got != len(buf):
+                    raise InvalidInputError(f"{path} is truncated: {nbytes - left + (got or 0)} of "
+                                            f"{nbytes} bytes of {kind} {name!r}")
+                left -= got
+                yield buf
+
+    return Blob(kind, name, dtype, shape if shape is not None else (nbytes,), nbytes, slices, expect)
+
+
+def _json(what: str, value: Any) -> str:
+    """Params or metrics as JSON; numpy scalars and arrays become plain values."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{what} must be a mapping, not a {type(value).__name__}")
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        raise TypeError(f"{type(v).__name__} is not JSON")
+
+    try:
+        return json.dumps(value, default=plain, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} must be JSON: {exc}") from exc
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class Models:
+    """``db.models``: save, load, alias, rollback, promote, list, compare, search, gc."""
+
+    def __init__(self, db: Database):
+        self._db = db
+        self.last_write: WriteStats | None = None  # what the last save sent (for bench)
+
+    @property
+    def _conn(self) -> Any:
+        return self._db.conn
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save(self, name: str, *, params: Mapping[str, Any] | None = None,
+             metrics: Mapping[str, Any] | None = None, weights: Mapping[str, Any] | None = None,
+             artifacts: Mapping[str, Any] | None = None, data_version: str | int | None = None,
+             tags: Iterable[str] = (), description: str | None = None, code_revision: str | None = None,
+             alias: str | None = None, author: str | None = None, message: str | None = None,
+             chunk_size: int = CHUNK_SIZE) -> ModelVersion:
+        """Save a new version of ``name``; returns it. Weights map names to numpy arrays (any
+        native dtype and shape) or torch tensors; artifacts map names to bytes or file paths."""
+        if isinstance(tags, str):
+            raise InvalidInputError("tags must be a list of strings, not one string")
+        if weights is not None and not isinstance(weights, Mapping):
+            raise InvalidInputError(f"weights must be a mapping of names to arrays, not a {type(weights).__name__}")
+        if artifacts is not None and not isinstance(artifacts, Mapping):
+            raise InvalidInputError(f"artifacts must be a mapping of names to bytes or paths, "
+                                    f"not a {type(artifacts).__name__}")
+        blobs = [_array_blob(str(k), v) for k, v in (weights or {}).items()]
+        blobs += [_artifact_blob(str(k), v) for k, v in (artifacts or {}).items()]
+        return self._save(name, blobs, params=_json("params", params), metrics=_json("metrics", metrics),
+                          data_version=data_version, tags=list(tags), description=description,
+                          code_revision=code_revision, alias=alias, author=author, message=message,
+                          chunk_size=chunk_size)
+
+    def _save(self, name: str, blobs: list[Blob], *, params: str, metrics: str,
+              data_version: str | int | None, tags: list[str], description: str | None,
+              code_revision: str | None, alias: str | None, author: str | None, message: str | None,
+              chunk_size: int, expect_hash: str | None = None) -> ModelVersion:
+        if not 1024 <= chunk_size <= 256 << 20:
+            raise InvalidInputError("chunk_size must be between 1 KiB and 256 MiB")
+        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+            raise InvalidInputError("tags must be a list of strings")
+        conn = self._conn
+        # everything that can be refused is refused before a single chunk is written
+        with translated():
+            conn.execute("select rowver.model_check_name('model', %s)", (name,))
+            if alias is not None:
+                conn.execute("select rowver.model_check_name('alias', %s)", (alias,))
+            conn.execute("select rowver.model_check_name(k, n) from unnest(%s::text[], %s::text[]) u(k, n)",
+                         ([b.kind for b in blobs], [b.name for b in blobs]))
+            for t in tags:
+                conn.execute("select rowver.model_check_name('tag', %s)", (t,))
+            version = None if data_version is None else self._db.resolve(data_version)
+        seen: set[tuple[str, str]] = set()
+        for b in blobs:
+            if (b.kind, b.name) in seen:
+                raise InvalidInputError(f"{b.kind} {b.name!r} is given twice")
+            seen.add((b.kind, b.name))
+
+        entries, stats = self._write(blobs, chunk_size)
+        manifest = json.dumps([e.as_json() for e in entries])
+        args = (name, params, metrics, tags, description, version,
+                None if data_version is None else str(data_version), code_revision, author, manifest,
+                alias, expect_hash)
+        for attempt in range(5):
+            try:
+                with self._db.changeset(message=message, author=author), translated():
+                    saved, _hash = _sql.one(
+                        conn, "select * from rowver.model_commit(%s, %s::jsonb, %s::jsonb, %s::text[], %s, %s,"
+                        " %s, %s, %s, %s::jsonb, %s, %s)", args)
+                break
+            except ConflictError:
+                if attempt == 4:
+                    raise
+                time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
+            except InvalidInputError as exc:
+                if exc.sqlstate != "23503" or attempt == 4:
+                    raise
+                # gc reclaimed a chunk this save found stored: write what is missing again
+                entries, stats = self._write(blobs, chunk_size)
+        self.last_write = stats
+        return self.get(f"{name}/{saved}")
+
+    def _write(self, blobs: list[Blob], chunk_size: int) -> tuple[list[Entry], WriteStats]:
+        with translated():
+            return chunks.write(self._conn, blobs, chunk_size=chunk_size)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, ref: str) -> ModelVersion:
+        """A model version's metadata and manifest, without its weights."""
+        model, version = self._ref(ref)
+        return self._infos([(model, version)])[0]
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every live version of a model, oldest first."""
+        self._ref(name)
+        with translated():
+            keys = self._conn.execute("select model, version from rowver.model_version where model = %s"
+                                      " order by version", (name,)).fetchall()
+        return self._infos([tuple(k) for k in keys])
+
+    def load(self, ref: str, *, verify: bool = True) -> Model:
+        """A model version with its weights and artifacts, every chunk hash verified.
+        Memory: the model once, plus a few chunks in flight."""
+        info = self.get(ref)
+        entries = [_entry(t) for t in info.tensors]
+        buffers = [np.empty(e.nbytes, np.uint8) for e in entries]
+
+        def sink(i: int, offset: int, data: memoryview) -> None:
+            buffers[i][offset:offset + len(data)] = np.frombuffer(data, np.uint8)
+
+        with translated():
+            chunks.read(self._conn, entries, sink, what=info.ref, verify=verify)
+        weights: dict[str, np.ndarray] = {}
+        artifacts: dict[str, bytes] = {}
+        for t, buf in zip(info.tensors, buffers):
+            if t.kind == "weight":
+                weights[t.name] = buf.view(dtype_from_text(t.dtype)).reshape(t.shape)
+            else:
+                artifacts[t.name] = buf.tobytes()
+        meta = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
+        return Model(**meta, weights=weights, artifacts=artifacts, lineage=self.lineage(info.ref))
+
+    def export(self, ref: str, directory: str | os.PathLike[str]) -> ModelVersion:
+        """Write a model version to ``directory`` (.npy files, artifacts, manifest.json),
+        streaming: memory stays a few chunks whatever the model's size."""
+        from . import _model_dir
+
+        info = self.get(ref)
+        with translated():
+            _model_dir.export(self._conn, info, [_entry(t) for t in info.tensors], Path(directory))
+        return info
+
+    def import_(self, directory: str | os.PathLike[str], *, name: str | None = None,
+                data_version: str | int | None = None, alias: str | None = None,
+                author: str | None = None, message: str | None = None) -> ModelVersion:
+        """Save the export in ``directory`` as a new version (of ``name``, default the
+        exported model's name). Every file is checked against the manifest first."""
+        from . import _model_dir
+
+        meta, blobs = _model_dir.read(Path(directory))
+        return self._save(name or meta["model"], blobs, params=meta["params_json"],
+                          metrics=meta["metrics_json"], data_version=data_version,
+                          tags=list(meta.get("tags") or []), description=meta.get("description"),
+                          code_revision=meta.get("code_revision"), alias=alias, author=author,
+                          message=message or f"import model {meta['model']}/{meta['version']}",
+                          chunk_size=int(meta.get("chunk_size") or CHUNK_SIZE),
+                          expect_hash=meta.get("content_hash"))
+
+    # -- aliases ------------------------------------------------------------------------
+
+    def alias(self, name: str, alias: str, version: int, *, author: str | None = None,
+              message: str | None = None) -> AliasMove:
+        """Point ``name@alias`` at ``version`` (a changeset; the log shows who moved it)."""
+        return self._move("select * from rowver.model_alias_set(%s, %s, %s)", (name, alias, int(version)),
+                          name, alias, author=author, message=message)
+
+    def rollback(self, name: str, alias: str, *, author: str | None = None,
+                 message: str | None = None) -> AliasMove:
+        """Move ``name@alias`` back to its previous target, as a new changeset."""
+        return self._move("select * from rowver.model_rollback(%s, %s)", (name, alias), name, alias,
+                          author=author, message=message)
+
+    def promote(self, name: str, alias: str, version: int, *, metric: str, mode: str = "max",
+                agg: str = "last", author: str | None = None, message: str | None = None) -> AliasMove:
+        """Move ``name@alias`` to ``version`` only if it is at least as good as the current
+        holder on ``metric`` (mode max: higher is better; min: lower); else raise
+        PromotionRefusedError and change nothing."""
+        conn = self._conn
+        with translated(), self._db.changeset(message=message, author=author):
+            promoted, previous, _cand, _held, reason = _sql.one(
+                conn, "select * from rowver.model_promote(%s, %s, %s, %s, %s, %s)",
+                (name, alias, int(version), metric, mode, agg))
+            if not promoted and previous == int(version):
+                return AliasMove(name, alias, previous, previous, None)  # already there
+            if not promoted:
+                raise PromotionRefusedError(f"not promoting {name}/{version} to {name}@{alias}: {reason}")
+            changeset = _sql.value(conn, "select rowver.current_version()")
+        return AliasMove(name, alias, previous, int(version), changeset)
+
+    def _move(self, query: str, args: tuple[Any, ...], name: str, alias: str, *, author: str | None,
+              message: str | None) -> AliasMove:
+        conn = self._conn
+        with translated(), self._db.changeset(message=message, author=author):
+            old, new = _sql.one(conn, query, args)
+            changeset = _sql.value(conn, "select rowver.current_version()")
+        return AliasMove(name, alias, old, new, changeset)
+
+    # -- comparing, searching, lineage ----------------------------------------------------
+
+    def compare(self, a: str, b: str) -> Comparison:
+        """Params and metrics side by side, and which tensors changed."""
+        x, y = self.get(a), self.get(b)
+
+        def side(p: dict[str, Any], q: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+            return [(k, p.get(k), q.get(k)) for k in sorted(set(p) | set(q))]
+
+        tx = {f"{t.kind}:{t.name}": t for t in x.tensors}
+        ty = {f"{t.kind}:{t.name}": t for t in y.tensors}
+        tensors = []
+        for key in sorted(set(tx) | set(ty)):
+            s, t = tx.get(key), ty.get(key)
+            label = key.removeprefix("weight:")
+            if s is None:
+                tensors.append((label, "added", f"{t.dtype} {list(t.shape)}"))  # type: ignore[union-attr]
+            elif t is None:
+                tensors.append((label, "removed", f"{s.dtype} {list(s.shape)}"))
+            elif s.same_bytes_as == t.same_bytes_as:
+                tensors.append((label, "same", f"{s.dtype} {list(s.shape)}"))
+            else:
+                shape = (f"{s.dtype} {list(s.shape)} -> {t.dtype} {list(t.shape)}"
+                         if (s.dtype, s.shape) != (t.dtype, t.shape) else f"{s.dtype} {list(s.shape)}")
+                differ = sum(1 for p, q in zip(s.chunks, t.chunks) if p != q) + abs(len(s.chunks) - len(t.chunks))
+                tensors.append((label, "changed", f"{shape}, {differ} of {max(len(s.chunks), len(t.chunks))} chunk(s)"))
+        return Comparison(x, y, side(x.params, y.params), side(x.metrics, y.metrics), tensors)
+
+    def search(self, *, name: str | None = None, params: Mapping[str, Any] | None = None,
+               metrics: Sequence[str | tuple[Any, ...]] = (), tags: Iterable[str] = (),
+               since: str | dt.datetime | None = None, until: str | dt.datetime | None = None) -> list[ModelVersion]:
+        """Model versions matching every filter: params contain ``params``; each metric
+        condition holds ("auc>=0.9", "loss:min<0.3", or ("auc", ">=", 0.9)); every tag."""
+        filters = [_metric_filter(m) for m in metrics]
+        with translated():
+            keys = self._conn.execute(
+                "select * from rowver.model_search(%s, %s::jsonb, %s::jsonb, %s::text[], %s::timestamptz,"
+                " %s::timestamptz)",
+                (name, None if params is None else _json("params", params), json.dumps(filters),
+                 list(tags) or None, since, until)).fetchall()
+        return self._infos([tuple(k) for k in keys])
+
+    def lineage(self, ref: str) -> Lineage:
+        """The data version a model version was trained on and the changesets around it."""
+        model, version = self._ref(ref)
+        with translated():
+            row = _sql.one(self._conn, """
+                select v.data_version, v.data_ref, v.code_revision,
+                       (select to_jsonb(c) - 'xid' from rowver.changeset c
+                         where c.version <= v.data_version order by c.version desc limit 1),
+                       (select to_jsonb(c) - 'xid' from rowver.changeset c where c.version = v.rv_version)
+                  from rowver.model_version v where v.model = %s and v.version = %s""", (model, version))
+        return Lineage(model, version, row[0], row[1], row[3], row[4], row[2])
+
+    def trained_on(self, ref: str | int) -> list[ModelVersion]:
+        """Model versions trained on the data version ``ref`` names."""
+        with translated():
+            keys = self._conn.execute("select * from rowver.models_trained_on(%s)", (str(ref),)).fetchall()
+        return self._infos([tuple(k) for k in keys])
+
+    # -- deleting, reclaiming, checking ---------------------------------------------------
+
+    def delete(self, ref: str, *, author: str | None = None, message: str | None = None) -> int:
+        """Delete a model version (a tombstone: it stays in history, and so do its chunks);
+        returns the changeset."""
+        conn = self._conn
+        with translated(), self._db.changeset(message=message, author=author):
+            conn.execute("select rowver.model_delete(%s)", (ref,))
+            changeset: int = _sql.value(conn, "select rowver.current_version()")
+        return changeset
+
+    def gc(self, *, grace: dt.timedelta = dt.timedelta(days=1)) -> tuple[int, int]:
+        """Reclaim chunks that no model version names, in its current state or in history,
+        older than ``grace``; returns (chunks, bytes). Needs rowver_admin."""
+        with translated():
+            n, size = _sql.one(self._conn, "select * from rowver.model_gc(%s)", (grace,))
+        return int(n), int(size)
+
+    def check(self, *, verify_data: bool = True) -> list[tuple[str, str, str]]:
+        """Violations of the model store's invariants; empty when all hold."""
+        with translated():
+            return [tuple(r) for r in self._conn.execute("select * from rowver.check_models(%s)", (verify_data,))]
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _ref(self, ref: str) -> tuple[str, int]:
+        with translated():
+            model, version = _sql.one(self._conn, "select * from rowver.model_ref(%s)", (ref,))
+        return model, version
+
+    def _infos(self, keys: list[tuple[Any, ...]]) -> list[ModelVersion]:
+        if not keys:
+            return []
+        names, numbers = [k[0] for k in keys], [k[1] for k in keys]
+        with translated():
+            rows = self._conn.execute("""
+                select v.model, v.version, v.params, v.metrics, v.tags, v.description, v.data_version,
+                       v.data_ref, v.code_revision, v.author, v.db_user, v.created_at, v.nbytes,
+                       v.content_hash, v.rv_version,
+                       array(select a.alias from rowver.model_alias a
+                              where a.model = v.model and a.version = v.version order by 1)
+                  from unnest(%s::text[], %s::integer[]) with ordinality k(model, version, i)
+                  join rowver.model_version v on v.model = k.model and v.version = k.version
+                 order by k.i""", (names, numbers)).fetchall()
+            parts = self._conn.execute("""
+                select t.model, t.version, t.kind, t.name, t.dtype, t.shape, t.nbytes, t.chunk_size, t.chunks
+                  from rowver.model_tensor t join unnest(%s::text[], %s::integer[]) k(model, version)
+                    on t.model = k.model and t.version = k.version
+                 order by t.model, t.version, t.kind desc, t.name""", (names, numbers)).fetchall()
+        tensors: dict[tuple[str, int], list[Tensor]] = {}
+        for p in parts:
+            tensors.setdefault((p[0], p[1]), []).append(
+                Tensor(p[2], p[3], p[4], tuple(p[5]), p[6], p[7], tuple(bytes(c) for c in p[8])))
+        names = [f.name for f in dataclasses.fields(ModelVersion)]  # the select's order
+        return [ModelVersion(**dict(zip(names, [*r[:15], list(r[15]), tensors.get((r[0], r[1]), [])])))
+                for r in rows]
+
+
+    # last in the class: from here on, `list` in annotations would mean this method
+    def list(self) -> list[ModelSummary]:
+        """Registered models with their version count, newest version and aliases."""
+        with translated():
+            rows = self._conn.execute(
+                "select m.name, count(v.version), max(v.version), m.description, max(v.created_at),"
+                " coalesce((select jsonb_object_agg(a.alias, a.version) from rowver.model_alias a"
+                "           where a.model = m.name), '{}')"
+                " from rowver.model m left join rowver.model_version v on v.model = m.name"
+                " group by m.name, m.description order by m.name").fetchall()
+        return [ModelSummary(r[0], r[1], r[2], dict(sorted(r[5].items())), r[3], r[4]) for r in rows]
+
+def _entry(t: Tensor) -> Entry:
+    return Entry(t.kind, t.name, t.dtype, t.shape, t.nbytes, t.chunk_size, list(t.chunks))
+
+
+_OPS = ("<=", ">=", "!=", "<", ">", "=")
+
+
+def _metric_filter(spec: str | tuple[Any, ...]) -> dict[str, Any]:
+    """"auc>=0.9", "loss:min<0.3" or ("auc", ">=", 0.9) / ("loss", "min", "<", 0.3) as the
+    {"name", "agg", "op", "value"} rowver.model_search takes."""
+    if isinstance(spec, tuple):
+        if len(spec) == 3:
+            name, op, value = spec
+            agg = "last"
+        elif len(spec) == 4:
+            name, agg, op, value = spec
+        else:
+            raise InvalidInputError(f"a metric condition is (name, op, value) or (name, agg, op, value): {spec!r}")
+    else:
+        for op in _OPS:
+            if op in spec:
+                left, _, value = spec.partition(op)
+                break
+        else:
+            raise InvalidInputError(f"metric condition {spec!r} has no comparison",
+                                    hint="write NAME[:AGG]OP VALUE, e.g. auc>=0.9 or loss:min<0.3")
+        name, _, agg = left.strip().partition(":")
+        agg = agg or "last"
+    if op not in _OPS:
+        raise InvalidInputError(f"unknown comparison {op!r}; use <, <=, =, >=, > or !=")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"metric condition {spec!r}: {value!r} is not a number") from None
+    return {"name": str(name).strip(), "agg": str(agg).strip(), "op": op, "value": number}
