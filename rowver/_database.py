@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _install, _query, _schema, _server, _sql, _write
+from . import _frames, _install, _query, _schema, _server, _sql, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class Database:
                 # no automatic server-side prepares: they break after DDL changes a result
                 # type, and under transaction-pooling connection poolers
                 self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
+                _frames.register_loaders(self._conn)
             except psycopg.OperationalError as exc:
                 lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
                 reason = lines[0].removeprefix("connection failed: ") if lines else "no answer"

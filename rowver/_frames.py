@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,11 +110,12 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
         key_values = [tuple(row[p] for p in positions) for row in records]
         nulls = [i for i, v in enumerate(key_values) if None in v][:1]
     if nulls:
-        raise InvalidInputError(f"a row for {table} has a NULL key: {dict(zip(columns, records[nulls[0]]))}")
+        sample = shorten(repr(dict(zip(columns, records[nulls[0]]))))
+        raise InvalidInputError(f"a row for {table} has a NULL key: {sample}")
     try:
         distinct = len(set(key_values))
     except TypeError:
-        raise InvalidInputError(f"a key of {table} is not hashable: {key_values[0]!r}") from None
+        raise InvalidInputError(f"a key of {table} is not hashable: {shorten(repr(key_values[0]))}") from None
     if distinct != len(key_values):
         seen: set[Any] = set()
         for duplicate in key_values:
@@ -121,7 +123,7 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
                 break
             seen.add(duplicate)
         shown = duplicate if isinstance(duplicate, tuple) else (duplicate,)
-        raise InvalidInputError(f"duplicate key in rows for {table}: {dict(zip(keys, shown))}")
+        raise InvalidInputError(f"duplicate key in rows for {table}: {shorten(repr(dict(zip(keys, shown))))}")
 
 
 def adapt_json(columns: Sequence[str], json_columns: set[str],
@@ -151,3 +153,25 @@ def to_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str],
         if oid in _INTEGER_OIDS and frame[name].dtype != "int64":
             frame[name] = pd.array(frame[name].tolist(), dtype="Int64")
     return frame
+
+
+def register_loaders(conn: psycopg.Connection) -> None:
+    """Read 'infinity' and '-infinity' timestamps and dates as Python's largest and smallest
+    values instead of failing: a versioned table may hold them, and reading the past must not."""
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    def infinite(base: type, high: Any, low: Any) -> type:
+        class Loader(base):  # type: ignore[valid-type, misc]
+            def load(self, data: Any) -> Any:
+                if data == b"infinity":
+                    return high
+                if data == b"-infinity":
+                    return low
+                return super().load(data)
+        return Loader
+
+    utc = dt.timezone.utc
+    conn.adapters.register_loader("timestamptz", infinite(TimestamptzLoader, dt.datetime.max.replace(tzinfo=utc),
+                                                          dt.datetime.min.replace(tzinfo=utc)))
+    conn.adapters.register_loader("timestamp", infinite(TimestampLoader, dt.datetime.max, dt.datetime.min))
+    conn.adapters.register_loader("date", infinite(DateLoader, dt.date.max, dt.date.min))

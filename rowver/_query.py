@@ -83,8 +83,14 @@ def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.
     return pd.concat([feed[["rv_version", "op"]], values], axis=1)
 
 
-def log(db: Database, *, limit: int, table: str | None) -> pd.DataFrame:
-    return frame(db, "select * from rowver.log(%s, %s::regclass)", (limit, table))
+def log(db: Database, *, limit: int | str | None, table: str | None) -> pd.DataFrame:
+    if limit is None:
+        limit = 50
+    if isinstance(limit, str) and limit.strip().lstrip("-").isdigit():
+        limit = int(limit)
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidInputError(f"limit must be a whole number, not {limit!r}")
+    return frame(db, "select * from rowver.log(%s::integer, %s::regclass)", (limit, table))
 
 
 def tags(db: Database) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from . import _frames, _sql
-from .errors import ConflictError, RowverError, translated
+from .errors import ConflictError, InvalidInputError, RowverError, shorten, translated
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -69,10 +69,15 @@ class Changeset:
         with translated():
             self._tx = ExitStack()
             self._tx.enter_context(conn.transaction())
-            # transaction-local only: a session-level SET would leak through connection poolers
-            conn.execute("select set_config('rowver.message', %s, true), set_config('rowver.author', %s, true),"
-                         " set_config('rowver.capture', 'on', true)",
-                         (self.message or "", self.author or ""))
+            try:
+                # transaction-local only: a session-level SET would leak through connection poolers
+                conn.execute("select set_config('rowver.message', %s, true), set_config('rowver.author', %s, true),"
+                             " set_config('rowver.capture', 'on', true)",
+                             (self.message or "", self.author or ""))
+            except BaseException:
+                tx, self._tx = self._tx, None
+                tx.close()  # roll back now: a transaction left open would swallow later ones
+                raise
 
     def _restart(self, attempt: int) -> None:
         """Roll back, wait a little (jittered), begin again and replay the calls so far."""
@@ -94,8 +99,8 @@ class Changeset:
                         self._restart(attempt)
                     with self._db.conn.transaction():  # a savepoint: a failed call changes nothing
                         result = op(*args)
-            except ConflictError:
-                if attempt == self._retries:
+            except RowverError as exc:
+                if attempt == self._retries or not _retryable(exc, op, args):
                     raise
                 continue
             self._ops.append((op, args))
@@ -139,9 +144,12 @@ class Changeset:
         stage = _sql.value(conn, "select rowver.stage(%s::regclass, %s::name[])", (table, columns))
         copy = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns)))
-        with conn.cursor().copy(copy) as cp:
-            for row in _frames.adapt_json(columns, json_cols, records):
-                cp.write_row(row)
+        try:
+            with conn.cursor().copy(copy) as cp:
+                for row in _frames.adapt_json(columns, json_cols, records):
+                    cp.write_row(row)
+        except (TypeError, ValueError, UnicodeError) as exc:  # a value psycopg cannot send
+            raise InvalidInputError(f"a value for {table} cannot be sent: {shorten(str(exc))}") from exc
         counts = _sql.one(conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)",
                           (table, stage, mode))
         inserted, updated, deleted, unchanged = counts
@@ -155,6 +163,14 @@ class Changeset:
         conn = self._db.conn
         deleted = _sql.value(conn, "select rowver.truncate(%s::regclass, %s)", (table, cascade))
         return WriteResult(deleted=deleted, version=_current_version(conn))
+
+
+def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any, ...]) -> bool:
+    """Worth replaying the changeset: a serialization failure, or an upsert/sync that lost a race
+    to a concurrent insert of the same key after its diff (its next diff sees that row)."""
+    if isinstance(exc, ConflictError):
+        return True
+    return exc.sqlstate == "23505" and getattr(op, "__name__", "") == "_load" and args[-1] in ("upsert", "sync")
 
 
 def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:

@@ -93,6 +93,11 @@ _BY_SQLSTATE: dict[str, type[RowverError]] = {
 }
 
 
+def shorten(text: str, limit: int = 300) -> str:
+    """A message part cut to a readable length (inputs can be megabytes)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
 def from_database(exc: psycopg.Error) -> RowverError:
     """The RowverError for a database error: its message, SQLSTATE and hint kept."""
     state = exc.sqlstate or ""
@@ -104,6 +109,7 @@ def from_database(exc: psycopg.Error) -> RowverError:
         message = f"{message} ({diag.context.splitlines()[0]})"
     if diag.message_detail:
         message = f"{message}: {diag.message_detail}"
+    message = shorten(message, 500)
     if isinstance(exc, psycopg.OperationalError) and not state:
         return ServerError(message)
     if state in ("3F000", "42883") and "rowver" in message:
@@ -120,3 +126,5 @@ def translated() -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise from_database(exc) from exc
+    except UnicodeError as exc:  # text the connection's encoding cannot carry (e.g. a lone surrogate)
+        raise InvalidInputError(f"text that cannot be sent to the database: {exc.reason}") from exc

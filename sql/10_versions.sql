@@ -33,7 +33,8 @@ begin
   if found then
     -- ours only if this session allocated it (the setting is a hint; currval decides). A row
     -- with our transaction id that is not ours came with a dump from another cluster.
-    if current_setting('rowver.allocated', true) = v::text and currval('rowver.version_seq') = v then
+    if coalesce(current_setting('rowver.allocated', true) = v::text, false)
+       and currval('rowver.version_seq') = v then
       return v;
     end if;
     delete from rowver.allocation a where a.xid = pg_current_xact_id();

@@ -208,6 +208,8 @@ begin
   elsif c.relkind = 'r' and exists (select from pg_catalog.pg_inherits i where i.inhrelid = tbl or i.inhparent = tbl) then
     raise exception 'rowver: % uses table inheritance, which rowver does not version', tbl
       using errcode = '0A000';
+  elsif c.relnamespace = 'rowver'::regnamespace and c.relname !~ '^model' then
+    raise exception 'rowver: % is part of rowver''s own catalog', tbl using errcode = '42809';
   elsif exists (select from rowver.versioned v where v.relid = tbl) then
     raise exception 'rowver: % is already versioned', tbl using errcode = '42710';
   elsif c.relname ~ '__(history|versions|as_of|rv_stamp|rv_capture)$'
@@ -220,8 +222,8 @@ begin
       using errcode = '42P07', hint = 'drop or rename it, then enable again';
   end if;
   if exists (select from pg_catalog.pg_attribute a where a.attrelid = tbl and a.attnum > 0
-                and not a.attisdropped and a.attname in ('rv_version', 'rv_until', 'rv_deleted')) then
-    raise exception 'rowver: % already has a column named rv_version, rv_until or rv_deleted', tbl
+                and not a.attisdropped and a.attname in ('rv_version', 'rv_until', 'rv_deleted', 'rv_op')) then
+    raise exception 'rowver: % has a column named rv_version, rv_until, rv_deleted or rv_op (rowver''s own)', tbl
       using errcode = '42701';
   end if;
 end $$;

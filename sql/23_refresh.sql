@@ -123,6 +123,9 @@ declare
   r   rowver.versioned;
   sch name := rowver.schema_of(tbl);
 begin
+  if position(';' in action) > 0 then
+    raise exception 'rowver: alter takes one ALTER TABLE action, without ";"' using errcode = '22023';
+  end if;
   select * into r from rowver.versioned x where x.relid = tbl;
   if not found then  -- an ordinary table: an ordinary ALTER (migrations may call this for any table)
     execute format('alter table %s %s', rowver.qualified(tbl), action);

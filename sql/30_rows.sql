@@ -80,6 +80,7 @@ declare
   ovr    text := '';
   k      text;
   col_list text;
+  bad    name;
 begin
   if mode not in ('insert', 'upsert', 'delete', 'sync') then
     raise exception 'rowver: unknown load mode %', quote_literal(mode) using errcode = '22023';
@@ -95,7 +96,13 @@ begin
   else
     src := source::text;
     select array_agg(a.attname order by a.attnum) into cols
-      from pg_catalog.pg_attribute a where a.attrelid = source and a.attnum > 0 and not a.attisdropped;
+      from pg_catalog.pg_attribute a
+     where a.attrelid = source and a.attnum > 0 and not a.attisdropped and a.attname <> 'rv_version';
+    select c into bad from unnest(cols) c
+     where not exists (select from rowver.payload_columns(tbl) p where p.name = c);
+    if found then
+      raise exception 'rowver: % has no column %', tbl, quote_ident(bad) using errcode = '42703';
+    end if;
   end if;
   if not (r.key_columns <@ cols) then
     raise exception 'rowver: rows for % must include the key columns (%)', tbl,
@@ -213,14 +220,14 @@ begin
       using errcode = '22023';
   end if;
   return query execute format(
-    'select v.rv_version, v.rv_until, v.rv_deleted, c.created_at, c.author, c.message,
-            to_jsonb(v) - ''{rv_version,rv_until,rv_deleted}''::text[]
-       from %I.%I v
-       join jsonb_populate_record(null::%s, $1) k on %s
-       left join rowver.changeset c on c.version = v.rv_version
-      order by v.rv_version, v.rv_deleted',
+    'select rv_row.rv_version, rv_row.rv_until, rv_row.rv_deleted, rv_cs.created_at, rv_cs.author, rv_cs.message,
+            to_jsonb(rv_row) - ''{rv_version,rv_until,rv_deleted}''::text[]
+       from %I.%I rv_row
+       join jsonb_populate_record(null::%s, $1) rv_key on %s
+       left join rowver.changeset rv_cs on rv_cs.version = rv_row.rv_version
+      order by rv_row.rv_version, rv_row.rv_deleted',
     rowver.schema_of(tbl),
-    r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(r.key_columns, 'v', 'k'))
+    r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(r.key_columns, 'rv_row', 'rv_key'))
   using key;
 end $$;
 
@@ -235,17 +242,17 @@ declare
   b bigint := rowver.resolve(ref_b);
 begin
   return query execute format(
-    'select case when x is null then ''added'' when y is null then ''removed'' else ''changed'' end,
+    'select case when rv_a is null then ''added'' when rv_b is null then ''removed'' else ''changed'' end,
             jsonb_build_object(%s),
-            array(select e.key from jsonb_each(to_jsonb(x) - ''rv_version'') e
-                   where e.value is distinct from to_jsonb(y) -> e.key order by e.key),
-            to_jsonb(x) - ''rv_version'', to_jsonb(y) - ''rv_version''
-       from %s x full join %s y on %s
-      where x is null or y is null
-         or (x.rv_version <> y.rv_version and to_jsonb(x) - ''rv_version'' <> to_jsonb(y) - ''rv_version'')
+            array(select e.key from jsonb_each(to_jsonb(rv_a) - ''rv_version'') e
+                   where e.value is distinct from to_jsonb(rv_b) -> e.key order by e.key),
+            to_jsonb(rv_a) - ''rv_version'', to_jsonb(rv_b) - ''rv_version''
+       from %s rv_a full join %s rv_b on %s
+      where rv_a is null or rv_b is null
+         or (rv_a.rv_version <> rv_b.rv_version and to_jsonb(rv_a) - ''rv_version'' <> to_jsonb(rv_b) - ''rv_version'')
       order by 2',
-    (select string_agg(format('%L, coalesce(x.%I, y.%I)', k, k, k), ', ') from unnest(r.key_columns) k),
-    rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b), rowver.key_join_sql(r.key_columns, 'x', 'y'));
+    (select string_agg(format('%L, coalesce(rv_a.%I, rv_b.%I)', k, k, k), ', ') from unnest(r.key_columns) k),
+    rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b), rowver.key_join_sql(r.key_columns, 'rv_a', 'rv_b'));
 end $$;
 
 -- The change feed: every row change after version `since` up to `until` (clamped to head,
@@ -263,18 +270,18 @@ declare
   hi   bigint := least(rowver.resolve(until), rowver.head());
 begin
   return query execute format(
-    'select v.rv_version,
-            case when v.rv_deleted then ''delete''
-                 when exists (select from %I.%I p where %s and p.rv_until = v.rv_version and not p.rv_deleted)
+    'select rv_row.rv_version,
+            case when rv_row.rv_deleted then ''delete''
+                 when exists (select from %I.%I rv_prev where %s and rv_prev.rv_until = rv_row.rv_version and not rv_prev.rv_deleted)
                  then ''update'' else ''insert'' end,
             jsonb_build_object(%s),
-            case when v.rv_deleted then null
-                 else to_jsonb(v) - ''{rv_version,rv_until,rv_deleted}''::text[] end
-       from %I.%I v
-      where v.rv_version > $1 and v.rv_version <= $2
-      order by v.rv_version, 3',
-    sch, r.history_name, rowver.key_join_sql(r.key_columns, 'p', 'v'),
-    (select string_agg(format('%L, v.%I', k, k), ', ') from unnest(r.key_columns) k),
+            case when rv_row.rv_deleted then null
+                 else to_jsonb(rv_row) - ''{rv_version,rv_until,rv_deleted}''::text[] end
+       from %I.%I rv_row
+      where rv_row.rv_version > $1 and rv_row.rv_version <= $2
+      order by rv_row.rv_version, 3',
+    sch, r.history_name, rowver.key_join_sql(r.key_columns, 'rv_prev', 'rv_row'),
+    (select string_agg(format('%L, rv_row.%I', k, k), ', ') from unnest(r.key_columns) k),
     sch, r.versions_name)
   using lo, hi;
 end $$;
