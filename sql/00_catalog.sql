@@ -102,13 +102,17 @@ create table if not exists rowver.retention (
   pruned_at timestamptz not null default pg_catalog.clock_timestamp()
 );
 
--- Which tables a changeset touched and how many row changes it made there.
+-- Which tables a changeset touched and how many row changes it made there. No foreign
+-- keys: every writer would KEY SHARE-lock the same registry row (multixacts under
+-- concurrency); rowver's own functions keep it consistent.
 create table if not exists rowver.changeset_table (
-  version  bigint not null references rowver.changeset on delete cascade,
-  table_id integer not null references rowver.versioned on delete cascade,
+  version  bigint not null,
+  table_id integer not null,
   rows     bigint not null,
   primary key (version, table_id)
 );
+alter table rowver.changeset_table drop constraint if exists changeset_table_version_fkey,
+                                   drop constraint if exists changeset_table_table_id_fkey;
 
 -- The published head: an ordinary row, safe to read in any snapshot and on replicas.
 create table if not exists rowver.head_mark (

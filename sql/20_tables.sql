@@ -233,13 +233,15 @@ end $$;
 -- without rowver.refresh fails loudly instead of losing or misplacing values. (A fixed
 -- search_path, so format_type names types the same way wherever it is called from.)
 create or replace function rowver.shape(tbl regclass) returns text
-language sql stable set search_path = pg_catalog, pg_temp
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
-  select md5(string_agg(format('%I %s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)), ','
-                        order by a.attname))
-    from pg_catalog.pg_attribute a
-   where a.attrelid = tbl and a.attnum > 0 and not a.attisdropped and a.attname <> 'rv_version'
-$$;
+begin
+  -- PL/pgSQL, so the query's plan is cached: this runs once per captured statement
+  return (select md5(string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ','
+                                order by a.attname))
+            from pg_attribute a
+           where a.attrelid = tbl and a.attnum > 0 and not a.attisdropped and a.attname <> 'rv_version');
+end $$;
 
 -- The partitions of a partitioned table (all levels), or nothing: statement triggers fire
 -- only on the table a statement names, so each leaf needs its own.

@@ -148,6 +148,7 @@ end $$;
 create or replace function rowver.unregister(tbl regclass) returns void
 language sql
 begin atomic
+  delete from rowver.changeset_table c using rowver.versioned v where v.relid = tbl and c.table_id = v.id;
   delete from rowver.versioned v where v.relid = tbl;
 end;
 

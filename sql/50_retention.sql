@@ -90,6 +90,7 @@ begin
     execute format('delete from rv_unused u where exists (select from %I.%I v where v.rv_version = u.version or v.rv_until = u.version)',
                    sch, r.versions_name);
   end loop;
+  delete from rowver.changeset_table c using rv_unused u where c.version = u.version;
   delete from rowver.changeset c using rv_unused u where c.version = u.version;
   get diagnostics n = row_count;
   drop table rv_unused;

@@ -1,0 +1,815 @@
+"""`rowver bench`: what versioning costs, measured on the database it is pointed at (DESIGN §10).
+
+Every figure is a ratio: a versioned table against a plain table of the same shape and the
+same data, in the same run, timed interleaved (plain, versioned, plain, versioned, ...),
+the median of several repetitions, with the absolute figures beside it. Every bench
+session runs with parallel query and JIT off (``max_parallel_workers_per_gather = 0``,
+``jit = off``), so that the ratios compare work rather than worker start-up or code
+generation, and each side's read is run once untimed first, so caches are warm. Timed
+writes start after a CHECKPOINT (where the role may ask for one), so that neither side
+pays for the other's dirty pages.
+
+The run lives in a scratch schema of its own (``rowver_bench_<random>``); whatever
+happens, including an error or Ctrl-C, versioning is disabled on its tables and the schema
+is dropped. What stays: the changesets its writes made (history is append-only), and what
+the model-store figure writes through ``rowver._models_bench`` (see there).
+
+The figures (targets from the benchmark issue; "ratio" is versioned / plain):
+
+1. bulk UPDATE of 10% of the rows through the triggers, 10 rounds (each a different
+   tenth, so every row changes once): median time ratio <= 3.0;
+2. single-row UPDATEs by primary key from 4 concurrent clients (threads, one connection
+   each, prepared) for a fixed time: throughput ratio >= 0.75;
+3. full scan of the current rows after those 10 rounds: <= 1.10;
+4. as-of full read (``T__as_of``) at the oldest version, where every row must be read from
+   history: <= 2.5 against a plain full scan;
+5. as-of point lookup by key at that version, both sides prepared: <= 1.2 against a plain
+   primary-key lookup (unprepared and server-side figures are reported beside it);
+6. ``sync`` of a DataFrame with 1% of its rows changed: <= 2.0 against COPY of the same
+   DataFrame (the same column-wise conversion, psycopg's COPY) into a plain table;
+7. history heap bytes per changed row: <= 1.3 times the row's size in a freshly loaded
+   plain table (index bytes reported apart); bytes per unchanged row (a no-op UPDATE):
+   0;
+8. model save and load against raw binary COPY of the same bytes into and out of a plain
+   bytea table: each >= 0.8 of its throughput; an unchanged re-save <= 0.2 of the first.
+
+A full read is ``count()`` of every column, so that every column of every row is read
+and nothing is sent to the client; point lookups go through the client, one round trip
+each, as an application makes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import psycopg.conninfo
+from psycopg import sql
+
+from . import _frames
+from .errors import InvalidInputError, RowverError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._database import Database
+
+Progress = Callable[[str], None]
+
+# The bench table: a narrow row (~125 bytes on disk) with fixed-width and text columns,
+# NULLs in one of them; plain and versioned tables get the very same rows.
+_COLUMNS = ("id", "grp", "qty", "price", "name", "note", "updated_at")
+_CREATE = """create table {} (
+  id         bigint primary key,
+  grp        integer not null,
+  qty        integer not null,
+  price      double precision not null,
+  name       text not null,
+  note       text,
+  updated_at timestamptz not null
+)"""
+_FILL = """insert into {} (id, grp, qty, price, name, note, updated_at)
+select i, i %% 100, (i * 7) %% 1000, (i %% 10000) / 100.0, 'item ' || md5(i::text),
+       case when i %% 3 = 0 then null else left(md5((i * 31)::text), 16) end,
+       timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
+  from generate_series(1, %s) i"""
+# every column of every row is read; nothing goes to the client
+_FULL_READ = ("select count(*), count(id), count(grp), count(qty), count(price), count(name),"
+              " count(note), count(updated_at) from {}")
+
+
+# Settings of every bench session, given at connection start (not SET, which a pooler
+# would carry over to other clients): parallel query and JIT off, so that ratios compare
+# work rather than worker start-up or code generation; the changesets of plain SQL writes
+# say where they come from.
+_OPTIONS = "-c max_parallel_workers_per_gather=0 -c jit=off -c rowver.message=rowver-bench"
+
+
+# -- what a run measures and reports ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much a run does. ``quick`` is a smoke test of the command, not a measurement."""
+
+    rows: int = 1_000_000
+    rounds: int = 10            # rounds of 10% updates (figure 1); 10 changes every row once
+    reps: int = 9               # repetitions of each read (figures 3 to 5)
+    lookups: int = 5000         # point lookups per repetition (figure 5)
+    clients: int = 4            # concurrent writers (figure 2)
+    seconds: float = 5.0        # length of one throughput run (figure 2)
+    throughput_reps: int = 3
+    sync_reps: int = 3          # figure 6
+    model_mb: int = 1024        # figure 8
+    model_rounds: int = 3
+    quick: bool = False
+
+    @classmethod
+    def for_run(cls, *, rows: int | None = None, quick: bool = False) -> Settings:
+        if quick:
+            base = cls(rows=20_000, reps=3, lookups=300, seconds=0.5, throughput_reps=1, sync_reps=2,
+                       model_mb=4, model_rounds=1, quick=True)
+        else:
+            base = cls()
+        return replace(base, rows=rows) if rows is not None else base
+
+
+@dataclass
+class Figure:
+    """One line of the report: plain and versioned measured alike, their ratio and target."""
+
+    figure: int
+    name: str
+    title: str
+    unit: str                   # of plain and versioned: s, us, updates/s, bytes/row, MB/s
+    plain: float | None
+    versioned: float | None
+    ratio: float | None         # versioned / plain (for throughputs: higher is better)
+    op: str                     # "<=" or ">=": how ratio must compare to target
+    target: float
+    status: str = "measured"    # measured | not available | error: ...
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool | None:
+        if self.ratio is None or self.status != "measured":
+            return None
+        return self.ratio <= self.target if self.op == "<=" else self.ratio >= self.target
+
+
+@dataclass
+class Report:
+    server: str
+    settings: Settings
+    schema: str
+    seconds: float
+    figures: list[Figure]
+
+
+# -- running it ---------------------------------------------------------------------------
+
+
+def bench(db: Database, *, rows: int | None = None, quick: bool = False, models: bool = True,
+          progress: Progress | None = None) -> Report:
+    """Measure what versioning costs on ``db``'s server, in a scratch schema dropped afterwards."""
+    db.require_catalog()
+    settings = Settings.for_run(rows=rows, quick=quick)
+    if settings.rows < 1000:
+        raise InvalidInputError("rowver bench needs at least 1000 rows")
+    run = _Run(db.url, settings, progress or (lambda _: None))
+    started = time.perf_counter()
+    try:
+        figures = run.measure(models=models)
+    finally:
+        run.cleanup()
+    return Report(server=run.server, settings=settings, schema=run.schema,
+                  seconds=time.perf_counter() - started, figures=figures)
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _ratio(versioned: float | None, plain: float | None) -> float | None:
+    if versioned is None or plain is None or plain == 0:
+        return None
+    return versioned / plain
+
+
+class _Run:
+    """One bench run: its connections, its scratch schema, and the figures in order."""
+
+    def __init__(self, url: str, settings: Settings, progress: Progress):
+        self.url = url
+        self.s = settings
+        self.say = progress
+        self.schema = f"rowver_bench_{secrets.token_hex(4)}"
+        self._conns: list[psycopg.Connection] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._can_checkpoint = True
+        self.conn = self._connect()  # setup, and statements run once
+        self.pconn = self._connect(prepared=True)  # timed reads and lookups
+        self.server = str(self.conn.execute("show server_version").fetchone()[0])  # type: ignore[index]
+        self._v0 = 0
+
+    # -- connections and names ------------------------------------------------------
+
+    def _connect(self, *, prepared: bool = False) -> psycopg.Connection:
+        """A bench session. ``prepared``: one where execute(prepare=True) prepares (psycopg
+        ignores it where prepared statements are off) and prepare=False does not."""
+        conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=0 if prepared else None,
+                               options=_OPTIONS)
+        self._conns.append(conn)
+        conn.add_notice_handler(lambda _: None)  # vacuum's "skipping" warnings and the like
+        return conn
+
+    def _q(self, *names: str) -> sql.Composable:
+        return sql.Identifier(self.schema, *names)
+
+    def _text(self, *names: str) -> str:
+        """A relation name as regclass text."""
+        return self._q(*names).as_string(self.conn)
+
+    def _checkpoint(self) -> None:
+        if self._can_checkpoint:
+            try:
+                self.conn.execute("checkpoint")
+            except psycopg.errors.InsufficientPrivilege:
+                self._can_checkpoint = False  # not ours to ask for: the figures are noisier
+
+    def _timed(self, query: sql.Composable | str, params: Sequence[Any] | None = None, *,
+               conn: psycopg.Connection | None = None, prepare: bool | None = None) -> float:
+        conn = conn or self.conn
+        t = time.perf_counter()
+        cur = conn.execute(query, params, prepare=prepare)
+        if cur.description is not None:
+            cur.fetchall()
+        return time.perf_counter() - t
+
+    def _vacuum(self, *tables: sql.Composable) -> None:
+        # autovacuum may be off or behind: keep both sides as a healthy server would
+        for t in tables:
+            self.conn.execute(sql.SQL("vacuum (analyze) {}").format(t))
+
+    # -- the run --------------------------------------------------------------------
+
+    def measure(self, *, models: bool) -> list[Figure]:
+        s = self.s
+        conn = self.conn
+        conn.execute(sql.SQL("create schema {}").format(sql.Identifier(self.schema)))
+        figures: list[Figure] = []
+
+        self.say(f"loading {s.rows:,} rows into a plain and a versioned table")
+        self.plain, self.ver = self._q("bench_plain"), self._q("bench_versioned")
+        for t in (self.plain, self.ver):
+            conn.execute(sql.SQL(_CREATE).format(t))
+            conn.execute(sql.SQL(_FILL).format(t), (s.rows,))
+            conn.execute(sql.SQL("vacuum (freeze, analyze) {}").format(t))
+        plain_row_bytes = self._heap_bytes(self.plain) / s.rows
+        self._enable()
+        self._hist0 = self._history_size()
+
+        figures.append(self._bulk_update())
+        figures.append(self._history_bytes(plain_row_bytes))
+        figures.append(self._current_scan())
+        figures.append(self._as_of_scan())
+        figures.append(self._point_lookup())
+        figures.append(self._unchanged_bytes())
+        figures.append(self._throughput())
+        figures.append(self._sync())
+        figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
+        return sorted(figures, key=lambda f: f.figure)
+
+    # -- what is being measured: rowver (a peer comparison overrides these) -------------------
+
+    version_type = "bigint"  # of the as-of function's argument
+
+    def _enable(self) -> None:
+        """Version bench_versioned; set self.hist (its history), self.as_of (the function
+        reading it as of a version) and self._v0 (the oldest version, its current rows)."""
+        conn = self.conn
+        name = self._text("bench_versioned")
+        self._v0 = int(conn.execute("select rowver.enable(%s::regclass)", (name,)).fetchone()[0])  # type: ignore[index]
+        self._after_write()
+        hist, as_of = conn.execute("select history_name, as_of_name from rowver.versioned"
+                                   " where relid = %s::regclass", (name,)).fetchone()  # type: ignore[misc]
+        self.hist, self.as_of = self._q(hist), self._q(as_of)
+
+    def _after_write(self) -> None:
+        """After versioned writes: publish head, as the write layer does after each changeset."""
+        self.conn.execute("select rowver.publish_head()")
+
+    def _history_size(self) -> tuple[int, int, int]:
+        """(rows, heap bytes, index bytes) of the history."""
+        row = self.conn.execute(sql.SQL(
+            "select count(*), pg_relation_size({0}::regclass), pg_indexes_size({0}::regclass) from {1}").format(
+            sql.Literal(self.hist.as_string(self.conn)), self.hist)).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    # -- 1: bulk update ---------------------------------------------------------------
+
+    def _bulk_update(self) -> Figure:
+        s = self.s
+        times: dict[str, list[float]] = {"plain": [], "versioned": []}
+        update = ("update {} set qty = qty + 1, updated_at = updated_at + interval '1 hour'"
+                  " where id %% 10 = %s")
+        for r in range(s.rounds):
+            self.say(f"figure 1: bulk update, round {r + 1} of {s.rounds}")
+            for side, t in (("plain", self.plain), ("versioned", self.ver)):
+                self._checkpoint()
+                times[side].append(self._timed(sql.SQL(update).format(t), (r % 10,)))
+            self._after_write()
+            self._vacuum(self.plain, self.ver, self.hist)
+        p, v = _median(times["plain"]), _median(times["versioned"])
+        return Figure(1, "bulk_update", "bulk UPDATE of 10% of rows, through triggers", "s", p, v,
+                      _ratio(v, p), "<=", 3.0,
+                      detail={"rows_per_update": s.rows // 10, "rounds": s.rounds,
+                              "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
+
+    # -- 7: history bytes ----------------------------------------------------------------
+
+    def _heap_bytes(self, table: sql.Composable) -> int:
+        return int(self.conn.execute(sql.SQL("select pg_relation_size({}::regclass)").format(
+            sql.Literal(table.as_string(self.conn)))).fetchone()[0])  # type: ignore[index]
+
+    def _history_bytes(self, plain_row_bytes: float) -> Figure:
+        self.say("figure 7: history bytes per changed row")
+        rows, heap, index = (a - b for a, b in zip(self._history_size(), self._hist0))
+        per_row = heap / rows if rows else None
+        return Figure(7, "history_bytes_per_changed_row",
+                      "history heap bytes per changed row (index apart)", "bytes/row",
+                      plain_row_bytes, per_row, _ratio(per_row, plain_row_bytes), "<=", 1.3,
+                      detail={"history_rows": rows, "history_heap_bytes": heap, "history_index_bytes": index,
+                              "history_index_bytes_per_row": index / rows if rows else None,
+                              "plain_row_bytes": "heap bytes per row of the freshly loaded plain table"})
+
+    def _unchanged_bytes(self) -> Figure:
+        self.say("figure 7: history bytes per unchanged row")
+        conn = self.conn
+        size = sql.SQL("select pg_total_relation_size({}::regclass), (select count(*) from {}),"
+                       " (select count(*) from rowver.changeset)").format(
+            sql.Literal(self.hist.as_string(conn)), self.hist)
+        bytes0, rows0, sets0 = conn.execute(size).fetchone()  # type: ignore[misc]
+        n = conn.execute(sql.SQL("update {} set qty = qty, updated_at = updated_at where id % 10 = 0").format(
+            self.ver)).rowcount
+        self._after_write()
+        bytes1, rows1, sets1 = conn.execute(size).fetchone()  # type: ignore[misc]
+        per_row = (bytes1 - bytes0) / n if n else None
+        return Figure(7, "history_bytes_per_unchanged_row",
+                      "history bytes per unchanged row (a no-op UPDATE of 10%)", "bytes/row",
+                      0.0, per_row, per_row, "<=", 0.0,
+                      detail={"rows_updated": n, "history_rows_added": rows1 - rows0,
+                              "changesets_added": sets1 - sets0,
+                              "ratio": "the versioned side's bytes per row itself (the plain side writes no history)"})
+
+    # -- 3, 4: full reads ----------------------------------------------------------------
+
+    def _reads(self, what: str, plain: sql.Composable, versioned: sql.Composable,
+               params: Sequence[Any] | None = None) -> tuple[list[float], list[float], Any, Any]:
+        conn = self.pconn
+        out_p = conn.execute(plain, prepare=True).fetchall()  # warm, and what they return
+        out_v = conn.execute(versioned, params, prepare=True).fetchall()
+        tp: list[float] = []
+        tv: list[float] = []
+        for i in range(self.s.reps):
+            self.say(f"{what}, repetition {i + 1} of {self.s.reps}")
+            tp.append(self._timed(plain, conn=conn, prepare=True))
+            tv.append(self._timed(versioned, params, conn=conn, prepare=True))
+        return tp, tv, out_p, out_v
+
+    def _current_scan(self) -> Figure:
+        tp, tv, out_p, out_v = self._reads("figure 3: current scan", sql.SQL(_FULL_READ).format(self.plain),
+                                           sql.SQL(_FULL_READ).format(self.ver))
+        _expect(out_p == out_v, f"the current scans disagree: {out_p} <> {out_v}")
+        p, v = _median(tp), _median(tv)
+        return Figure(3, "current_scan", f"full scan of current rows after {self.s.rounds} rounds of 10% updates",
+                      "s", p, v, _ratio(v, p), "<=", 1.10,
+                      detail={"plain_s": _round(tp), "versioned_s": _round(tv),
+                              "plain_heap_bytes": self._heap_bytes(self.plain),
+                              "versioned_heap_bytes": self._heap_bytes(self.ver)})
+
+    def _as_of_scan(self) -> Figure:
+        as_of = sql.SQL(_FULL_READ).format(sql.SQL("{}(%s)").format(self.as_of))
+        tp, tv, out_p, out_v = self._reads("figure 4: as-of full read", sql.SQL(_FULL_READ).format(self.plain),
+                                           as_of, (self._v0,))
+        # every row changed once since v0 (the plain side has the same rows, other values)
+        _expect(out_v[0][0] == self.s.rows, f"as of version {self._v0}, {out_v[0][0]} rows, not {self.s.rows}")
+        p, v = _median(tp), _median(tv)
+        return Figure(4, "as_of_scan", "as-of full read (T__as_of) at the oldest version", "s", p, v,
+                      _ratio(v, p), "<=", 2.5,
+                      detail={"version": self._v0, "plain_s": _round(tp), "versioned_s": _round(tv)})
+
+    # -- 5: point lookups ----------------------------------------------------------------
+
+    def _lookups(self, query: sql.Composable, args: list[tuple[Any, ...]], prepare: bool) -> float:
+        """Seconds per lookup, one round trip each, every row fetched."""
+        cur = self.pconn.cursor()
+        t = time.perf_counter()
+        for a in args:
+            cur.execute(query, a, prepare=prepare)
+            if cur.fetchone() is None:
+                raise RowverError(f"bench: no row for key {a[-1]}")
+        return (time.perf_counter() - t) / len(args)
+
+    def _point_lookup(self) -> Figure:
+        s = self.s
+        rng = random.Random(7)
+        keys = [rng.randint(1, s.rows) for _ in range(s.lookups)]
+        plain = sql.SQL("select * from {} where id = %s").format(self.plain)
+        versioned = sql.SQL("select * from {}(%s) where id = %s").format(self.as_of)
+        p_args = [(k,) for k in keys]
+        v_args = [(self._v0, k) for k in keys]
+        results: dict[str, dict[str, list[float]]] = {m: {"plain": [], "versioned": []}
+                                                      for m in ("prepared", "unprepared")}
+        for prepare in (True, False):  # warm up, and let prepared plans settle (generic after 5)
+            self._lookups(plain, p_args[:50], prepare)
+            self._lookups(versioned, v_args[:50], prepare)
+        for i in range(s.reps):
+            self.say(f"figure 5: point lookups, repetition {i + 1} of {s.reps}")
+            for mode, prepare in (("prepared", True), ("unprepared", False)):
+                results[mode]["plain"].append(self._lookups(plain, p_args, prepare))
+                results[mode]["versioned"].append(self._lookups(versioned, v_args, prepare))
+        us = {m: {side: _median(v) * 1e6 for side, v in r.items()} for m, r in results.items()}
+        server = self._server_lookups(keys)
+        p, v = us["prepared"]["plain"], us["prepared"]["versioned"]
+        return Figure(5, "as_of_point_lookup", "as-of point lookup by key at the oldest version, prepared",
+                      "us", p, v, _ratio(v, p), "<=", 1.2,
+                      detail={"version": self._v0, "lookups": s.lookups,
+                              "unprepared_plain_us": us["unprepared"]["plain"],
+                              "unprepared_versioned_us": us["unprepared"]["versioned"],
+                              "unprepared_ratio": _ratio(us["unprepared"]["versioned"], us["unprepared"]["plain"]),
+                              **server})
+
+    def _server_lookups(self, keys: list[int]) -> dict[str, Any]:
+        """The same lookups without the client: a PL/pgSQL loop (its statements are prepared,
+        as a client's are). Shows the executor's own cost, which round trips dilute."""
+        conn = self.conn
+        body = """create function {}(keys bigint[], v {}) returns double precision
+language plpgsql as $$
+declare
+  t0 timestamptz := clock_timestamp();
+  k bigint;
+  r record;
+begin
+  foreach k in array keys loop
+    select * into r from {} where id = k;
+  end loop;
+  return extract(epoch from clock_timestamp() - t0);
+end $$"""
+        fn_p, fn_v = self._q("lookup_plain"), self._q("lookup_versioned")
+        vtype = sql.SQL(self.version_type)
+        conn.execute(sql.SQL(body).format(fn_p, vtype, self.plain))
+        conn.execute(sql.SQL(body).format(fn_v, vtype, sql.SQL("{}(v)").format(self.as_of)))
+        tp: list[float] = []
+        tv: list[float] = []
+        for i in range(self.s.reps + 1):
+            a = conn.execute(sql.SQL("select {}(%s, %s)").format(fn_p), (keys, self._v0)).fetchone()[0]  # type: ignore[index]
+            b = conn.execute(sql.SQL("select {}(%s, %s)").format(fn_v), (keys, self._v0)).fetchone()[0]  # type: ignore[index]
+            if i:  # the first is warm-up
+                tp.append(a / len(keys) * 1e6)
+                tv.append(b / len(keys) * 1e6)
+        p, v = _median(tp), _median(tv)
+        return {"server_side_plain_us": p, "server_side_versioned_us": v, "server_side_ratio": _ratio(v, p)}
+
+    # -- 2: concurrent single-row updates ------------------------------------------------------
+
+    def _throughput(self) -> Figure:
+        s = self.s
+        rates: dict[str, list[float]] = {"plain": [], "versioned": []}
+        conflicts = {"plain": 0, "versioned": 0}
+        conns = [self._connect(prepared=True) for _ in range(s.clients)]
+        for i in range(s.throughput_reps):
+            for side, t in (("plain", self.plain), ("versioned", self.ver)):
+                self.say(f"figure 2: {s.clients} clients updating single rows ({side}), "
+                         f"run {i + 1} of {s.throughput_reps}")
+                self._checkpoint()
+                rate, retried = self._clients(self._updaters(conns, t), seed=i)
+                rates[side].append(rate)
+                conflicts[side] += retried
+                if side == "versioned":
+                    self._after_write()
+        p, v = _median(rates["plain"]), _median(rates["versioned"])
+        return Figure(2, "concurrent_updates", f"single-row UPDATE throughput, {s.clients} clients, through triggers",
+                      "updates/s", p, v, _ratio(v, p), ">=", 0.75,
+                      detail={"clients": s.clients, "seconds_per_run": s.seconds, "runs": s.throughput_reps,
+                              "plain_per_s": _round(rates["plain"], 1), "versioned_per_s": _round(rates["versioned"], 1),
+                              "serialization_failures": conflicts})
+
+    def _updaters(self, conns: list[psycopg.Connection], table: sql.Composable) -> list[Callable[[int], None]]:
+        """One function per client: update the row with this key, in one prepared statement."""
+        statement = sql.SQL("update {} set qty = qty + 1 where id = %s").format(table)
+
+        def updater(conn: psycopg.Connection) -> Callable[[int], None]:
+            cur = conn.cursor()
+
+            def update(key: int) -> None:
+                cur.execute(statement, (key,), prepare=True)
+            return update
+        return [updater(c) for c in conns]
+
+    @staticmethod
+    def _retryable(exc: psycopg.Error) -> bool:
+        """A write another client made first (40001: rowver's own rule); counted, not fatal."""
+        return exc.sqlstate == "40001"
+
+    def _clients(self, updaters: list[Callable[[int], None]], seed: int) -> tuple[float, int]:
+        """Updates per second from one thread per updater, running for settings.seconds."""
+        n = len(updaters)
+        rows = self.s.rows
+        done = [0] * n
+        retried = [0] * n
+        ended = [0.0] * n
+        errors: list[BaseException] = []
+        start = threading.Barrier(n + 1)
+        stop = threading.Event()
+        self._stop = stop
+
+        def client(i: int) -> None:
+            rng = random.Random(seed * 1000 + i)
+            update = updaters[i]
+            try:
+                for _ in range(20):  # warm: prepare, and touch the path once
+                    update(rng.randint(1, rows))
+                start.wait()
+                count = 0
+                while not stop.is_set():
+                    try:
+                        update(rng.randint(1, rows))
+                        count += 1
+                    except psycopg.Error as exc:
+                        if not self._retryable(exc):
+                            raise
+                        retried[i] += 1
+                done[i] = count
+                ended[i] = time.perf_counter()
+            except threading.BrokenBarrierError:
+                pass
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+                start.abort()
+
+        self._threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+        for t in self._threads:
+            t.start()
+        try:
+            start.wait()
+            t0 = time.perf_counter()
+            stop.wait(self.s.seconds)
+        except threading.BrokenBarrierError:
+            t0 = time.perf_counter()
+        finally:
+            stop.set()
+            for t in self._threads:
+                t.join()
+            self._threads = []
+        if errors:
+            raise errors[0]
+        return sum(done) / (max(ended) - t0), sum(retried)
+
+    # -- 6: sync against COPY --------------------------------------------------------------------
+
+    def _sync(self) -> Figure:
+        import rowver
+
+        s = self.s
+        conn = self.conn
+        self.say(f"figure 6: building a DataFrame of {s.rows:,} rows")
+        frame = _frame(s.rows)
+        plain, ver = self._q("sync_plain"), self._q("sync_versioned")
+        ver_name = self._text("sync_versioned")
+        for t in (plain, ver):
+            conn.execute(sql.SQL(_CREATE).format(t))
+        _copy_frame(conn, ver, frame)
+        conn.execute(sql.SQL("vacuum (freeze, analyze) {}").format(ver))
+        conn.execute("select rowver.enable(%s::regclass)", (ver_name,))
+        conn.execute("select rowver.publish_head()")
+        # the write layer, on a bench session of its own
+        db = rowver.Database(psycopg.conninfo.make_conninfo(self.url, options=_OPTIONS))
+        with contextlib.closing(db):
+            self._conns.append(db.conn)
+            times: dict[str, list[float]] = {"plain": [], "versioned": []}
+            ids = frame["id"].to_numpy()
+            for r in range(s.sync_reps):
+                self.say(f"figure 6: sync against COPY, repetition {r + 1} of {s.sync_reps}")
+                frame.loc[ids % 100 == r, "qty"] += 1  # another 1% changes
+                conn.execute(sql.SQL("truncate {}").format(plain))
+                self._checkpoint()
+                t = time.perf_counter()
+                _copy_frame(conn, plain, frame)
+                times["plain"].append(time.perf_counter() - t)
+                self._checkpoint()
+                t = time.perf_counter()
+                with db.changeset(message="rowver bench") as cs:
+                    result = cs.sync(ver_name, frame)
+                times["versioned"].append(time.perf_counter() - t)
+                changed = int((ids % 100 == r).sum())
+                _expect((result.updated, result.inserted, result.deleted) == (changed, 0, 0),
+                        f"sync changed {result}, not {changed} rows")
+                self._vacuum(ver)
+        p, v = _median(times["plain"]), _median(times["versioned"])
+        return Figure(6, "sync_vs_copy", "sync of a DataFrame with 1% changed rows, against COPY of it", "s",
+                      p, v, _ratio(v, p), "<=", 2.0,
+                      detail={"rows": s.rows, "changed_rows": s.rows // 100,
+                              "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
+
+    # -- 8: models ----------------------------------------------------------------------------------
+
+    def _models(self) -> list[Figure]:
+        try:
+            from ._models_bench import bench_models
+        except ImportError:
+            return _models_skipped("not available (rowver._models_bench is not installed)")
+        self.say(f"figure 8: model save and load, {self.s.model_mb} MB of float32 weights")
+        try:
+            m = bench_models(self.url, self.s.model_mb, rounds=self.s.model_rounds)
+        except Exception as exc:
+            return _models_skipped(f"error: {' '.join(str(exc).split())}")
+        size = {"size_mb": m.get("size_mb"), "rounds": m.get("rounds"), "model": m.get("model")}
+        return [
+            Figure(8, "model_save", "model save against raw binary COPY into bytea", "MB/s",
+                   m["raw_copy_in_mb_s"], m["save_mb_s"], m["save_vs_raw_copy_in"], ">=", 0.8, detail=size),
+            Figure(8, "model_load", "model load against raw binary COPY out of bytea", "MB/s",
+                   m["raw_copy_out_mb_s"], m["load_mb_s"], m["load_vs_raw_copy_out"], ">=", 0.8,
+                   detail={**size, "raw_copy_out_to_memory_mb_s": m.get("raw_copy_out_to_memory_mb_s"),
+                           "load_vs_raw_copy_out_to_memory": m.get("load_vs_raw_copy_out_to_memory")}),
+            Figure(8, "model_resave_unchanged", "unchanged re-save against the first save", "s",
+                   m["first_save_s"], m["resave_unchanged_s"], m["resave_unchanged_vs_first_save"], "<=", 0.2,
+                   detail={**size, "resave_unchanged_written_bytes": m.get("resave_unchanged_written_bytes")}),
+        ]
+
+    # -- afterwards ---------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop the clients, cancel what our sessions still run, disable versioning on the
+        scratch tables and drop the schema: on success, error and Ctrl-C alike."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        for c in self._conns:
+            with contextlib.suppress(Exception):
+                if not c.closed and c.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
+                    c.cancel_safe()
+            with contextlib.suppress(Exception):
+                c.close()
+        failed: list[Exception] = []
+
+        def attempt(step: Callable[..., Any], *args: Any) -> None:
+            try:
+                step(*args)
+            except Exception as exc:  # every step is tried; the first failure is raised at the end
+                failed.append(exc)
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            attempt(self._before_drop, conn)
+            tables = conn.execute(
+                "select v.relid::text from rowver.versioned v join pg_catalog.pg_class c on c.oid = v.relid"
+                " join pg_catalog.pg_namespace n on n.oid = c.relnamespace where n.nspname = %s",
+                (self.schema,)).fetchall()
+            for (table,) in tables:
+                attempt(conn.execute, "select rowver.disable(%s::regclass)", (table,))
+            attempt(conn.execute, sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(self.schema)))
+            attempt(conn.execute, "select rowver.publish_head()")
+            attempt(self._after_drop, conn)
+        if failed:
+            raise failed[0]
+
+    def _before_drop(self, conn: psycopg.Connection) -> None:
+        """Undo, before the schema goes, what a peer comparison set up outside it."""
+
+    def _after_drop(self, conn: psycopg.Connection) -> None:
+        """Undo what a peer comparison set up outside the schema."""
+
+
+def _models_skipped(status: str) -> list[Figure]:
+    return [Figure(8, name, title, "MB/s" if unit else "s", None, None, None, op, target, status=status)
+            for name, title, unit, op, target in (
+                ("model_save", "model save against raw binary COPY into bytea", True, ">=", 0.8),
+                ("model_load", "model load against raw binary COPY out of bytea", True, ">=", 0.8),
+                ("model_resave_unchanged", "unchanged re-save against the first save", False, "<=", 0.2))]
+
+
+def _expect(ok: bool, message: str) -> None:
+    """The bench measures the right thing, or says it did not."""
+    if not ok:
+        raise RowverError(f"bench: {message}")
+
+
+def _round(values: Sequence[float], digits: int = 4) -> list[float]:
+    return [round(v, digits) for v in values]
+
+
+def _frame(n: int) -> pd.DataFrame:
+    """The bench rows as a DataFrame (the same shape as the bench table)."""
+    import numpy as np
+    import pandas as pd
+
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    return pd.DataFrame({
+        "id": ids,
+        "grp": (ids % 100).astype(np.int32),
+        "qty": ((ids * 7) % 1000).astype(np.int32),
+        "price": (ids % 10000) / 100.0,
+        "name": [f"item {i * 2654435761 % (1 << 64):032x}" for i in ids.tolist()],
+        "note": [None if i % 3 == 0 else f"{i * 31:016x}" for i in ids.tolist()],
+        "updated_at": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(ids, unit="s"),
+    })
+
+
+def _copy_frame(conn: psycopg.Connection, table: sql.Composable, frame: pd.DataFrame) -> None:
+    """COPY a DataFrame into a table the way the write layer stages one: the same
+    column-wise conversion, psycopg's COPY, one transaction."""
+    columns, records = _frames.to_records(frame)
+    copy = sql.SQL("copy {} ({}) from stdin").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.transaction(), conn.cursor().copy(copy) as cp:
+        for row in records:
+            cp.write_row(row)
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+_UNITS = {"s": ("s", 3), "us": ("µs", 1), "updates/s": ("/s", 0), "bytes/row": ("B/row", 1), "MB/s": ("MB/s", 0)}
+COLUMNS = ["figure", "name", "title", "unit", "plain", "versioned", "ratio", "op", "target", "pass", "status",
+           "detail"]
+
+
+def rows(report: Report) -> list[tuple[Any, ...]]:
+    """One row per figure, in COLUMNS order (for JSON and CSV)."""
+    out = []
+    for f in report.figures:
+        out.append((f.figure, f.name, f.title, f.unit, _num(f.plain), _num(f.versioned), _num(f.ratio), f.op,
+                    f.target, f.passed, f.status,
+                    {"rows": report.settings.rows, "quick": report.settings.quick, "server": report.server,
+                     **{k: _num(v) if isinstance(v, float) else v for k, v in f.detail.items()}}))
+    return out
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    return value
+
+
+def table_rows(report: Report) -> list[tuple[str, ...]]:
+    """One row per figure, as text for people."""
+    out = []
+    for f in report.figures:
+        unit, digits = _UNITS.get(f.unit, (f.unit, 3))
+
+        def amount(x: float | None) -> str:
+            return "" if x is None else f"{x:,.{digits}f} {unit}"
+
+        verdict = {True: "pass", False: "MISS", None: f.status}[f.passed]
+        out.append((str(f.figure), f.title, amount(f.plain), amount(f.versioned),
+                    "" if f.ratio is None else f"{f.ratio:.2f}x", f"{f.op} {f.target:g}x", verdict))
+    return out
+
+
+def notes(report: Report) -> list[str]:
+    """Lines under the table: what else each figure measured."""
+    lines = []
+    for f in report.figures:
+        d = f.detail
+        if f.name == "as_of_point_lookup" and f.status == "measured":
+            lines.append(f"5: unprepared {d['unprepared_versioned_us']:.1f} µs vs {d['unprepared_plain_us']:.1f} µs "
+                         f"({d['unprepared_ratio']:.2f}x); server-side, without round trips, "
+                         f"{d['server_side_versioned_us']:.1f} µs vs {d['server_side_plain_us']:.1f} µs "
+                         f"({d['server_side_ratio']:.2f}x)")
+        elif f.name == "history_bytes_per_changed_row" and f.versioned is not None:
+            lines.append(f"7: history index {d['history_index_bytes_per_row']:.1f} bytes per changed row, "
+                         f"apart from the heap; {d['history_rows']:,} history rows")
+        elif f.name == "history_bytes_per_unchanged_row" and f.status == "measured":
+            lines.append(f"7: a no-op UPDATE of {d['rows_updated']:,} rows added {d['history_rows_added']} history rows "
+                         f"and {d['changesets_added']} changesets")
+        elif f.name == "concurrent_updates" and f.status == "measured":
+            failures = d["serialization_failures"]
+            if any(failures.values()):
+                lines.append(f"2: serialization failures (retried by nobody, not counted): {failures}")
+        elif f.name == "model_save" and f.status != "measured":
+            lines.append(f"8: model store {f.status}")
+    return lines
+
+
+def emit(report: Report, fmt: Any) -> None:
+    """Print the report: a table with notes for people, or one JSON (CSV) row per figure."""
+    from . import _output
+
+    if fmt is not _output.Format.table:
+        _output.emit(COLUMNS, rows(report), fmt)
+        return
+    s = report.settings
+    out = _output.console()
+    out.print(f"rowver bench on PostgreSQL {report.server}: {s.rows:,} rows"
+              f"{' (--quick: a smoke test, not a measurement)' if s.quick else ''}, "
+              f"{report.seconds:.0f} s; ratio = versioned / plain, median of interleaved runs")
+    out.print(_output.to_table(["#", "figure", "plain", "versioned", "ratio", "target", "result"],
+                               table_rows(report), width=out.width))  # type: ignore[arg-type]
+    for line in notes(report):
+        out.print(line)
+
+
+@contextlib.contextmanager
+def status_line() -> Iterator[Progress]:
+    """A spinner on stderr that shows what the bench is doing, when stderr is a terminal."""
+    import sys
+
+    if not sys.stderr.isatty():
+        yield lambda _: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("rowver bench") as status:
+        yield lambda message: status.update(f"rowver bench: {message}")
+
+
+__all__ = ["COLUMNS", "Figure", "Report", "Settings", "bench", "emit", "notes", "rows", "status_line", "table_rows"]

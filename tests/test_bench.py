@@ -1,0 +1,95 @@
+"""`rowver bench --quick` as CI runs it: a smoke test of the command, not a timing gate.
+
+Its JSON has every figure (1 to 8) with a target and a pass field and numbers for both
+sides, and the scratch schema is gone afterwards. No assertion here is about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from rowver import _bench
+from rowver.cli import app
+
+runner = CliRunner(env={"COLUMNS": None, "ROWVER_URL": None, "ROWVER_DEBUG": None})
+
+
+def _schemas(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as c:
+        return [r[0] for r in c.execute(
+            "select nspname from pg_namespace where nspname like 'rowver\\_bench\\_%' order by 1")]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_bench_json(db_url: str) -> None:
+    result = runner.invoke(app, ["bench", "--quick", "--format", "json", "--url", db_url])
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    figures = json.loads(result.stdout)
+
+    assert {f["figure"] for f in figures} == set(range(1, 9))
+    names = [f["name"] for f in figures]
+    assert len(names) == len(set(names))
+    for f in figures:
+        assert f["op"] in ("<=", ">=")
+        assert _is_number(f["target"]), f
+        assert "pass" in f and "status" in f, f
+        assert f["detail"]["rows"] == _bench.Settings.for_run(quick=True).rows
+        if f["status"] == "not available":  # the model store may not be built here
+            assert f["figure"] == 8 and f["pass"] is None, f
+            continue
+        assert f["status"] == "measured", f
+        for key in ("plain", "versioned", "ratio"):
+            assert _is_number(f[key]), (key, f)
+        assert isinstance(f["pass"], bool), f
+        assert f["pass"] == (f["ratio"] <= f["target"] if f["op"] == "<=" else f["ratio"] >= f["target"])
+
+    by_name = {f["name"]: f for f in figures}
+    # what the figures stand on, not how fast: unchanged rows write no history at all
+    unchanged = by_name["history_bytes_per_unchanged_row"]
+    assert unchanged["versioned"] == 0
+    assert unchanged["detail"]["history_rows_added"] == 0
+    assert unchanged["detail"]["changesets_added"] == 0
+    # every row changed once, so history holds one row per row
+    assert by_name["history_bytes_per_changed_row"]["detail"]["history_rows"] == by_name[
+        "bulk_update"]["detail"]["rows_per_update"] * 10
+    assert _schemas(db_url) == []
+
+
+def test_quick_bench_table(db_url: str) -> None:
+    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--url", db_url])
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    assert "as-of full read" in result.stdout
+    assert "not run (--no-models)" in result.stdout
+    assert _schemas(db_url) == []
+
+
+def test_bench_leaves_nothing_behind_on_error(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error halfway (here: in figure 5) still disables versioning and drops the schema."""
+
+    def broken(self: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(_bench._Run, "_point_lookup", broken)
+    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--url", db_url])
+    assert result.exit_code == 1
+    assert "broken on purpose" in result.stderr
+    assert _schemas(db_url) == []
+    with psycopg.connect(db_url, autocommit=True) as c:
+        assert c.execute("select count(*) from rowver.versioned").fetchone() == (0,)
+
+
+def test_bench_refuses_a_database_without_rowver(server_url: str, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("drop schema rowver cascade")
+    result = runner.invoke(app, ["bench", "--quick", "--url", db_url])
+    assert result.exit_code == 1
+    assert "rowver init" in result.stderr
+    assert _schemas(db_url) == []
