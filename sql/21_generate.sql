@@ -150,17 +150,22 @@ begin
   -- T as of a version: plain SQL, no SET clause, so the planner inlines it. A column added
   -- after enable reads NULL as of versions before it was added (also from older states
   -- superseded later, which carry the value the column was given when it was added).
+  -- (The filter stands outside the union so that each arm stays a plain scan.)
   stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
                            'language sql stable parallel safe\nas $rv$\n'
-                           '  select %s from %s where rv_version <= $1%s\n  union all\n'
-                           '  select %s from %s h\n'
-                           '   where h.rv_version <= $1 and h.rv_until > $1 and not h.rv_deleted%s\n$rv$',
+                           '  select %s from (\n'
+                           '    select %s, null::bigint as rv_until, false as rv_deleted from %s\n'
+                           '    union all\n'
+                           '    select %s, h.rv_until, h.rv_deleted from %s h) u\n'
+                           '   where u.rv_version <= $1 and (u.rv_until is null or u.rv_until > $1)'
+                           ' and not u.rv_deleted%s\n$rv$',
     sch, as_of, t,
+    (select string_agg(format('u.%I', c.name), ', ' order by c.pos) from rowver.row_columns(tbl) c),
     (select string_agg(case when l.added_version is not null
-                            then format('case when $1 >= %s then %I end', l.added_version, c.name)
+                            then format('case when $1 >= %s then %I end as %I', l.added_version, c.name, c.name)
                             else format('%I', c.name) end, ', ' order by c.pos)
        from rowver.row_columns(tbl) c left join rowver.column_added(tbl) l on l.name = c.name),
-    t, guard,
+    t,
     (select string_agg(case when c.name = 'rv_version' then 'h.rv_version'
                             when g.expr is not null then format('(%s)::%s', g.expr, p.type_sql)
                             when l.added_version is not null

@@ -103,7 +103,7 @@ end $$;
 create or replace function rowver.enable(tbl regclass, key name[] default null,
                                          triggers boolean default true, ignore name[] default '{}')
 returns bigint
-language plpgsql
+language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
 as $$
 declare
   s text;
@@ -153,7 +153,7 @@ begin atomic
 end;
 
 create or replace function rowver.disable(tbl regclass, keep_history boolean default false) returns void
-language plpgsql
+language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
 as $$
 declare
   s text;

@@ -12,7 +12,7 @@ set role rowver_owner;
 -- changeset. Returns what changed; NULL when
 -- tbl is not versioned, so migrations may call it after any change to any table.
 create or replace function rowver.refresh(tbl regclass) returns text
-language plpgsql
+language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
 as $$
 declare
   r       rowver.versioned;
