@@ -203,8 +203,11 @@ class Database:
     def tags(self) -> pd.DataFrame:
         return _query.tags(self)
 
-    def as_of(self, table: str, ref: str | int = "head") -> pd.DataFrame:
-        """``table`` as of a ref, as a DataFrame."""
+    def as_of(self, table: str, ref: str | int = "head", *, chunksize: int | None = None) -> Any:
+        """``table`` as of a ref, as a DataFrame ordered by key; with ``chunksize``, an iterator of
+        DataFrames of at most that many rows, read through a server-side cursor."""
+        if chunksize is not None:
+            return _query.as_of_chunks(self, table, ref, chunksize)
         return _query.as_of(self, table, ref)
 
     def history(self, table: str, key: Any) -> pd.DataFrame:

@@ -6,7 +6,7 @@ after head was known sees every version at or below it, so the read is repeatabl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -28,17 +28,32 @@ def frame(db: Database, query: Any, params: Any = None) -> pd.DataFrame:
     return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
-def as_of(db: Database, table: str, ref: str | int) -> pd.DataFrame:
-    """The table as of a ref, ordered by key."""
-    version = db.resolve(ref)
+def _as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
+    version = db.resolve(ref)  # its own statement: the read below then sees every version up to it
     with translated():
         fn, keys = _sql.one(
             db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
             (table, version, table))
     # fn comes from rowver.as_of_sql, which quotes catalog names with format('%I')
-    query = sql.SQL("select * from {} order by {}").format(
-        sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
-    return frame(db, query)
+    return sql.SQL("select * from {} order by {}").format(sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
+
+
+def as_of(db: Database, table: str, ref: str | int) -> pd.DataFrame:
+    """The table as of a ref, ordered by key."""
+    return frame(db, _as_of_query(db, table, ref))
+
+
+def as_of_chunks(db: Database, table: str, ref: str | int, chunksize: int) -> Iterator[pd.DataFrame]:
+    """The table as of a ref, in frames of at most ``chunksize`` rows (a server-side cursor, so
+    memory stays bounded), ordered by key."""
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise InvalidInputError(f"chunksize must be a positive whole number, not {chunksize!r}")
+    query = _as_of_query(db, table, ref)
+    with translated(), db.conn.transaction(), db.conn.cursor(name="rowver_as_of") as cur:
+        cur.execute(query)
+        while rows := cur.fetchmany(chunksize):
+            described = cur.description or []
+            yield _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
 def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:

@@ -235,3 +235,16 @@ def test_change_feed_in_version_order_and_clamped_to_head(prices: rowver.Databas
     later = prices.changes("prices", since=int(seen.rv_version.max()))
     assert sorted(later.sku) == ["f", "s"]
     assert len(prices.changes("prices", since="head")) == 0
+
+
+def test_as_of_in_chunks_equals_the_whole(db: rowver.Database) -> None:
+    db.conn.execute("create table big (id int primary key, n int)")
+    db.conn.execute("insert into big select g, g % 7 from generate_series(1, 2500) g")
+    db.enable("big")
+    db.conn.execute("update big set n = -1 where id % 3 = 0")
+    whole = db.as_of("big", 1)
+    chunks = list(db.as_of("big", 1, chunksize=1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 500]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    with pytest.raises(rowver.InvalidInputError, match="chunksize"):
+        next(iter(db.as_of("big", 1, chunksize=0)))
