@@ -127,4 +127,4 @@ def translated() -> Iterator[None]:
     except psycopg.Error as exc:
         raise from_database(exc) from exc
     except UnicodeError as exc:  # text the connection's encoding cannot carry (e.g. a lone surrogate)
-        raise InvalidInputError(f"text that cannot be sent to the database: {exc.reason}") from exc
+        raise InvalidInputError(f"text that cannot be sent to the database: {shorten(str(exc))}") from exc
