@@ -466,8 +466,10 @@ def bench(
         help="Rows in each bench table. Default: 1,000,000 (--quick: 20,000).")] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help="A small, fast run that checks the bench works; its figures are not measurements.")] = False,
-    models: Annotated[bool, typer.Option(
-        "--models/--no-models", help="Also measure the model store (writes models that stay).")] = True,
+    models: Annotated[bool | None, typer.Option(
+        "--models/--no-models",
+        help="Also measure the model store (figure 8): at full size it saves about 3 GB of weights that "
+             "stay in the database. Default: only with --quick (4 MB).")] = None,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
@@ -479,7 +481,8 @@ def bench(
     from . import _bench
 
     with _database(url) as db, _bench.status_line() as say:
-        report = _bench.bench(db, rows=rows, quick=quick, models=models, progress=say)
+        report = _bench.bench(db, rows=rows, quick=quick, models=quick if models is None else models,
+                              progress=say)
     _bench.emit(report, fmt)
     failed = [f for f in report.figures if f.status.startswith("error")]
     if failed:
