@@ -7,9 +7,6 @@ from importlib import resources
 
 import psycopg
 
-# The catalog version these SQL files install (rowver.meta 'schema_version').
-SCHEMA_VERSION = "1"
-
 # Serialises concurrent installs (two-int advisory lock space, rowver's tag).
 _INSTALL_LOCK = ((0x5256 << 16) | 0xFFFE, 0)
 

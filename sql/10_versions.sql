@@ -43,7 +43,7 @@ begin
   begin
     v := nextval('rowver.version_seq');
     perform pg_advisory_xact_lock_shared(rowver.lock_key1(v), rowver.lock_key2(v));
-  exception when others then
+  exception when others then  -- release the session-level mutex, then re-raise the same error
     perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
     raise;
   end;
@@ -158,7 +158,7 @@ begin
   end if;
   begin
     ts := r::timestamptz;
-  exception when others then
+  exception when data_exception then  -- not a timestamp either (bad syntax, range, time zone)
     raise exception 'rowver: unknown ref %', quote_literal(r) using errcode = '22023',
       hint = 'a ref is a version number, a tag, head, or an ISO-8601 timestamp';
   end;
