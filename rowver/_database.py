@@ -215,7 +215,8 @@ class Database:
         return _query.history(self, table, key)
 
     def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head") -> pd.DataFrame:
-        """Rows added, removed and changed between two refs."""
+        """Rows added, removed and changed between two refs, in the table's own types: ``op``,
+        ``key``, ``changed``, then ``old_<column>`` and ``new_<column>`` for each column."""
         return _query.diff(self, table, ref_a, ref_b)
 
     def changes(self, table: str, since: str | int, until: str | int = "head") -> pd.DataFrame:

@@ -17,7 +17,6 @@ from . import _output
 from .errors import translated
 
 if TYPE_CHECKING:
-    import pandas as pd
     from rich.console import Console
 
     from ._database import Database
@@ -130,7 +129,7 @@ def run(db: Database, *, url: str | None = None) -> None:
         out.print(_output.to_table(*_output.frame_rows(picked), title=title, width=out.width))
 
     _say(out, 8, "What changed.", f"`rowver diff {ORDERS} {tag} head`:")
-    changes = _records(db.diff(ORDERS, tag, "head"))
+    changes = _output.diff_records(db.diff(ORDERS, tag, "head"))
     counts = _output.diff_counts(changes)
     out.print(f"{counts['added']} added, {counts['removed']} removed, {counts['changed']} changed")
     out.print(_output.diff_table(changes))
@@ -169,11 +168,6 @@ def _say(out: Console, number: int, title: str, text: str) -> None:
     out.print()
     out.print(f"[bold]{number}. {title}[/bold] ", end="")
     out.print(text, markup=False)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
-    columns, rows = _output.frame_rows(frame)
-    return [dict(zip(columns, row)) for row in rows]
 
 
 def _reset(db: Database) -> None:

@@ -145,13 +145,17 @@ _INTEGER_OIDS = {21, 23, 20}
 
 def to_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str],
              type_oids: Sequence[int] = ()) -> pd.DataFrame:
-    """A DataFrame from fetched rows; integer columns stay integers when NULLs occur."""
+    """A DataFrame from fetched rows; integer columns stay integers when NULLs occur.
+    Columns are handled by position, so a repeated name does no harm."""
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(list(rows), columns=list(columns))
-    for name, oid in zip(columns, type_oids):
-        if oid in _INTEGER_OIDS and frame[name].dtype != "int64":
-            frame[name] = pd.array(frame[name].tolist(), dtype="Int64")
+    rows = list(rows)
+    frame = pd.DataFrame.from_records(rows, columns=range(len(columns)))
+    for i, oid in enumerate(type_oids):
+        if oid in _INTEGER_OIDS and frame[i].dtype != "int64":
+            # from the fetched values: pandas has made them floats, which round above 2**53
+            frame[i] = pd.array([row[i] for row in rows], dtype="Int64")
+    frame.columns = list(columns)
     return frame
 
 

@@ -85,7 +85,26 @@ def history(db: Database, table: str, key: Any) -> pd.DataFrame:
 
 
 def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
-    return frame(db, "select * from rowver.diff(%s::regclass, %s, %s)", (table, str(ref_a), str(ref_b)))
+    """Rows added, removed and changed between two refs, ordered by key, in the table's own
+    types: ``op``; ``key`` ({column: value}); ``changed`` (the names of the columns whose
+    values differ); then ``old_<column>`` for every column but rv_version as of ``ref_a``
+    (missing for an added row) and ``new_<column>`` as of ``ref_b`` (missing for a removed
+    one). Every table column is prefixed, so no two names can collide."""
+    with translated():
+        keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
+    a, b = db.resolve(ref_a), db.resolve(ref_b)  # their own statements: the read below sees both
+    with translated():
+        query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
+        cur = db.conn.execute(sql.SQL(query))  # built by rowver.diff_sql with format('%I')
+        rows = cur.fetchall()
+    # rowver.diff_sql returns op, the key columns, changed, the old columns, the new columns
+    n = len(keys)
+    columns = (cur.description or [])[n + 2:]
+    half = len(columns) // 2
+    names = ["op", "key", "changed", *(f"old_{d.name}" for d in columns[:half]),
+             *(f"new_{d.name}" for d in columns[half:])]
+    records = [(r[0], dict(zip(keys, r[1:n + 1])), *r[n + 1:]) for r in rows]
+    return _frames.to_frame(records, names, [0, 0, 0, *(d.type_code for d in columns)])
 
 
 def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.DataFrame:

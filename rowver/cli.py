@@ -352,11 +352,10 @@ def diff(
     with _database(url) as db:
         frame = db.diff(table, ref_a, ref_b)
         a, b = db.resolve(ref_a), db.resolve(ref_b)
+    rows = _output.diff_records(frame)
     if fmt is not Format.table:
-        _output.emit_frame(frame, fmt)
+        _output.emit(["op", "key", "changed", "old", "new"], [tuple(r.values()) for r in rows], fmt)
         return
-    names, values = _output.frame_rows(frame)
-    rows = [dict(zip(names, row)) for row in values]
     counts = _output.diff_counts(rows)
     out = _output.console()
     out.print(f"{table}, version {a} -> {b}: {counts['added']} added, {counts['removed']} removed, "

@@ -231,7 +231,47 @@ begin
   using key;
 end $$;
 
--- Rows added, removed and changed between two refs, with the columns that changed.
+-- The query behind both diffs: the rows of tbl that differ between versions a (old, rv_a)
+-- and b (new, rv_b), joined on the key, as op, the key items, changed (the columns whose
+-- values differ, by name), then the row items; ordered by key. Values are compared as
+-- jsonb, so types without an equality operator (json, xml, point) compare too.
+create or replace function rowver.diff_query(tbl regclass, a bigint, b bigint,
+                                             key_items text, row_items text) returns text
+language sql stable
+as $$
+  select format(
+    'select case when rv_a is null then ''added'' when rv_b is null then ''removed'' else ''changed'' end as op,
+            %s,
+            array(select e.key from jsonb_each(to_jsonb(rv_a) - ''rv_version'') e
+                   where e.value is distinct from to_jsonb(rv_b) -> e.key order by e.key) as changed,
+            %s
+       from %s rv_a full join %s rv_b on %s
+      where rv_a is null or rv_b is null
+         or (rv_a.rv_version <> rv_b.rv_version and to_jsonb(rv_a) - ''rv_version'' <> to_jsonb(rv_b) - ''rv_version'')
+      order by %s',
+    key_items, row_items, rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b),
+    rowver.key_join_sql(r.key_columns, 'rv_a', 'rv_b'),
+    (select string_agg(format('coalesce(rv_a.%I, rv_b.%I)', k, k), ', ') from unnest(r.key_columns) k))
+  from rowver.registered(tbl) r
+$$;
+
+-- The diff with the table's own types, for readers that load typed columns (db.diff): op,
+-- the key columns, changed, then every column but rv_version as of a (NULL when added),
+-- then the same columns as of b (NULL when removed). The old and new columns keep the
+-- table's names (the reader tells them apart by position), so no name can collide.
+create or replace function rowver.diff_sql(tbl regclass, a bigint, b bigint) returns text
+language sql stable
+as $$
+  select rowver.diff_query(tbl, a, b,
+    (select string_agg(format('coalesce(rv_a.%I, rv_b.%I) as %I', k, k, k), ', ' order by o)
+       from unnest((rowver.registered(tbl)).key_columns) with ordinality u(k, o)),
+    (select string_agg(format('%s.%I', side, c.name), ', ' order by side, c.pos)
+       from rowver.row_columns(tbl) c, unnest(array['rv_a', 'rv_b']) side
+      where c.name <> 'rv_version'))
+$$;
+
+-- Rows added, removed and changed between two refs, with the columns that changed; the
+-- key and the old and new rows as jsonb.
 create or replace function rowver.diff(tbl regclass, ref_a text, ref_b text)
 returns table (op text, key jsonb, changed text[], old jsonb, new jsonb)
 language plpgsql volatile
@@ -241,18 +281,10 @@ declare
   a bigint := rowver.resolve(ref_a);
   b bigint := rowver.resolve(ref_b);
 begin
-  return query execute format(
-    'select case when rv_a is null then ''added'' when rv_b is null then ''removed'' else ''changed'' end,
-            jsonb_build_object(%s),
-            array(select e.key from jsonb_each(to_jsonb(rv_a) - ''rv_version'') e
-                   where e.value is distinct from to_jsonb(rv_b) -> e.key order by e.key),
-            to_jsonb(rv_a) - ''rv_version'', to_jsonb(rv_b) - ''rv_version''
-       from %s rv_a full join %s rv_b on %s
-      where rv_a is null or rv_b is null
-         or (rv_a.rv_version <> rv_b.rv_version and to_jsonb(rv_a) - ''rv_version'' <> to_jsonb(rv_b) - ''rv_version'')
-      order by 2',
-    (select string_agg(format('%L, coalesce(rv_a.%I, rv_b.%I)', k, k, k), ', ') from unnest(r.key_columns) k),
-    rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b), rowver.key_join_sql(r.key_columns, 'rv_a', 'rv_b'));
+  return query execute rowver.diff_query(tbl, a, b,
+    format('jsonb_build_object(%s)',
+           (select string_agg(format('%L, coalesce(rv_a.%I, rv_b.%I)', k, k, k), ', ') from unnest(r.key_columns) k)),
+    'to_jsonb(rv_a) - ''rv_version'', to_jsonb(rv_b) - ''rv_version''');
 end $$;
 
 -- The change feed: every row change after version `since` up to `until` (clamped to head,
@@ -324,6 +356,7 @@ grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
+  rowver.diff_query(regclass, bigint, bigint, text, text), rowver.diff_sql(regclass, bigint, bigint),
   rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass), rowver.as_of(anyelement, text)
 to public;
 

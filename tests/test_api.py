@@ -11,6 +11,7 @@ from decimal import Decimal
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
 
 import rowver
 
@@ -102,6 +103,7 @@ def test_diff_and_revert(prices: rowver.Database) -> None:
     assert sorted(d.op) == ["added", "changed", "removed", "removed"]
     changed = d[d.op == "changed"].iloc[0]
     assert changed.key == {"sku": "a", "region": "eu"} and changed.changed == ["price"]
+    assert (changed.old_price, changed.new_price) == (Decimal("1.10"), Decimal(0))
     result = prices.revert("prices", to=good, message="undo bad load")
     assert (result.inserted, result.updated, result.deleted) == (2, 1, 1)
     current = prices.as_of("prices", "head").drop(columns=["rv_version"])
@@ -248,3 +250,77 @@ def test_as_of_in_chunks_equals_the_whole(db: rowver.Database) -> None:
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
     with pytest.raises(rowver.InvalidInputError, match="chunksize"):
         next(iter(db.as_of("big", 1, chunksize=0)))
+
+
+ODD = sql.Identifier('Odd "Ünï" t')
+
+
+def test_diff_values_keep_the_tables_types(db: rowver.Database) -> None:
+    """Old and new values come back as the columns' own types (ints stay exact ints, numerics
+    Decimals, timestamps timestamps), under a quoted name with a composite key."""
+    db.conn.execute(sql.SQL(
+        'create table {} ("Region Ü" text, n int, big int8, price numeric(12, 4), at timestamptz, day date,'
+        ' ok boolean, raw bytea, doc jsonb, j json, tags int[], primary key ("Region Ü", n))').format(ODD))
+    table = db.conn.execute("select %s::regclass::text", ('"Odd ""Ünï"" t"',)).fetchone()[0]
+    at = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
+    db.conn.execute(sql.SQL("insert into {} values ('eu', 1, 9007199254740993, 1.2345, %s, '2026-03-01', true,"
+                            " '\\x0001', '{{\"a\": 1.50}}', '{{\"b\": 1}}', '{{1,2}}'),"
+                            " ('eu', 2, 2, 2, null, null, null, null, null, null, null)").format(ODD), (at,))
+    v1 = db.enable(table)
+    db.conn.execute(sql.SQL("update {} set big = big + 2, price = 1.2346, at = at + interval '1 day',"
+                            " j = '{{\"b\": 2}}', tags = '{{3}}' where n = 1").format(ODD))
+    db.conn.execute(sql.SQL("delete from {} where n = 2").format(ODD))
+    db.conn.execute(sql.SQL("insert into {} (\"Region Ü\", n, big) values ('us', 3, 3)").format(ODD))
+    db.publish_head()
+    d = db.diff(table, v1, "head")
+    assert list(d.columns[:5]) == ["op", "key", "changed", 'old_Region Ü', "old_n"]
+    assert list(d.op) == ["changed", "removed", "added"]
+    assert list(d.key) == [{"Region Ü": "eu", "n": 1}, {"Region Ü": "eu", "n": 2}, {"Region Ü": "us", "n": 3}]
+    assert d.changed[0] == ["at", "big", "j", "price", "tags"]
+    changed = d.iloc[0]
+    assert (changed.old_big, changed.new_big) == (9007199254740993, 9007199254740995)  # exact, not floats
+    assert str(d.old_big.dtype) == "Int64" and pd.isna(d.old_big[2])  # an added row has no old values
+    assert (changed.old_price, changed.new_price) == (Decimal("1.2345"), Decimal("1.2346"))
+    assert changed.old_at == pd.Timestamp(at) and changed.new_at == pd.Timestamp(at + dt.timedelta(days=1))
+    assert str(d.new_at.dtype).startswith("datetime64") and pd.isna(d.new_at[2])
+    assert (changed.old_day, changed.old_ok, bytes(changed.old_raw)) == (dt.date(2026, 3, 1), True, b"\x00\x01")
+    assert (changed.old_doc, changed.old_j, changed.new_j) == ({"a": Decimal("1.50")}, {"b": 1}, {"b": 2})
+    assert (changed.old_tags, changed.new_tags) == ([1, 2], [3])
+    assert d.iloc[1].old_big == 2 and pd.isna(d.iloc[1].new_big)  # a removed row has no new values
+    # as_of reads the same types: a diff's new side equals the table as of head
+    new = d[d.op != "removed"].filter(like="new_").rename(columns=lambda c: c.removeprefix("new_"))
+    head = db.as_of(table, "head").drop(columns="rv_version")
+    assert new.to_dict("records") == head.to_dict("records")
+
+
+def test_diff_across_schema_changes(db: rowver.Database) -> None:
+    """A column added after ref_a reads NULL on the old side; a dropped column is gone."""
+    c = db.conn
+    c.execute("create table acct (id int primary key, owner text, fax text)")
+    c.execute("insert into acct values (1, 'ann', '555'), (2, 'bob', null)")
+    v1 = db.enable("acct")
+    with c.transaction():
+        c.execute("alter table acct add column tier int")
+        db.refresh("acct")
+    c.execute("update acct set tier = 3 where id = 2")
+    db.alter("acct", "drop column fax")
+    db.publish_head()
+    d = db.diff("acct", v1, "head")
+    assert list(d.columns) == ["op", "key", "changed", "old_id", "old_owner", "old_tier",
+                               "new_id", "new_owner", "new_tier"]
+    assert list(d.op) == ["changed"] and d.changed[0] == ["tier"]
+    assert pd.isna(d.old_tier[0]) and d.new_tier[0] == 3 and str(d.old_tier.dtype) == "Int64"
+    # nothing changed: no rows, the same columns
+    same = db.diff("acct", "head", "head")
+    assert same.empty and list(same.columns) == list(d.columns)
+
+
+def test_diff_skips_changes_to_ignored_columns_alone(db: rowver.Database) -> None:
+    db.conn.execute("create table seen (id int primary key, n int, at timestamptz)")
+    db.conn.execute("insert into seen values (1, 1, null), (2, 2, null)")
+    v1 = db.enable("seen", ignore=["at"])
+    db.conn.execute("update seen set at = now()")  # in place: no version
+    db.conn.execute("update seen set n = 3 where id = 2")
+    db.publish_head()
+    d = db.diff("seen", v1, "head")
+    assert list(d.key) == [{"id": 2}] and (d.old_n[0], d.new_n[0]) == (2, 3)
