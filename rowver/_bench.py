@@ -227,7 +227,7 @@ class _Run:
             except psycopg.errors.InsufficientPrivilege:
                 self._can_checkpoint = False  # not ours to ask for: the figures are noisier
 
-    def _timed(self, query: sql.Composable | str, params: Sequence[Any] | None = None, *,
+    def _timed(self, query: sql.Composed, params: Sequence[Any] | None = None, *,
                conn: psycopg.Connection | None = None, prepare: bool | None = None) -> float:
         conn = conn or self.conn
         t = time.perf_counter()
@@ -355,7 +355,7 @@ class _Run:
 
     # -- 3, 4: full reads ----------------------------------------------------------------
 
-    def _reads(self, what: str, plain: sql.Composable, versioned: sql.Composable,
+    def _reads(self, what: str, plain: sql.Composed, versioned: sql.Composed,
                params: Sequence[Any] | None = None) -> tuple[list[float], list[float], Any, Any]:
         conn = self.pconn
         out_p = conn.execute(plain, prepare=True).fetchall()  # warm, and what they return
@@ -392,7 +392,7 @@ class _Run:
 
     # -- 5: point lookups ----------------------------------------------------------------
 
-    def _lookups(self, query: sql.Composable, args: list[tuple[Any, ...]], prepare: bool) -> float:
+    def _lookups(self, query: sql.Composed, args: list[tuple[Any, ...]], prepare: bool) -> float:
         """Seconds per lookup, one round trip each, every row fetched."""
         cur = self.pconn.cursor()
         t = time.perf_counter()
@@ -568,8 +568,8 @@ end $$"""
         frame = _frame(s.rows)
         plain, ver = self._q("sync_plain"), self._q("sync_versioned")
         ver_name = self._text("sync_versioned")
-        for t in (plain, ver):
-            conn.execute(sql.SQL(_CREATE).format(t))
+        for table in (plain, ver):
+            conn.execute(sql.SQL(_CREATE).format(table))
         _copy_frame(conn, ver, frame)
         conn.execute(sql.SQL("vacuum (freeze, analyze) {}").format(ver))
         conn.execute("select rowver.enable(%s::regclass)", (ver_name,))
@@ -742,7 +742,7 @@ def _num(value: Any) -> Any:
 
 def table_rows(report: Report) -> list[tuple[str, ...]]:
     """One row per figure, as text for people."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for f in report.figures:
         unit, digits = _UNITS.get(f.unit, (f.unit, 3))
 

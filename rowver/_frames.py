@@ -143,7 +143,7 @@ def adapt_json(columns: Sequence[str], json_columns: set[str],
 _INTEGER_OIDS = {21, 23, 20}
 
 
-def to_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str],
+def to_frame(rows: Sequence[tuple[Any, ...]], columns: Sequence[str],
              type_oids: Sequence[int] = ()) -> pd.DataFrame:
     """A DataFrame from fetched rows; integer columns stay integers when NULLs occur.
     Columns are handled by position, so a repeated name does no harm."""
