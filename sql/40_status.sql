@@ -118,6 +118,20 @@ begin
          from (select distinct rv_version as v from %s union select distinct rv_until from %s where rv_until is not null) x
         where not exists (select from rowver.changeset c where c.version = x.v)', r.relid::text, v, h);
 
+    -- the column registry: every column of T has its lifetime recorded (enable and refresh
+    -- write it). Without it, refresh would take the column for a new one and hide its past.
+    -- A data-only restore of a full dump without --disable-triggers loses every row: the
+    -- foreign key to rowver.versioned fires before the registry it points at is loaded.
+    return query
+      select r.relid::text, 'registry',
+             format('rowver.column_life has no record of %s %s (a data-only restore without --disable-triggers?)',
+                    case when count(*) > 1 then 'columns' else 'column' end, string_agg(format('%I', p.name), ', ' order by p.attnum))
+        from rowver.payload_columns(r.relid) p
+       where not exists (select from rowver.column_life l
+                          where l.table_id = r.id and l.dropped_version is null
+                            and (l.name = p.name or l.attnum = p.attnum))  -- (a rename not yet refreshed)
+      having count(*) > 0;
+
     return query
       select r.relid::text, 'definition', 'generated objects are outdated (the table changed); run rowver.refresh'
        where (select x.definition_hash from rowver.versioned x where x.id = r.id)
@@ -159,6 +173,40 @@ begin
            and (g.tgtype & 1) = 1 and (g.tgtype & 2) = 2;
     end if;
   end loop;
+
+  -- Versions written after the fact. A version belongs to the one transaction that
+  -- allocated it, and everything written under it is written before head passes it. A
+  -- data-only restore that lets the triggers fire breaks one or the other: its COPY takes
+  -- versions from a sequence the restore has not set yet, and stamps every row it loads
+  -- with one of them.
+  -- (a) the restore's version is one the dump already holds: the changeset is not the
+  --     allocating transaction's (record_change joins it). The tables are the ones whose
+  --     changeset_table row that transaction wrote.
+  return query
+    select v.relid::text, 'restamped',
+           format('rows were written under version %s by transaction %s, but changeset %s is transaction %s''s: '
+                  'rows restamped (a data-only restore without --disable-triggers?)', a.version, a.xid, c.version, c.xid)
+      from rowver.allocation a
+      join rowver.changeset c on c.version = a.version and c.xid <> a.xid
+      left join rowver.changeset_table ct on ct.version = a.version and ct.xmin = pg_catalog.xid(a.xid)
+      left join rowver.versioned v on v.id = ct.table_id
+     where tbl is null or v.relid = tbl;
+  -- (b) the restore's version is new: its changeset was made after a head at or above it
+  --     had been published. Heads only grow, so the first head published at or above a
+  --     version is the smallest such head; a changeset is made before its transaction ends,
+  --     and head passes a version only after that (one clock: the server's).
+  return query
+    select v.relid::text, 'restamped',
+           format('changeset %s was made at %s, after head %s was published at %s: '
+                  'rows restamped (a data-only restore without --disable-triggers?)', c.version, c.created_at, l.head, l.at)
+      from (select h.at, h.head, lag(h.head) over (order by h.head, h.at) as below
+              from rowver.head_log h) l
+      join rowver.changeset c on c.version > coalesce(l.below, -1) and c.version <= l.head
+                             and c.created_at > l.at
+      left join rowver.changeset_table ct on ct.version = c.version
+      left join rowver.versioned v on v.id = ct.table_id
+     where tbl is null or v.relid = tbl;
+
   -- the model store (sql/60_models.sql): every chunk a model version names exists, intact
   if tbl is null and to_regprocedure('rowver.check_models(boolean)') is not null then
     return query select * from rowver.check_models(true);
