@@ -8,9 +8,9 @@ Saving streams: a thread reads and hashes slices ahead (hashlib releases the GIL
 the caller's thread asks which chunks the server already has and COPYs the others, one
 autocommitted COPY per batch, so chunks are written in their own short transactions and
 only a bounded window of slices is in memory. Loading streams the other way: one binary
-COPY returns the chunks in manifest order, a thread verifies each hash while the next one
-arrives, and the bytes go straight to their destination. Nothing is unpickled: an array
-is rebuilt from raw bytes, a dtype and a shape.
+COPY returns the chunks in manifest order, the bytes go straight to their destination, and
+threads verify each hash there while the next chunks arrive. Nothing is unpickled: an
+array is rebuilt from raw bytes, a dtype and a shape.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .errors import InvalidInputError, ModelIntegrityError
 CHUNK_SIZE = 4 << 20     # a few MiB: large enough for COPY, small enough to dedupe tensors
 BATCH_BYTES = 64 << 20   # one COPY (one transaction) per batch of chunks
 AHEAD = 16               # slices hashed ahead of the writer (memory: AHEAD * chunk_size)
+VERIFY_THREADS = 2       # sha-256 runs ~1.7 GB/s a core: a load's hashing must not lag the transfer
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
@@ -186,11 +187,16 @@ def _flush(conn: psycopg.Connection, batch: dict[bytes, Any], known: set[bytes],
 # -- loading -----------------------------------------------------------------------------
 
 
-def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, int, memoryview], None], *,
+def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, int, memoryview], Any], *,
          what: str, verify: bool = True) -> None:
     """Stream every chunk of ``entries`` in order to ``sink(entry index, offset, data)``,
-    verifying each hash in a thread while the next chunk arrives. ``data`` is a view of
-    libpq's own buffer: no intermediate copy is made."""
+    verifying each hash in threads while the next chunks arrive. ``data`` is a view of
+    libpq's own buffer: no intermediate copy is made.
+
+    A sink that keeps the bytes (a load's arrays) returns the view it copied them into:
+    the hash is taken there, as late as the hashing threads get to it, so the transfer
+    never waits for them and libpq's buffer is freed at once. Otherwise (a file) ``data``
+    itself is hashed, and at most AHEAD such views are held."""
     where = [(i, k) for i, e in enumerate(entries) for k in range(len(e.chunks))]
     if not where:
         return
@@ -207,23 +213,26 @@ def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, in
                                           "the stored chunk is corrupt")
 
     n = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="rowver-verify") as pool, \
-            conn.cursor() as cur, cur.copy(query, (digests,)) as cp:
-        for n, data in enumerate(_fields(cp)):
-            if n >= len(where):
-                raise ModelIntegrityError(f"{what}: more chunks came back than were asked for")
-            i, k = where[n]
-            entry = entries[i]
-            if data is None:
-                raise ModelIntegrityError(_where(what, entry, k) + " is missing from rowver.model_chunk")
-            if len(data) != entry.chunk_length(k):
-                raise ModelIntegrityError(_where(what, entry, k) + f" has {len(data)} bytes, "
-                                          f"expected {entry.chunk_length(k)}: the stored chunk is corrupt")
-            if verify:  # the view stays alive (and unchanged) until its hash is checked
-                pending.append((pool.submit(_sha256, data), i, k))
-            sink(i, k * entry.chunk_size, data)
-            settle(AHEAD)
+    pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="rowver-verify")
+    try:
+        with conn.cursor() as cur, cur.copy(query, (digests,)) as cp:
+            for n, data in enumerate(_fields(cp)):
+                if n >= len(where):
+                    raise ModelIntegrityError(f"{what}: more chunks came back than were asked for")
+                i, k = where[n]
+                entry = entries[i]
+                if data is None:
+                    raise ModelIntegrityError(_where(what, entry, k) + " is missing from rowver.model_chunk")
+                if len(data) != entry.chunk_length(k):
+                    raise ModelIntegrityError(_where(what, entry, k) + f" has {len(data)} bytes, "
+                                              f"expected {entry.chunk_length(k)}: the stored chunk is corrupt")
+                kept = sink(i, k * entry.chunk_size, data)
+                if verify:
+                    pending.append((pool.submit(_sha256, data if kept is None else kept), i, k))
+                settle(AHEAD if kept is None else len(where))
         settle(0)
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error, hash nothing more
     if n + 1 != len(where):
         raise ModelIntegrityError(f"{what}: {n + 1} of {len(where)} chunks came back")
 
@@ -250,7 +259,7 @@ def _fields(cp: Any) -> Iterator[memoryview | None]:
         yield None if size < 0 else view[6:6 + size]
 
 
-def _sha256(data: memoryview) -> bytes:
+def _sha256(data: Any) -> bytes:
     return hashlib.sha256(data).digest()
 
 
