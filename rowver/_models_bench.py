@@ -12,6 +12,8 @@ its tensors changed writes. Run it against a server, not in the test suite:
 
 from __future__ import annotations
 
+import hashlib
+import os
 import statistics
 import struct
 import time
@@ -82,6 +84,8 @@ def bench_models(url: str, size_mb: int = 1024, *, tensors: int = 20, rounds: in
     med = {k: statistics.median(v) for k, v in times.items()}
     out: dict[str, Any] = {
         "server": _server(url), "size_mb": round(mb, 1), "tensors": tensors, "chunk_size": chunk_size,
+        # a load hashes every byte on top of a raw COPY's work: on few cores this bounds it
+        "cpus": os.cpu_count(), "sha256_mb_s": _sha256_mb_s(weights, chunk_size),
         "rounds": rounds,
         "raw_copy_in_mb_s": mb / med["raw_in"], "save_mb_s": mb / med["save"],
         "save_vs_raw_copy_in": med["raw_in"] / med["save"],
@@ -143,6 +147,16 @@ def _raw_copy_out(conn: psycopg.Connection, sizes: list[int] | None) -> None:
                 offset += len(data)
                 if offset == dest[i].nbytes:
                     i, offset = i + 1, 0
+
+
+def _sha256_mb_s(weights: dict[str, np.ndarray], chunk_size: int) -> float:
+    """One core's sha-256 throughput over these weights, in the store's slices."""
+    t = time.perf_counter()
+    for w in weights.values():
+        view = w.reshape(-1).view(np.uint8).data
+        for start in range(0, len(view), chunk_size):
+            hashlib.sha256(view[start:start + chunk_size])
+    return sum(w.nbytes for w in weights.values()) / 1e6 / (time.perf_counter() - t)
 
 
 def _chunk_bytes(conn: psycopg.Connection) -> int:
