@@ -47,11 +47,13 @@ create table if not exists rowver.meta (
 create sequence if not exists rowver.version_seq as bigint cache 1 maxvalue 281474976710654;
 
 -- A version handed to a running transaction. The stamp trusts currval() only after a
--- statement has checked the row here for its own transaction id.
+-- statement has checked the row here for its own transaction id (rowver.allocated). Not
+-- unique by xid: rows restored from another cluster may share a transaction id with ours.
 create table if not exists rowver.allocation (
   version bigint primary key,
-  xid     xid8 not null unique
+  xid     xid8 not null
 );
+alter table rowver.allocation drop constraint if exists allocation_xid_key;
 
 -- One row per committed transaction that changed versioned data.
 create table if not exists rowver.changeset (

@@ -21,23 +21,36 @@ create or replace function rowver.mutex() returns bigint
 language sql immutable parallel safe
 return 281474976710655;
 
+-- The version this transaction has allocated, or null. The setting is only a hint (anyone
+-- may set it); the allocation row with this transaction's id, and this session's currval,
+-- are the proof. (A row with our transaction id that this session did not write came with
+-- a dump from another cluster; rowver.check reads those as evidence of a restamp.)
+create or replace function rowver.allocated() returns bigint
+language plpgsql stable
+as $$
+declare
+  hint text := current_setting('rowver.allocated', true);
+begin
+  if hint !~ '^[0-9]{1,18}$' or pg_current_xact_id_if_assigned() is null then
+    return null;
+  end if;
+  if exists (select from rowver.allocation a where a.version = hint::bigint and a.xid = pg_current_xact_id())
+     and currval('rowver.version_seq') = hint::bigint then
+    return hint::bigint;
+  end if;
+  return null;
+end $$;
+
 -- This transaction's version, allocated on first use. The only function that moves the
 -- sequence: SECURITY DEFINER, not executable by PUBLIC.
 create or replace function rowver.xact_version() returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v bigint;
+  v bigint := rowver.allocated();
 begin
-  select a.version into v from rowver.allocation a where a.xid = pg_current_xact_id();
-  if found then
-    -- ours only if this session allocated it (the setting is a hint; currval decides). A row
-    -- with our transaction id that is not ours came with a dump from another cluster.
-    if coalesce(current_setting('rowver.allocated', true) = v::text, false)
-       and currval('rowver.version_seq') = v then
-      return v;
-    end if;
-    delete from rowver.allocation a where a.xid = pg_current_xact_id();
+  if v is not null then
+    return v;
   end if;
   perform pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   begin
@@ -74,8 +87,7 @@ begin
   perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
 
   -- our own version does not conflict with our own probe: stop before it explicitly
-  select a.version into own from rowver.allocation a
-   where a.xid = pg_current_xact_id_if_assigned();
+  own := rowver.allocated();
 
   h := (select m.head from rowver.head_mark m);
   while h < top and h + 1 is distinct from own loop
@@ -215,15 +227,17 @@ create or replace function rowver.record_change(v bigint, tbl regclass, n bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
-  insert into rowver.changeset (version, xid, db_role, author, message)
-  values (v, pg_current_xact_id(),
-          case when current_setting('role') = 'none' then session_user::name
-               else current_setting('role')::name end,
-          nullif(current_setting('rowver.author', true), ''),
-          nullif(current_setting('rowver.message', true), ''))
-  on conflict (version) do nothing;
-  insert into rowver.changeset_table as c (version, table_id, rows) values (v, (select r.id from rowver.versioned r
-                where r.relid = coalesce(pg_partition_root(tbl), tbl)), n)  -- a partition counts for its root
+  with changeset as (
+    insert into rowver.changeset (version, xid, db_role, author, message)
+    values (v, pg_current_xact_id(),
+            case when current_setting('role') = 'none' then session_user::name
+                 else current_setting('role')::name end,
+            nullif(current_setting('rowver.author', true), ''),
+            nullif(current_setting('rowver.message', true), ''))
+    on conflict (version) do nothing)
+  insert into rowver.changeset_table as c (version, table_id, rows)
+  values (v, (select r.id from rowver.versioned r  -- null, and refused, for an unregistered table
+               where r.relid = coalesce(pg_partition_root(tbl), tbl)), n)  -- a partition counts for its root
   on conflict (version, table_id) do update set rows = c.rows + excluded.rows;
 end $$;
 
@@ -232,13 +246,8 @@ end $$;
 create or replace function rowver.begin_statement() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
-declare
-  v bigint := rowver.xact_version();
 begin
-  if currval('rowver.version_seq') <> v then
-    raise exception 'rowver: version sequence out of step with this transaction (% <> %)',
-      currval('rowver.version_seq'), v using errcode = 'XX000';
-  end if;
+  perform rowver.xact_version();  -- which checks currval against this transaction's row
   return null;
 end $$;
 
@@ -262,7 +271,7 @@ end $$;
 
 -- Anyone may read head and resolve refs; tags are names, not data. Allocation
 -- (xact_version), record_change and begin_statement stay with rowver_owner.
-grant execute on function rowver.head(), rowver.publish_head(), rowver.resolve(text),
+grant execute on function rowver.allocated(), rowver.head(), rowver.publish_head(), rowver.resolve(text),
   rowver.tag(text, text), rowver.untag(text), rowver.lock_key1(bigint), rowver.lock_key2(bigint),
   rowver.mutex() to public;
 

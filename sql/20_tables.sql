@@ -228,19 +228,35 @@ begin
   end if;
 end $$;
 
--- A cheap fingerprint of T's shape (column names and types, not their order: generated
--- SQL names every column). Capture compares it once per statement, so a table altered
--- without rowver.refresh fails loudly instead of losing or misplacing values. (A fixed
--- search_path, so format_type names types the same way wherever it is called from.)
+-- A fingerprint of T's shape: its columns' names and types, in order. Capture checks it
+-- (see shape_is), so a table altered without rowver.refresh fails loudly instead of
+-- losing or misplacing values. (A fixed search_path, so format_type names types the same
+-- way wherever it is called from.)
 create or replace function rowver.shape(tbl regclass) returns text
 language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 begin
-  -- PL/pgSQL, so the query's plan is cached: this runs once per captured statement
+  -- in column order: two columns that swap names change the shape too
   return (select md5(string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ','
-                                order by a.attname))
+                                order by a.attnum))
             from pg_attribute a
            where a.attrelid = tbl and a.attnum > 0 and not a.attisdropped and a.attname <> 'rv_version');
+end $$;
+
+-- Raise unless tbl still has the shape its capture was generated for. Declared IMMUTABLE
+-- on purpose, though it reads the catalog: capture calls it with constant arguments in a
+-- query over T, so the planner folds it once per plan, and PostgreSQL replans that query
+-- whenever T's definition changes (any ALTER TABLE sends T's relcache invalidation). The
+-- check so runs after every change to T, and costs nothing on the statements in between.
+create or replace function rowver.shape_is(tbl regclass, expected text) returns boolean
+language plpgsql immutable set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if rowver.shape(tbl) is distinct from expected then
+    raise exception 'rowver: % changed shape since its versioning was generated', tbl
+      using errcode = '55000', hint = format('run rowver.refresh(%L) (or use rowver.alter)', tbl::text);
+  end if;
+  return true;
 end $$;
 
 -- The partitions of a partitioned table (all levels), or nothing: statement triggers fire
@@ -255,7 +271,7 @@ $$;
 grant execute on function rowver.generated_name(name, text), rowver.has_btree_eq(oid),
   rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass), rowver.virtual_columns(regclass),
   rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
-  rowver.table_key(regclass, name[]), rowver.check_versionable(regclass), rowver.shape(regclass),
+  rowver.table_key(regclass, name[]), rowver.check_versionable(regclass), rowver.shape(regclass), rowver.shape_is(regclass, text),
   rowver.partitions(regclass)
 to public;
 

@@ -23,10 +23,9 @@ declare
   rv_count   bigint;
   rv_gone    bigint;
 begin
-  if rowver.shape(TG_RELID) is distinct from %11$L then
-    raise exception 'rowver: %% changed shape since its versioning was generated', %9$L
-      using errcode = '55000', hint = format('run rowver.refresh(%%L) (or use rowver.alter)', %9$L);
-  end if;
+  -- T still has the shape this function was generated for: checked whenever this query is
+  -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
+  perform from only %9$s where rowver.shape_is(%9$L, %11$L) and false;
 
   if TG_OP = 'INSERT' then
     -- a key deleted by a newer version may not come back under an older one
@@ -212,6 +211,8 @@ begin
                            'security definer set search_path = pg_catalog, pg_temp set jit = off\n'
                            'as $rv$%s$rv$',
     sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols, rowver.shape(tbl)));
+  -- capture's shape check reads from T (nothing but its plan), as rowver_owner
+  stmts := stmts || format('grant select (rv_version) on %s to rowver_owner', t);
   stmts := stmts || array[format('alter function %I.%I(bigint) owner to rowver_owner', sch, as_of),
                           format('alter view %I.%I owner to rowver_owner', sch, vers),
                           format('alter function %I.%I() owner to rowver_owner', sch, stamp),

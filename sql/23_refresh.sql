@@ -36,20 +36,29 @@ begin
   -- the view would block type changes of history columns; object_ddl makes it again
   execute format('drop view if exists %I.%I', sch, r.versions_name);
 
-  -- renamed: the column at the attnum recorded for it has another name now
-  for col in
-    select l.name as old, a.attname as new
-      from rowver.column_life l
-      join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attnum = l.attnum and not a.attisdropped
-     where l.table_id = r.id and l.dropped_version is null and a.attname <> l.name
-  loop
-    execute format('alter table %s rename column %I to %I', hist, col.old, col.new);
-    update rowver.column_life l set name = col.new where l.table_id = r.id and l.name = col.old;
-    update rowver.versioned x set key_columns = array_replace(x.key_columns, col.old, col.new),
-                                  ignore_columns = array_replace(x.ignore_columns, col.old, col.new)
-     where x.id = r.id;
+  -- renamed: the column at the attnum recorded for it has another name now. Through a
+  -- temporary name first, so that columns which swapped names do not collide.
+  create temp table rv_renamed on commit drop as
+  select l.name as old, a.attname as new, format('rv_renaming_%s', a.attnum) as tmp
+    from rowver.column_life l
+    join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attnum = l.attnum and not a.attisdropped
+   where l.table_id = r.id and l.dropped_version is null and a.attname <> l.name;
+  for col in select * from rv_renamed loop
+    execute format('alter table %s rename column %I to %I', hist, col.old, col.tmp);
+    update rowver.column_life l set name = col.tmp where l.table_id = r.id and l.name = col.old;
+  end loop;
+  for col in select * from rv_renamed loop
+    execute format('alter table %s rename column %I to %I', hist, col.tmp, col.new);
+    update rowver.column_life l set name = col.new where l.table_id = r.id and l.name = col.tmp;
     done := done || format('renamed %I to %I', col.old, col.new);
   end loop;
+  update rowver.versioned x
+     set key_columns = array(select coalesce(m.new, k) from unnest(x.key_columns) with ordinality u(k, i)
+                               left join rv_renamed m on m.old = u.k order by u.i),
+         ignore_columns = array(select coalesce(m.new, k) from unnest(x.ignore_columns) with ordinality u(k, i)
+                                  left join rv_renamed m on m.old = u.k order by u.i)
+   where x.id = r.id;
+  drop table rv_renamed;
 
   -- dropped: retired, kept in history
   for col in

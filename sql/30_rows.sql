@@ -180,8 +180,7 @@ end;
 create or replace function rowver.current_version() returns bigint
 language sql stable
 begin atomic
-  select c.version from rowver.allocation a join rowver.changeset c on c.version = a.version
-   where a.xid = pg_current_xact_id_if_assigned();
+  select c.version from rowver.changeset c where c.version = rowver.allocated();
 end;
 
 -- Restore tbl to its state as of ref, as a new changeset: nothing is erased, and the

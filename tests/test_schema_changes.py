@@ -104,6 +104,33 @@ def test_capture_refuses_a_table_altered_without_refresh(db: rowver.Database) ->
     assert db.refresh("plain") == "not versioned"
 
 
+@pytest.mark.parametrize(("ddl", "first"), [
+    ("alter table t add column y int", {"id": 1, "a": 1, "b": 2, "y": None}),
+    # a swap of two same-typed names: capture reads columns by name, so without the check
+    # it would file each value under the other's name
+    ("alter table t rename column a to tmp; alter table t rename column b to a; alter table t rename column tmp to b",
+     {"id": 1, "a": 2, "b": 1}),
+])
+def test_capture_notices_a_change_made_after_its_plan_was_cached(db: rowver.Database, db_url: str, ddl: str,
+                                                                  first: dict) -> None:
+    """The shape check runs when PostgreSQL (re)plans capture's check query; a change to T
+    from another session must invalidate the plan this session has already cached."""
+    c = db.conn
+    c.execute("create table t (id int primary key, a int, b int)")
+    c.execute("insert into t values (1, 1, 2)")
+    enabled = db.enable("t")
+    c.execute("update t set a = 10")  # capture has planned (and checked) in this session
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute(ddl)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="changed shape"):
+        c.execute("update t set a = 11")
+    assert len(db.history("t", 1)) == 2  # the refused update left nothing behind
+    db.refresh("t")
+    c.execute("update t set a = 12")
+    assert db.as_of("t", enabled).drop(columns="rv_version").to_dict("records") == [first]
+    assert db.check().empty
+
+
 def test_partitioned_table(db: rowver.Database) -> None:
     c = db.conn
     c.execute("create table ev (region text, id int, val int, primary key (region, id)) partition by list (region)")
