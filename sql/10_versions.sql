@@ -21,37 +21,38 @@ create or replace function rowver.mutex() returns bigint
 language sql immutable parallel safe
 return 281474976710655;
 
--- The version this transaction has allocated, or null. The setting is only a hint (anyone
--- may set it); the allocation row with this transaction's id, and this session's currval,
--- are the proof. (A row with our transaction id that this session did not write came with
--- a dump from another cluster; rowver.check reads those as evidence of a restamp.)
+-- The version this transaction has allocated, or null: this session's currval, if the
+-- allocation row for it carries this transaction's id. (Nothing a setting could forge. A
+-- row with our transaction id that this session did not write came with a dump from
+-- another cluster; rowver.check reads those as evidence of a restamp.)
 create or replace function rowver.allocated() returns bigint
 language plpgsql stable
 as $$
 declare
-  hint text := current_setting('rowver.allocated', true);
+  v bigint;
 begin
-  if hint !~ '^[0-9]{1,18}$' or pg_current_xact_id_if_assigned() is null then
-    return null;
+  if pg_current_xact_id_if_assigned() is null then
+    return null;  -- allocating writes a row, so a transaction without an id has no version
   end if;
-  if exists (select from rowver.allocation a where a.version = hint::bigint and a.xid = pg_current_xact_id())
-     and currval('rowver.version_seq') = hint::bigint then
-    return hint::bigint;
+  begin
+    v := currval('rowver.version_seq');
+  exception when object_not_in_prerequisite_state then  -- no version in this session yet
+    return null;
+  end;
+  if exists (select from rowver.allocation a where a.version = v and a.xid = pg_current_xact_id()) then
+    return v;
   end if;
   return null;
 end $$;
 
--- This transaction's version, allocated on first use. The only function that moves the
--- sequence: SECURITY DEFINER, not executable by PUBLIC.
-create or replace function rowver.xact_version() returns bigint
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+-- Allocate a version to this transaction (callers check rowver.allocated() first). Runs
+-- as rowver_owner, the sequence's only user: called from xact_version and begin_statement.
+create or replace function rowver.allocate() returns bigint
+language plpgsql
 as $$
 declare
-  v bigint := rowver.allocated();
+  v bigint;
 begin
-  if v is not null then
-    return v;
-  end if;
   perform pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   begin
     v := nextval('rowver.version_seq');
@@ -62,8 +63,16 @@ begin
   end;
   perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   insert into rowver.allocation (version, xid) values (v, pg_current_xact_id());
-  perform set_config('rowver.allocated', v::text, true);
   return v;
+end $$;
+
+-- This transaction's version, allocated on first use. The only function that moves the
+-- sequence: SECURITY DEFINER, not executable by PUBLIC.
+create or replace function rowver.xact_version() returns bigint
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return coalesce(rowver.allocated(), rowver.allocate());
 end $$;
 
 -- The live head (primary only): take the mutex to read the sequence, then probe versions
@@ -241,13 +250,16 @@ begin
   on conflict (version, table_id) do update set rows = c.rows + excluded.rows;
 end $$;
 
--- Every statement on a versioned table starts here: it allocates (once per transaction)
--- and ties currval() to this transaction, so a stale or forged value fails loudly.
+-- Every statement on a versioned table starts here: it allocates (once per transaction),
+-- so that currval(), which the stamp reads, is always this transaction's version.
 create or replace function rowver.begin_statement() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
-  perform rowver.xact_version();  -- which checks currval against this transaction's row
+  -- (xact_version's body, without a second SECURITY DEFINER call on every write)
+  if rowver.allocated() is null then
+    perform rowver.allocate();
+  end if;
   return null;
 end $$;
 

@@ -21,63 +21,61 @@ declare
   rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
-  rv_gone    bigint;
 begin
   -- T still has the shape this function was generated for: checked whenever this query is
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
-  perform from only %9$s where rowver.shape_is(%9$L, %11$L) and false;
+  perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
 
   if TG_OP = 'INSERT' then
     -- a key deleted by a newer version may not come back under an older one
     if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
-      perform rowver.conflict(%9$L, 'a newer version deleted a key this statement inserts');
+      perform rowver.conflict(%8$L, 'a newer version deleted a key this statement inserts');
     end if;
     -- inserting a key this transaction deleted undoes its own tombstone
     delete from %1$s h using rv_new n where %2$s and h.rv_version = rv_v and h.rv_deleted;
     select count(*) into rv_changed from rv_new;
 
   elsif TG_OP = 'UPDATE' then
-    -- One join pairs each old row with the new row of the same key. Its extra columns
-    -- reuse names T cannot have: rv_until is the new row's version, rv_deleted says the
-    -- key changed away; rv_version is null where a key changed into being.
-    with o as (
-      select %5$s, o.rv_version, n.rv_version as rv_until, n.%8$I is null as rv_deleted
-        from rv_old o full join rv_new n on %3$s
-    ), superseded as (
-      -- superseded states: rows that changed, and rows whose key changed away; a state this
-      -- transaction wrote itself is not a version and is not kept
+    -- rows that kept their key: a changed row supersedes its old state (a no-op update kept
+    -- its version; a state this transaction wrote itself is not a version and is not kept)
+    insert into %1$s (%4$s, rv_version, rv_until)
+    select %5$s, o.rv_version, rv_v
+      from rv_old o join rv_new n on %3$s
+     where n.rv_version <> o.rv_version
+       and case when o.rv_version > rv_v
+                then rowver.conflict(%8$L, 'a newer version changed a row this statement updates')
+                else o.rv_version < rv_v end;
+    get diagnostics rv_changed = row_count;
+    -- keys that changed (an old key without a new row, hence as many new keys without an
+    -- old row): rare, so tested for once and handled apart
+    if exists (select from rv_old o where not exists (select from rv_new n where %3$s)) then
+      -- a key changed away: its old state is superseded, and the key ends with a tombstone
+      -- if it had a state before this transaction
       insert into %1$s (%4$s, rv_version, rv_until)
       select %5$s, o.rv_version, rv_v
-        from o
-       where o.rv_version is not null and (o.rv_deleted or o.rv_until <> o.rv_version)
+        from rv_old o
+       where not exists (select from rv_new n where %3$s)
          and case when o.rv_version > rv_v
-                  then rowver.conflict(%9$L, 'a newer version changed a row this statement updates')
-                  else o.rv_version < rv_v end
-      returning 1
-    )
-    select (select count(*) from superseded), count(*) filter (where o.rv_deleted),
-           count(*) filter (where o.rv_version is null)
-      into rv_changed, rv_gone, rv_count
-      from o;
-    if rv_gone > 0 then
-      -- a key changed away ends with a tombstone, if it had a state before this transaction
+                  then rowver.conflict(%8$L, 'a newer version changed a row this statement updates')
+                  else o.rv_version < rv_v end;
+      get diagnostics rv_count = row_count;
+      rv_changed := rv_changed + rv_count;
       insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
       select %7$s, rv_v, rv_v, true
         from rv_old o
        where not exists (select from rv_new n where %3$s)
          and (o.rv_version < rv_v
-              or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted));
-    end if;
-    if rv_count > 0 then
+              or exists (select from %1$s h where %9$s and h.rv_until = rv_v and not h.rv_deleted));
       -- a key changed into behaves like an insert
-      rv_changed := rv_changed + rv_count;
       if exists (select from rv_new n join %1$s h on %2$s
                   where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
-        perform rowver.conflict(%9$L, 'a newer version deleted a key this statement changes into');
+        perform rowver.conflict(%8$L, 'a newer version deleted a key this statement changes into');
       end if;
       delete from %1$s h using rv_new n
        where %2$s and h.rv_version = rv_v and h.rv_deleted
          and not exists (select from rv_old o where %3$s);
+      select count(*) into rv_count from rv_new n where not exists (select from rv_old o where %3$s);
+      rv_changed := rv_changed + rv_count;
     end if;
 
   else -- DELETE
@@ -85,14 +83,14 @@ begin
     select %5$s, o.rv_version, rv_v
       from rv_old o
      where case when o.rv_version > rv_v
-                then rowver.conflict(%9$L, 'a newer version changed a row this statement deletes')
+                then rowver.conflict(%8$L, 'a newer version changed a row this statement deletes')
                 else o.rv_version < rv_v end;
     -- the delete itself: a tombstone, unless the key was born in this transaction
     insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
     select %7$s, rv_v, rv_v, true
       from rv_old o
      where o.rv_version < rv_v
-        or exists (select from %1$s h where %10$s and h.rv_until = rv_v and not h.rv_deleted);
+        or exists (select from %1$s h where %9$s and h.rv_until = rv_v and not h.rv_deleted);
     get diagnostics rv_changed = row_count;
   end if;
 
@@ -106,10 +104,9 @@ $body$,
     rowver.key_join_sql(keys, 'h', 'n'),    -- 2
     rowver.key_join_sql(keys, 'o', 'n'),    -- 3
     cols, o_cols, k_cols, o_k_cols,         -- 4..7
-    keys[1],                                -- 8
-    rowver.qualified(tbl),                  -- 9
-    rowver.key_join_sql(keys, 'h', 'o'),    -- 10
-    shape)                                  -- 11
+    rowver.qualified(tbl),                  -- 8
+    rowver.key_join_sql(keys, 'h', 'o'),    -- 9
+    shape)                                  -- 10
 $$;
 
 -- The statements that (re)create T's generated objects, in order. Re-runnable: functions
