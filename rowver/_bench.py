@@ -746,7 +746,7 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
     for f in report.figures:
         unit, digits = _UNITS.get(f.unit, (f.unit, 3))
 
-        def amount(x: float | None) -> str:
+        def amount(x: float | None, digits: int = digits, unit: str = unit) -> str:
             return "" if x is None else f"{x:,.{digits}f} {unit}"
 
         verdict = {True: "pass", False: "MISS", None: f.status}[f.passed]

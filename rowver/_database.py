@@ -207,16 +207,21 @@ class Database:
         """``table`` as of a ref, as a DataFrame ordered by key; with ``chunksize``, an iterator of
         DataFrames of at most that many rows, read through a server-side cursor."""
         if chunksize is not None:
-            return _query.as_of_chunks(self, table, ref, chunksize)
-        return _query.as_of(self, table, ref)
+            return _query.chunks(self, _query.as_of_query(self, table, ref), chunksize)
+        return _query.frame(self, _query.as_of_query(self, table, ref))
 
     def history(self, table: str, key: Any) -> pd.DataFrame:
         """Every version of one row (key: a value, a tuple, or a dict of key columns)."""
         return _query.history(self, table, key)
 
-    def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head") -> pd.DataFrame:
+    def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head", *,
+             chunksize: int | None = None) -> Any:
         """Rows added, removed and changed between two refs, in the table's own types: ``op``,
-        ``key``, ``changed``, then ``old_<column>`` and ``new_<column>`` for each column."""
+        ``key``, ``changed``, then ``old_<column>`` and ``new_<column>`` for each column; with
+        ``chunksize``, an iterator of DataFrames of at most that many rows."""
+        if chunksize is not None:
+            query, keys = _query.diff_query(self, table, ref_a, ref_b)
+            return _query.chunks(self, query, chunksize, _query.diff_frame(keys))
         return _query.diff(self, table, ref_a, ref_b)
 
     def changes(self, table: str, since: str | int, until: str | int = "head") -> pd.DataFrame:

@@ -6,7 +6,7 @@ after head was known sees every version at or below it, so the read is repeatabl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -28,7 +28,28 @@ def frame(db: Database, query: Any, params: Any = None) -> pd.DataFrame:
     return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
-def _as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
+Rows = list[tuple[Any, ...]]
+Described = list[Any]
+
+
+def _plain_frame(rows: Rows, described: Described) -> pd.DataFrame:
+    return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
+
+
+def chunks(db: Database, query: Any, chunksize: int,
+           to_frame: Callable[[Rows, Described], pd.DataFrame] = _plain_frame) -> Iterator[pd.DataFrame]:
+    """A query's result in frames of at most ``chunksize`` rows, through a server-side cursor
+    (so memory stays bounded), in one transaction (so every chunk reads the same snapshot)."""
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise InvalidInputError(f"chunksize must be a positive whole number, not {chunksize!r}")
+    with translated(), db.conn.transaction(), db.conn.cursor(name="rowver_chunks") as cur:
+        cur.execute(query)
+        while rows := cur.fetchmany(chunksize):
+            yield to_frame(rows, cur.description or [])
+
+
+def as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
+    """The query that reads ``table`` as of a ref, ordered by key."""
     version = db.resolve(ref)  # its own statement: the read below then sees every version up to it
     with translated():
         fn, keys = _sql.one(
@@ -36,24 +57,6 @@ def _as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
             (table, version, table))
     # fn comes from rowver.as_of_sql, which quotes catalog names with format('%I')
     return sql.SQL("select * from {} order by {}").format(sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
-
-
-def as_of(db: Database, table: str, ref: str | int) -> pd.DataFrame:
-    """The table as of a ref, ordered by key."""
-    return frame(db, _as_of_query(db, table, ref))
-
-
-def as_of_chunks(db: Database, table: str, ref: str | int, chunksize: int) -> Iterator[pd.DataFrame]:
-    """The table as of a ref, in frames of at most ``chunksize`` rows (a server-side cursor, so
-    memory stays bounded), ordered by key."""
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
-        raise InvalidInputError(f"chunksize must be a positive whole number, not {chunksize!r}")
-    query = _as_of_query(db, table, ref)
-    with translated(), db.conn.transaction(), db.conn.cursor(name="rowver_as_of") as cur:
-        cur.execute(query)
-        while rows := cur.fetchmany(chunksize):
-            described = cur.description or []
-            yield _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
 def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:
@@ -84,27 +87,42 @@ def history(db: Database, table: str, key: Any) -> pd.DataFrame:
     return frame(db, query, list(where.values()))
 
 
-def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
-    """Rows added, removed and changed between two refs, ordered by key, in the table's own
-    types: ``op``; ``key`` ({column: value}); ``changed`` (the names of the columns whose
-    values differ); then ``old_<column>`` for every column but rv_version as of ``ref_a``
-    (missing for an added row) and ``new_<column>`` as of ``ref_b`` (missing for a removed
-    one). Every table column is prefixed, so no two names can collide."""
+def diff_query(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> tuple[sql.Composed, list[str]]:
+    """The query for the rows added, removed and changed between two refs, and the key."""
     with translated():
         keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     a, b = db.resolve(ref_a), db.resolve(ref_b)  # their own statements: the read below sees both
     with translated():
         query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
-        cur = db.conn.execute(sql.SQL(query))  # built by rowver.diff_sql with format('%I')
-        rows = cur.fetchall()
-    # rowver.diff_sql returns op, the key columns, changed, the old columns, the new columns
+    return sql.Composed([sql.SQL(query)]), keys  # built by rowver.diff_sql with format('%I')
+
+
+def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
+    """Rows of rowver.diff_sql (op, the key columns, changed, the old columns, the new
+    columns) as a frame, in the table's own types: ``op``; ``key`` ({column: value});
+    ``changed`` (the names of the columns whose values differ); then ``old_<column>`` for
+    every column but rv_version as of the first ref (missing for an added row) and
+    ``new_<column>`` as of the second (missing for a removed one). Every table column is
+    prefixed, so no two names can collide."""
     n = len(keys)
-    columns = (cur.description or [])[n + 2:]
-    half = len(columns) // 2
-    names = ["op", "key", "changed", *(f"old_{d.name}" for d in columns[:half]),
-             *(f"new_{d.name}" for d in columns[half:])]
-    records = [(r[0], dict(zip(keys, r[1:n + 1])), *r[n + 1:]) for r in rows]
-    return _frames.to_frame(records, names, [0, 0, 0, *(d.type_code for d in columns)])
+
+    def to_frame(rows: Rows, described: Described) -> pd.DataFrame:
+        columns = described[n + 2:]
+        half = len(columns) // 2
+        names = ["op", "key", "changed", *(f"old_{d.name}" for d in columns[:half]),
+                 *(f"new_{d.name}" for d in columns[half:])]
+        records = [(r[0], dict(zip(keys, r[1:n + 1])), *r[n + 1:]) for r in rows]
+        return _frames.to_frame(records, names, [0, 0, 0, *(d.type_code for d in columns)])
+    return to_frame
+
+
+def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
+    """Rows added, removed and changed between two refs, ordered by key (see diff_frame)."""
+    query, keys = diff_query(db, table, ref_a, ref_b)
+    with translated():
+        cur = db.conn.execute(query)
+        rows = cur.fetchall()
+    return diff_frame(keys)(rows, cur.description or [])
 
 
 def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.DataFrame:

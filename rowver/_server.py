@@ -14,9 +14,9 @@ import subprocess
 import threading
 import urllib.parse
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 import platformdirs
 import psycopg

@@ -12,8 +12,8 @@ import functools
 import importlib
 import itertools
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest

@@ -172,7 +172,8 @@ def test_offline_rendering_is_complete_and_in_order(scripts: Path) -> None:
     assert "-- rowver catalog: 00_catalog.sql" in out
     enable = "SELECT rowver.enable(CAST('customers' AS regclass), CAST(NULL AS name[]), true, CAST(ARRAY[] AS name[]));"
     assert enable in out
-    assert "SELECT rowver.enable(CAST('shop.orders' AS regclass), CAST(NULL AS name[]), true, CAST(ARRAY['item'] AS name[]));" in out
+    assert ("SELECT rowver.enable(CAST('shop.orders' AS regclass), CAST(NULL AS name[]), true, "
+            "CAST(ARRAY['item'] AS name[]));") in out
     steps = ["CREATE TABLE customers", "CREATE TABLE shop.orders", "INSERT INTO customers", "INSERT INTO shop.orders",
              enable, "ALTER TABLE customers ADD COLUMN email",
              "SELECT rowver.refresh(CAST('customers' AS regclass));", "UPDATE customers SET email"]

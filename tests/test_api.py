@@ -250,6 +250,13 @@ def test_as_of_in_chunks_equals_the_whole(db: rowver.Database) -> None:
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
     with pytest.raises(rowver.InvalidInputError, match="chunksize"):
         next(iter(db.as_of("big", 1, chunksize=0)))
+    # a diff streams the same way, in the same types
+    db.conn.execute("delete from big where id > 2400")
+    whole = db.diff("big", 1, "head")
+    chunks = list(db.diff("big", 1, "head", chunksize=400))
+    assert [len(c) for c in chunks] == [400, 400, 100]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    assert whole.op.value_counts().to_dict() == {"changed": 800, "removed": 100}
 
 
 ODD = sql.Identifier('Odd "Ünï" t')

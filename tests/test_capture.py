@@ -99,7 +99,8 @@ def test_shifting_keys_in_one_statement(conn: psycopg.Connection) -> None:
     conn.execute("update shift set id = id + 1")  # key 2 now holds what key 1 held
     assert conn.execute("select id, name from shift__as_of(1) order by id").fetchall() == [(1, "one"), (2, "two")]
     assert conn.execute("select id, name from shift__as_of(2) order by id").fetchall() == [(2, "one"), (3, "two")]
-    assert conn.execute("select id, rv_deleted from shift__history where rv_until = 2 and rv_version = 2").fetchall() == [(1, True)]
+    tombstones = conn.execute("select id, rv_deleted from shift__history where rv_until = 2 and rv_version = 2")
+    assert tombstones.fetchall() == [(1, True)]
 
 
 def test_on_conflict_do_nothing_leaves_no_changeset(items: psycopg.Connection) -> None:

@@ -44,8 +44,8 @@ def test_prune_keeps_later_and_tagged_versions(db: rowver.Database) -> None:
         db.tag("too-late", first)
     assert db.log().iloc[0].message.startswith("prune people")
     # still an index lookup: the horizon guard is a pseudo-constant
-    plan = "\n".join(r[0] for r in db.conn.execute("explain select * from people__as_of(%s) where email = 'ann@x'"
-                                                     % (head,)))
+    explain = sql.SQL("explain select * from people__as_of({}) where email = 'ann@x'").format(head)
+    plan = "\n".join(r[0] for r in db.conn.execute(explain))
     assert "people__as_of" not in plan and "Index" in plan
     assert db.check().empty
 

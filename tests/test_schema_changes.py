@@ -147,7 +147,8 @@ def test_partitioned_table(db: rowver.Database) -> None:
     db.refresh("ev")
     c.execute("insert into ev_asia (region, id, val) values ('asia', 3, 3)")
     c.execute("delete from ev_asia where id = 3")
-    hist = c.execute("select region, id, val, rv_version, rv_until, rv_deleted from ev__history order by rv_version, region, id").fetchall()
+    hist = c.execute("select region, id, val, rv_version, rv_until, rv_deleted from ev__history"
+                     " order by rv_version, region, id").fetchall()
     assert ("eu", 1, 1, 1, 2, False) in hist
     assert ("us", 2, 2, 1, 3, False) in hist
     assert any(r[:3] == ("eu", 1, 10) and not r[5] for r in hist)      # the state before the move
