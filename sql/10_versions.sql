@@ -51,17 +51,19 @@ create or replace function rowver.allocate() returns bigint
 language plpgsql
 as $$
 declare
-  v bigint;
+  v    bigint;
+  done text;  -- (calls are assigned, not PERFORMed: PL/pgSQL then evaluates them without
+              -- starting an executor, which matters on every write)
 begin
-  perform pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
+  done := pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   begin
     v := nextval('rowver.version_seq');
-    perform pg_advisory_xact_lock_shared(rowver.lock_key1(v), rowver.lock_key2(v));
+    done := pg_advisory_xact_lock_shared(rowver.lock_key1(v), rowver.lock_key2(v));
   exception when others then  -- release the session-level mutex, then re-raise the same error
     perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
     raise;
   end;
-  perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
+  done := pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
   insert into rowver.allocation (version, xid) values (v, pg_current_xact_id());
   return v;
 end $$;
@@ -255,10 +257,12 @@ end $$;
 create or replace function rowver.begin_statement() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v bigint;
 begin
   -- (xact_version's body, without a second SECURITY DEFINER call on every write)
   if rowver.allocated() is null then
-    perform rowver.allocate();
+    v := rowver.allocate();
   end if;
   return null;
 end $$;

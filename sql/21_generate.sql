@@ -21,6 +21,7 @@ declare
   rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
+  rv_done    text;
 begin
   -- T still has the shape this function was generated for: checked whenever this query is
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
@@ -95,7 +96,7 @@ begin
   end if;
 
   if rv_changed > 0 then
-    perform rowver.record_change(rv_v, TG_RELID, rv_changed);
+    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed);  -- (assigned: no executor)
   end if;
   return null;
 end
