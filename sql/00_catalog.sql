@@ -101,18 +101,23 @@ create table if not exists rowver.retention (
   table_id  integer primary key references rowver.versioned on delete cascade,
   horizon   bigint not null,
   kept      bigint[] not null,
-  pruned_at timestamptz not null default pg_catalog.clock_timestamp()
+  pruned_at timestamptz not null default pg_catalog.clock_timestamp(),
+  net       bigint  -- the net row changes of the changesets prune removed (null: not counted)
 );
+alter table rowver.retention add column if not exists net bigint;
 
--- Which tables a changeset touched and how many row changes it made there. No foreign
--- keys: every writer would KEY SHARE-lock the same registry row (multixacts under
--- concurrency); rowver's own functions keep it consistent.
+-- Which tables a changeset touched, how many row changes it made there, and by how many
+-- rows it grew or shrank the table (net: inserted minus deleted; null where recorded by a
+-- rowver that did not count it). No foreign keys: every writer would KEY SHARE-lock the
+-- same registry row (multixacts under concurrency); rowver's own functions keep it consistent.
 create table if not exists rowver.changeset_table (
   version  bigint not null,
   table_id integer not null,
   rows     bigint not null,
+  net      bigint,
   primary key (version, table_id)
 );
+alter table rowver.changeset_table add column if not exists net bigint;
 alter table rowver.changeset_table drop constraint if exists changeset_table_version_fkey,
                                    drop constraint if exists changeset_table_table_id_fkey;
 

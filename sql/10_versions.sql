@@ -232,9 +232,11 @@ begin
   return v;
 end $$;
 
--- Record that this transaction changed `n` rows of versioned table `tbl`: creates the
--- changeset on the first captured change, so transactions that capture nothing leave none.
-create or replace function rowver.record_change(v bigint, tbl regclass, n bigint) returns void
+-- Record that this transaction changed `n` rows of versioned table `tbl`, growing it by
+-- `delta` rows (inserted minus deleted): creates the changeset on the first captured
+-- change, so transactions that capture nothing leave none.
+drop function if exists rowver.record_change(bigint, regclass, bigint);
+create or replace function rowver.record_change(v bigint, tbl regclass, n bigint, delta bigint default 0) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -246,10 +248,10 @@ begin
             nullif(current_setting('rowver.author', true), ''),
             nullif(current_setting('rowver.message', true), ''))
     on conflict (version) do nothing)
-  insert into rowver.changeset_table as c (version, table_id, rows)
+  insert into rowver.changeset_table as c (version, table_id, rows, net)
   values (v, (select r.id from rowver.versioned r  -- null, and refused, for an unregistered table
-               where r.relid = coalesce(pg_partition_root(tbl), tbl)), n)  -- a partition counts for its root
-  on conflict (version, table_id) do update set rows = c.rows + excluded.rows;
+               where r.relid = coalesce(pg_partition_root(tbl), tbl)), n, delta)  -- a partition counts for its root
+  on conflict (version, table_id) do update set rows = c.rows + excluded.rows, net = c.net + excluded.net;
 end $$;
 
 -- Every statement on a versioned table starts here: it allocates (once per transaction),

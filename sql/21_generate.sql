@@ -21,6 +21,7 @@ declare
   rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
+  rv_net     bigint := 0;  -- rows inserted minus rows deleted, for rowver.check
   rv_done    text;
 begin
   -- T still has the shape this function was generated for: checked whenever this query is
@@ -35,6 +36,7 @@ begin
     -- inserting a key this transaction deleted undoes its own tombstone
     delete from %1$s h using rv_new n where %2$s and h.rv_version = rv_v and h.rv_deleted;
     select count(*) into rv_changed from rv_new;
+    rv_net := rv_changed;
 
   elsif TG_OP = 'UPDATE' then
     -- rows that kept their key: a changed row supersedes its old state (a no-op update kept
@@ -93,10 +95,12 @@ begin
      where o.rv_version < rv_v
         or exists (select from %1$s h where %9$s and h.rv_until = rv_v and not h.rv_deleted);
     get diagnostics rv_changed = row_count;
+    select -count(*) into rv_net from rv_old;
   end if;
 
-  if rv_changed > 0 then
-    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed);  -- (assigned: no executor)
+  -- (a row inserted and deleted in one transaction changes nothing, but still counts)
+  if rv_changed > 0 or rv_net <> 0 then
+    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed, rv_net);  -- (assigned: no executor)
   end if;
   return null;
 end

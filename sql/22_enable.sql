@@ -96,7 +96,7 @@ begin
     perform set_config('rowver.message', format('enable %s', tbl), true);
   end if;
   execute format('select count(*) from %s', rowver.qualified(tbl)) into n;
-  perform rowver.record_change(v, tbl, n);
+  perform rowver.record_change(v, tbl, n, n);
 end $$;
 
 -- Enable versioning on tbl; returns the enabling changeset's version.

@@ -69,6 +69,9 @@ declare
   h   text;
   k   text;
   v   text;
+  counted bigint;
+  known   boolean;
+  actual  bigint;
 begin
   if (select s.seqcache from pg_catalog.pg_sequence s where s.seqrelid = 'rowver.version_seq'::regclass) <> 1 then
     return query select null::text, 'sequence', 'rowver.version_seq must have CACHE 1';
@@ -131,6 +134,24 @@ begin
                           where l.table_id = r.id and l.dropped_version is null
                             and (l.name = p.name or l.attnum = p.attnum))  -- (a rename not yet refreshed)
       having count(*) > 0;
+
+    -- every row of T came through capture: T holds as many rows as its changesets added net
+    -- (with triggers off, other writers are not tracked; counts recorded by a rowver that did
+    -- not keep them leave the table out). A data-only restore without --disable-triggers
+    -- breaks this: a table whose COPY failed is empty, a restamped one counted twice.
+    if r.triggers then
+      select sum(ct.net), bool_and(ct.net is not null) and coalesce((select x.net is not null from rowver.retention x
+                                                                       where x.table_id = r.id), true)
+        into counted, known
+        from rowver.changeset_table ct where ct.table_id = r.id;
+      counted := coalesce(counted, 0) + coalesce((select x.net from rowver.retention x where x.table_id = r.id), 0);
+      execute format('select count(*) from %s', rowver.qualified(r.relid)) into actual;
+      if coalesce(known, true) and actual <> counted then
+        return query select r.relid::text, 'rows',
+          format('%s holds %s rows, but its changesets added %s: rows written or lost without capture '
+                 '(a data-only restore without --disable-triggers?)', r.relid, actual, counted);
+      end if;
+    end if;
 
     return query
       select r.relid::text, 'definition', 'generated objects are outdated (the table changed); run rowver.refresh'

@@ -48,7 +48,7 @@ begin
         and not exists (select from unnest($2::bigint[]) k where x.rv_version <= k and x.rv_until > k and not x.rv_deleted)',
     hist) using h, kept;
   get diagnostics n = row_count;
-  insert into rowver.retention as x (table_id, horizon, kept) values (r.id, h, kept)
+  insert into rowver.retention as x (table_id, horizon, kept, net) values (r.id, h, kept, 0)
   on conflict (table_id) do update set horizon = greatest(x.horizon, excluded.horizon), kept = excluded.kept,
                                        pruned_at = clock_timestamp();
   -- the as-of function learns the horizon
@@ -90,6 +90,14 @@ begin
     execute format('delete from rv_unused u where exists (select from %I.%I v where v.rv_version = u.version or v.rv_until = u.version)',
                    sch, r.versions_name);
   end loop;
+  -- the row counts of what goes are kept per table, so check can still account for every row
+  -- (every table has a retention row here: the horizon is the lowest of them all)
+  update rowver.retention x
+     set net = x.net + d.net
+    from (select c.table_id, case when bool_and(c.net is not null) then sum(c.net) end as net
+            from rowver.changeset_table c join rv_unused u on u.version = c.version
+           group by c.table_id) d
+   where x.table_id = d.table_id;
   delete from rowver.changeset_table c using rv_unused u where c.version = u.version;
   delete from rowver.changeset c using rv_unused u where c.version = u.version;
   get diagnostics n = row_count;
