@@ -201,8 +201,7 @@ def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, in
     if not where:
         return
     digests = [entries[i].chunks[k] for i, k in where]
-    query = ("copy (select c.data from unnest(%s::bytea[]) with ordinality u(h, i)"
-             " left join rowver.model_chunk c on c.sha256 = u.h order by u.i) to stdout (format binary)")
+    query = "copy (select data from rowver.model_chunk_data(%s::bytea[])) to stdout (format binary)"
     pending: deque[tuple[Future[bytes], int, int]] = deque()
 
     def settle(limit: int) -> None:

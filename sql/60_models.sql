@@ -107,6 +107,18 @@ begin
   end loop;
 end $$;
 
+-- The data of the chunks named, in the order given (null for a missing one), for a load's
+-- binary COPY: one index lookup per chunk (the LIMIT keeps the lateral from being turned
+-- into a join over the whole store), so a load costs the same whatever the store holds.
+create or replace function rowver.model_chunk_data(hashes bytea[]) returns table (data bytea)
+language sql stable
+as $$
+  select c.data
+    from unnest(hashes) with ordinality u(h, i)
+    left join lateral (select k.data from rowver.model_chunk k where k.sha256 = u.h limit 1) c on true
+   order by u.i
+$$;
+
 -- One clear line for a name that cannot be used (the CHECK constraints are the backstop).
 create or replace function rowver.model_check_name(what text, name text) returns void
 language plpgsql immutable
@@ -613,7 +625,7 @@ begin
      where h.h <> v.content_hash;
 end $$;
 
-grant execute on function rowver.model_lock_key1(), rowver.model_store_init(),
+grant execute on function rowver.model_lock_key1(), rowver.model_store_init(), rowver.model_chunk_data(bytea[]),
   rowver.model_check_name(text, text), rowver.model_ref(text), rowver.model_data_version(text),
   rowver.model_manifest_line(text, text, text, bigint[], bigint, integer, bytea[]),
   rowver.model_content_hash(jsonb, text[]), rowver.model_manifest_rows(jsonb),
