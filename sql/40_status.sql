@@ -139,14 +139,16 @@ begin
     -- (with triggers off, other writers are not tracked; counts recorded by a rowver that did
     -- not keep them leave the table out). A data-only restore without --disable-triggers
     -- breaks this: a table whose COPY failed is empty, a restamped one counted twice.
+    -- (One statement, so that both sides are counted in one snapshot while writers run.)
     if r.triggers then
-      select sum(ct.net), bool_and(ct.net is not null) and coalesce((select x.net is not null from rowver.retention x
-                                                                       where x.table_id = r.id), true)
-        into counted, known
-        from rowver.changeset_table ct where ct.table_id = r.id;
-      counted := coalesce(counted, 0) + coalesce((select x.net from rowver.retention x where x.table_id = r.id), 0);
-      execute format('select count(*) from %s', rowver.qualified(r.relid)) into actual;
-      if coalesce(known, true) and actual <> counted then
+      execute format(
+        'select (select count(*) from %s),
+                (select coalesce(sum(ct.net), 0) from rowver.changeset_table ct where ct.table_id = $1)
+                  + coalesce((select x.net from rowver.retention x where x.table_id = $1), 0),
+                not exists (select from rowver.changeset_table ct where ct.table_id = $1 and ct.net is null)
+                  and not exists (select from rowver.retention x where x.table_id = $1 and x.net is null)',
+        rowver.qualified(r.relid)) using r.id into actual, counted, known;
+      if known and actual <> counted then
         return query select r.relid::text, 'rows',
           format('%s holds %s rows, but its changesets added %s: rows written or lost without capture '
                  '(a data-only restore without --disable-triggers?)', r.relid, actual, counted);

@@ -210,8 +210,9 @@ def _writer(url: str, w: int, deadline: float, out: str, two_phase: bool) -> Non
 # -- the readers ---------------------------------------------------------------------------
 
 def _reader(url: str, r: int, deadline: float, out: str) -> None:
-    """r == 0: live head, autocommit, a new statement for each read; r == 1: head_mark in a
-    REPEATABLE READ transaction (the published head is safe in any snapshot)."""
+    """r == 0: live head, autocommit, a new statement for each read, and now and then
+    rowver check; r == 1: head_mark in a REPEATABLE READ transaction (the published head is
+    safe in any snapshot)."""
     reads: list = []
     lags: list = []
     errors: list[str] = []
@@ -239,6 +240,9 @@ def _reader(url: str, r: int, deadline: float, out: str) -> None:
                 else:
                     rows = conn.execute(f"select {cols} from {table}__as_of(%s) order by id", (h,)).fetchall()
                 reads.append([h, table, digest(rows), len(rows)])
+            if r == 0 and i % 25 == 0:
+                # rowver check holds while writers run (each invariant reads one snapshot)
+                errors += [f"r0: check while writing: {v}" for v in conn.execute("select * from rowver.check()")]
             if r == 1:
                 conn.commit()
             time.sleep(0.002)
