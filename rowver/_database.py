@@ -220,7 +220,7 @@ class Database:
         ``key``, ``changed``, then ``old_<column>`` and ``new_<column>`` for each column; with
         ``chunksize``, an iterator of DataFrames of at most that many rows."""
         if chunksize is not None:
-            query, keys = _query.diff_query(self, table, ref_a, ref_b)
+            query, keys, _ = _query.diff_query(self, table, ref_a, ref_b)
             return _query.chunks(self, query, chunksize, _query.diff_frame(keys))
         return _query.diff(self, table, ref_a, ref_b)
 

@@ -87,14 +87,16 @@ def history(db: Database, table: str, key: Any) -> pd.DataFrame:
     return frame(db, query, list(where.values()))
 
 
-def diff_query(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> tuple[sql.Composed, list[str]]:
-    """The query for the rows added, removed and changed between two refs, and the key."""
+def diff_query(db: Database, table: str, ref_a: str | int,
+               ref_b: str | int) -> tuple[sql.Composed, list[str], tuple[int, int]]:
+    """The query for the rows added, removed and changed between two refs, the key, and the
+    two versions the refs resolved to."""
     with translated():
         keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     a, b = db.resolve(ref_a), db.resolve(ref_b)  # their own statements: the read below sees both
     with translated():
         query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
-    return sql.Composed([sql.SQL(query)]), keys  # built by rowver.diff_sql with format('%I')
+    return sql.Composed([sql.SQL(query)]), keys, (a, b)  # built by rowver.diff_sql with format('%I')
 
 
 def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
@@ -117,12 +119,15 @@ def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
 
 
 def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
-    """Rows added, removed and changed between two refs, ordered by key (see diff_frame)."""
-    query, keys = diff_query(db, table, ref_a, ref_b)
+    """Rows added, removed and changed between two refs, ordered by key (see diff_frame);
+    ``frame.attrs["versions"]`` holds the two versions that were read."""
+    query, keys, versions = diff_query(db, table, ref_a, ref_b)
     with translated():
         cur = db.conn.execute(query)
         rows = cur.fetchall()
-    return diff_frame(keys)(rows, cur.description or [])
+    frame = diff_frame(keys)(rows, cur.description or [])
+    frame.attrs["versions"] = versions
+    return frame
 
 
 def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.DataFrame:

@@ -351,7 +351,7 @@ def diff(
     """Rows added, removed and changed between two refs; for changed rows, old -> new."""
     with _database(url) as db:
         frame = db.diff(table, ref_a, ref_b)
-        a, b = db.resolve(ref_a), db.resolve(ref_b)
+    a, b = frame.attrs["versions"]  # what was read (a second resolve could see a newer head)
     rows = _output.diff_records(frame)
     if fmt is not Format.table:
         _output.emit(["op", "key", "changed", "old", "new"], [tuple(r.values()) for r in rows], fmt)

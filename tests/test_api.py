@@ -253,6 +253,7 @@ def test_as_of_in_chunks_equals_the_whole(db: rowver.Database) -> None:
     # a diff streams the same way, in the same types
     db.conn.execute("delete from big where id > 2400")
     whole = db.diff("big", 1, "head")
+    assert whole.attrs["versions"] == (1, db.head())  # what was read, for a caller's header
     chunks = list(db.diff("big", 1, "head", chunksize=400))
     assert [len(c) for c in chunks] == [400, 400, 100]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
