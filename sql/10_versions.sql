@@ -288,7 +288,7 @@ begin
 end $$;
 
 -- Anyone may read head and resolve refs; tags are names, not data. Allocation
--- (xact_version), record_change and begin_statement stay with rowver_owner.
+-- (xact_version, allocate), record_change and begin_statement stay with rowver_owner.
 grant execute on function rowver.allocated(), rowver.head(), rowver.publish_head(), rowver.resolve(text),
   rowver.tag(text, text), rowver.untag(text), rowver.lock_key1(bigint), rowver.lock_key2(bigint),
   rowver.mutex() to public;
