@@ -110,17 +110,18 @@ class Settings:
     throughput_reps: int = 3
     sync_reps: int = 3          # figure 6
     model_mb: int = 1024        # figure 8
-    model_rounds: int = 3
+    model_rounds: int = 4       # even: load and the raw read into memory each go first half the time
+    rewrite: bool = False       # enable the versioned table with rewrite => true
     quick: bool = False
 
     @classmethod
-    def for_run(cls, *, rows: int | None = None, quick: bool = False) -> Settings:
+    def for_run(cls, *, rows: int | None = None, quick: bool = False, rewrite: bool = False) -> Settings:
         if quick:
             base = cls(rows=20_000, reps=3, lookups=300, seconds=0.5, throughput_reps=1, sync_reps=2,
                        model_mb=4, model_rounds=1, quick=True)
         else:
             base = cls()
-        return replace(base, rows=rows) if rows is not None else base
+        return replace(base, rows=base.rows if rows is None else rows, rewrite=rewrite)
 
 
 @dataclass
@@ -159,10 +160,10 @@ class Report:
 
 
 def bench(db: Database, *, rows: int | None = None, quick: bool = False, models: bool = True,
-          progress: Progress | None = None) -> Report:
+          rewrite: bool = False, progress: Progress | None = None) -> Report:
     """Measure what versioning costs on ``db``'s server, in a scratch schema dropped afterwards."""
     db.require_catalog()
-    settings = Settings.for_run(rows=rows, quick=quick)
+    settings = Settings.for_run(rows=rows, quick=quick, rewrite=rewrite)
     if settings.rows < 1000:
         raise InvalidInputError("rowver bench needs at least 1000 rows")
     run = _Run(db.url, settings, progress or (lambda _: None))
@@ -279,7 +280,8 @@ class _Run:
         reading it as of a version) and self._v0 (the oldest version, its current rows)."""
         conn = self.conn
         name = self._text("bench_versioned")
-        self._v0 = int(conn.execute("select rowver.enable(%s::regclass)", (name,)).fetchone()[0])  # type: ignore[index]
+        self._v0 = int(conn.execute("select rowver.enable(%s::regclass, rewrite => %s)",  # type: ignore[index]
+                                    (name, self.s.rewrite)).fetchone()[0])
         self._after_write()
         hist, as_of = conn.execute("select history_name, as_of_name from rowver.versioned"
                                    " where relid = %s::regclass", (name,)).fetchone()  # type: ignore[misc]
@@ -375,7 +377,7 @@ class _Run:
         p, v = _median(tp), _median(tv)
         return Figure(3, "current_scan", f"full scan of current rows after {self.s.rounds} rounds of 10% updates",
                       "s", p, v, _ratio(v, p), "<=", 1.10,
-                      detail={"plain_s": _round(tp), "versioned_s": _round(tv),
+                      detail={"plain_s": _round(tp), "versioned_s": _round(tv), "rewrite": self.s.rewrite,
                               "plain_heap_bytes": self._heap_bytes(self.plain),
                               "versioned_heap_bytes": self._heap_bytes(self.ver)})
 
@@ -790,7 +792,8 @@ def emit(report: Report, fmt: Any) -> None:
     s = report.settings
     out = _output.console()
     out.print(f"rowver bench on PostgreSQL {report.server}: {s.rows:,} rows"
-              f"{' (--quick: a smoke test, not a measurement)' if s.quick else ''}, "
+              f"{' (--quick: a smoke test, not a measurement)' if s.quick else ''}"
+              f"{', versioned with enable --rewrite' if s.rewrite else ''}, "
               f"{report.seconds:.0f} s; ratio = versioned / plain, median of interleaved runs")
     out.print(_output.to_table(["#", "figure", "plain", "versioned", "ratio", "target", "result"],
                                table_rows(report), width=out.width))  # type: ignore[arg-type]

@@ -104,11 +104,14 @@ class Database:
     # -- schema -----------------------------------------------------------------------
 
     def enable(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
-               ignore: Iterable[str] = ()) -> int:
-        """Version ``table``; returns the enabling changeset's version."""
+               ignore: Iterable[str] = (), rewrite: bool = False) -> int:
+        """Version ``table``; returns the enabling changeset's version. ``rewrite`` copies
+        the table once (holding an exclusive lock meanwhile) so that every row stores its
+        version: full scans then stay as fast after updates as on a table versioned from
+        its creation."""
         if self.catalog_version() is None:
             self.init()
-        return _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore)
+        return _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite)
 
     def disable(self, table: str, *, keep_history: bool = False) -> None:
         """Stop versioning ``table``; its history is dropped unless ``keep_history``."""
@@ -152,10 +155,10 @@ class Database:
         return removed
 
     def ddl(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
-            ignore: Iterable[str] = ()) -> str:
+            ignore: Iterable[str] = (), rewrite: bool = False) -> str:
         """The SQL that ``enable`` would run, unapplied."""
         self.require_catalog()
-        return _schema.ddl(self, table, key=key, triggers=triggers, ignore=ignore)
+        return _schema.ddl(self, table, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite)
 
     def disable_ddl(self, table: str, *, keep_history: bool = False) -> str:
         """The SQL that ``disable`` would run, unapplied."""

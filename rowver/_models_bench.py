@@ -30,7 +30,7 @@ from ._model_chunks import CHUNK_SIZE
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 
 
-def bench_models(url: str, size_mb: int = 1024, *, tensors: int = 20, rounds: int = 3,
+def bench_models(url: str, size_mb: int = 1024, *, tensors: int = 20, rounds: int = 4,
                  chunk_size: int = CHUNK_SIZE) -> dict[str, Any]:
     """Save/load throughput of ``size_mb`` MiB of float32 weights in ``tensors`` tensors
     against raw binary COPY. Saves models named rowver_bench_<random> (left in place, so

@@ -28,18 +28,19 @@ def _script(statements: Iterable[str]) -> str:
 
 
 def enable(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
-           ignore: Iterable[str]) -> int:
-    args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [])
+           ignore: Iterable[str], rewrite: bool) -> int:
+    args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
     with translated(), db.conn.transaction():
-        return int(_sql.value(db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[])", args))
+        return int(_sql.value(
+            db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[], %s)", args))
 
 
 def ddl(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
-        ignore: Iterable[str]) -> str:
-    args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [])
+        ignore: Iterable[str], rewrite: bool) -> str:
+    args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
     with translated():
         rows = db.conn.execute(
-            "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[])", args).fetchall()
+            "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[], %s)", args).fetchall()
     return _script(r[0] for r in rows)
 
 

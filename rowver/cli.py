@@ -159,16 +159,19 @@ def enable(
     key: Keys = None,
     triggers: Triggers = True,
     ignore: Ignore = None,
+    rewrite: Annotated[bool, typer.Option(
+        "--rewrite", help="Copy the table once, under an exclusive lock, so that every row stores its "
+        "version (full scans stay faster after updates).")] = False,
     show_sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it.")] = False,
     url: Url = None,
 ) -> None:
     """Start versioning a table; its existing rows become the first version."""
     with _database(url) as db:
         if show_sql:
-            typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or ()), nl=False)
+            typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite), nl=False)
             return
         with _output.progress(f"enabling versioning of {table}"):
-            version = db.enable(table, key=key, triggers=triggers, ignore=ignore or ())
+            version = db.enable(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite)
         typer.echo(f"{table} is versioned; its current rows are version {version}")
 
 
@@ -467,8 +470,10 @@ def bench(
         "--quick", help="A small, fast run that checks the bench works; its figures are not measurements.")] = False,
     models: Annotated[bool | None, typer.Option(
         "--models/--no-models",
-        help="Also measure the model store (figure 8): at full size it saves about 3 GB of weights that "
+        help="Also measure the model store (figure 8): at full size it saves about 4 GB of weights that "
              "stay in the database. Default: only with --quick (4 MB).")] = None,
+    rewrite: Annotated[bool, typer.Option(
+        "--rewrite", help="Enable the versioned bench table as `rowver enable --rewrite` does.")] = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
@@ -481,7 +486,7 @@ def bench(
 
     with _database(url) as db, _bench.status_line() as say:
         report = _bench.bench(db, rows=rows, quick=quick, models=quick if models is None else models,
-                              progress=say)
+                              rewrite=rewrite, progress=say)
     _bench.emit(report, fmt)
     failed = [f for f in report.figures if f.status.startswith("error")]
     if failed:

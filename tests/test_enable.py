@@ -8,8 +8,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
+from typer.testing import CliRunner
 
 import rowver
+from rowver.cli import app
 
 
 @pytest.fixture
@@ -115,6 +117,41 @@ def test_ddl_is_exactly_what_enable_runs_and_changes_nothing(db: rowver.Database
     with db.conn.transaction():
         db.conn.execute(script)
     assert db.status().table_name.tolist() == ["t"]
+    assert db.check().empty
+
+
+def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: str) -> None:
+    """Without rewrite, rv_version is a fast default (no row copied, atthasmissing); with
+    it, the table is copied once and every row carries its version on disk."""
+    def filenode(t: str) -> int:
+        return db.conn.execute("select pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0]
+
+    def has_missing(t: str) -> bool:
+        return db.conn.execute("select atthasmissing from pg_attribute where attrelid = %s::regclass"
+                               " and attname = 'rv_version'", (t,)).fetchone()[0]
+
+    db.conn.execute("create table fast (id int primary key, x text)")
+    db.conn.execute("create table copied (id int primary key, x text)")
+    db.conn.execute("create table parted (id int primary key, x text) partition by range (id)")
+    db.conn.execute("create table parted_1 partition of parted for values from (0) to (1000)")
+    for t in ("fast", "copied", "parted"):
+        db.conn.execute(sql.SQL("insert into {} select i, 'row ' || i from generate_series(1, 500) i")
+                        .format(sql.Identifier(t)))
+    before = {t: filenode(t) for t in ("fast", "copied", "parted_1")}
+    assert "using rv_version + 0" in db.ddl("copied", rewrite=True)
+    assert "using rv_version + 0" not in db.ddl("copied")
+    v_fast = db.enable("fast")
+    v_copied = db.enable("copied", rewrite=True)
+    result = CliRunner().invoke(app, ["enable", "parted", "--rewrite", "--url", db_url])
+    assert result.exit_code == 0, result.output
+    assert filenode("fast") == before["fast"] and has_missing("fast")
+    for t in ("copied", "parted_1"):
+        assert filenode(t) != before[t] and not has_missing(t), t
+    assert db.conn.execute("select array_agg(distinct rv_version) from copied").fetchone()[0] == [v_copied]
+    assert db.conn.execute("select count(*) from parted where rv_version is null").fetchone()[0] == 0
+    with db.changeset() as cs:
+        cs.upsert("copied", [{"id": 1, "x": "changed"}])
+    assert db.as_of("copied", v_copied)["x"].tolist() == db.as_of("fast", v_fast)["x"].tolist()
     assert db.check().empty
 
 
