@@ -125,21 +125,25 @@ class EnableVersioningOp(MigrateOperation):
     """``rowver.enable``: version a table; its existing rows become its first version."""
 
     def __init__(self, table_name: str, *, key: Sequence[str] | None = None, triggers: bool = True,
-                 ignore: Iterable[str] = (), schema: str | None = None) -> None:
+                 ignore: Iterable[str] = (), rewrite: bool = False, schema: str | None = None) -> None:
         self.table_name = table_name
         self.key = _names(key)
         self.triggers = triggers
         self.ignore = _names(ignore) or []
+        self.rewrite = rewrite
         self.schema = schema
 
     @classmethod
     def enable_versioning(cls, operations: Operations, table_name: str, *,
                           key: Sequence[str] | None = None, triggers: bool = True,
-                          ignore: Iterable[str] = (), schema: str | None = None) -> None:
+                          ignore: Iterable[str] = (), rewrite: bool = False, schema: str | None = None) -> None:
         """Version ``table_name``: ``key`` for a table without a primary key (columns with
         a unique index, NOT NULL), ``triggers=False`` to capture only rowver's write layer,
-        ``ignore`` for columns that change in place without making versions."""
-        operations.invoke(cls(table_name, key=key, triggers=triggers, ignore=ignore, schema=schema))
+        ``ignore`` for columns that change in place without making versions, ``rewrite``
+        to copy the table once so that every row stores its version (an exclusive lock
+        for the copy; full scans stay faster after updates)."""
+        operations.invoke(cls(table_name, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite,
+                              schema=schema))
 
     def reverse(self) -> DisableVersioningOp:
         return DisableVersioningOp(self.table_name, schema=self.schema, _reverse=self)
@@ -147,11 +151,12 @@ class EnableVersioningOp(MigrateOperation):
     def statement(self, operations: Operations) -> TextClause:
         return text(
             "SELECT rowver.enable(CAST(:tbl AS regclass), CAST(:key AS name[]), :triggers, "
-            "CAST(:ignore AS name[]))"
+            "CAST(:ignore AS name[]), :rewrite)"
         ).bindparams(_tbl(operations, self.table_name, self.schema),
                      bindparam("key", self.key, type_=ARRAY(String())),
                      bindparam("triggers", self.triggers, type_=Boolean()),
-                     bindparam("ignore", self.ignore, type_=ARRAY(String())))
+                     bindparam("ignore", self.ignore, type_=ARRAY(String())),
+                     bindparam("rewrite", self.rewrite, type_=Boolean()))
 
 
 @Operations.register_operation("disable_versioning")

@@ -144,7 +144,7 @@ def render(migration: Callable[[Operations], object], **opts: object) -> str:
 
 
 def table_changes(op: Operations) -> None:
-    op.enable_versioning("Order Items", key=["id"], schema="Crm")
+    op.enable_versioning("Order Items", key=["id"], rewrite=True, schema="Crm")
     op.add_column("Order Items", sa.Column("note", sa.Text), schema="Crm")
     op.alter_column("customers", "name", new_column_name="full_name")
     op.rename_table("customers", "clients")
@@ -156,7 +156,7 @@ def table_changes(op: Operations) -> None:
 def test_offline_ops_quote_names_and_refresh_after_table_changes() -> None:
     out = render(table_changes)
     assert ("SELECT rowver.enable(CAST('\"Crm\".\"Order Items\"' AS regclass), CAST(ARRAY['id'] AS name[]), "
-            "true, CAST(ARRAY[] AS name[]));") in out
+            "true, CAST(ARRAY[] AS name[]), true);") in out
     refreshed = [line for line in out.splitlines() if line.startswith("SELECT rowver.refresh(")]
     assert refreshed == ["SELECT rowver.refresh(CAST('\"Crm\".\"Order Items\"' AS regclass));",
                          "SELECT rowver.refresh(CAST('customers' AS regclass));",
@@ -170,10 +170,11 @@ def test_offline_ops_quote_names_and_refresh_after_table_changes() -> None:
 def test_offline_rendering_is_complete_and_in_order(scripts: Path) -> None:
     out = offline_script(scripts)
     assert "-- rowver catalog: 00_catalog.sql" in out
-    enable = "SELECT rowver.enable(CAST('customers' AS regclass), CAST(NULL AS name[]), true, CAST(ARRAY[] AS name[]));"
+    enable = ("SELECT rowver.enable(CAST('customers' AS regclass), CAST(NULL AS name[]), true, CAST(ARRAY[] AS name[]),"
+              " false);")
     assert enable in out
     assert ("SELECT rowver.enable(CAST('shop.orders' AS regclass), CAST(NULL AS name[]), true, "
-            "CAST(ARRAY['item'] AS name[]));") in out
+            "CAST(ARRAY['item'] AS name[]), false);") in out
     steps = ["CREATE TABLE customers", "CREATE TABLE shop.orders", "INSERT INTO customers", "INSERT INTO shop.orders",
              enable, "ALTER TABLE customers ADD COLUMN email",
              "SELECT rowver.refresh(CAST('customers' AS regclass));", "UPDATE customers SET email"]
