@@ -255,6 +255,13 @@ def test_a_large_load_reads_on_two_connections(db: rowver.Database, monkeypatch:
         assert np.array_equal(db.models.load("split").weights["t2"], w["t2"])
     assert len(opened) == chunks.STREAMS - 1, "a load inside a transaction opened a connection"
 
+    def refused() -> psycopg.Connection:
+        raise psycopg.OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr(db, "connect_more", refused)  # a server at its connection limit: one stream
+    assert all(np.array_equal(db.models.load("split").weights[k], v) for k, v in w.items())
+    monkeypatch.setattr(db, "connect_more", counted)
+
     last = db.models.get("split").tensors[2].chunks[-1]
     db.conn.execute("update rowver.model_chunk set data = set_byte(data, 7, get_byte(data, 7) # 1)"
                     " where sha256 = %s", (last,))
