@@ -125,6 +125,9 @@ Triggers = Annotated[bool, typer.Option(
 Ignore = Annotated[list[str] | None, typer.Option(
     "--ignore", metavar="COL", help="A column that changes in place, without making versions "
     "(repeatable).")]
+Rewrite = Annotated[bool, typer.Option(
+    "--rewrite", help="Copy the table once, under an exclusive lock, so that every row stores its "
+    "version (full scans stay faster after updates).")]
 
 
 @contextmanager
@@ -159,9 +162,7 @@ def enable(
     key: Keys = None,
     triggers: Triggers = True,
     ignore: Ignore = None,
-    rewrite: Annotated[bool, typer.Option(
-        "--rewrite", help="Copy the table once, under an exclusive lock, so that every row stores its "
-        "version (full scans stay faster after updates).")] = False,
+    rewrite: Rewrite = False,
     show_sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it.")] = False,
     url: Url = None,
 ) -> None:
@@ -242,10 +243,10 @@ def erase(
 
 @app.command()
 def ddl(table: Table, key: Keys = None, triggers: Triggers = True, ignore: Ignore = None,
-        url: Url = None) -> None:
+        rewrite: Rewrite = False, url: Url = None) -> None:
     """Print the SQL that `rowver enable` would run, without running it."""
     with _database(url) as db:
-        typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or ()), nl=False)
+        typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite), nl=False)
 
 
 # -- looking around -------------------------------------------------------------------------

@@ -140,6 +140,8 @@ def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: st
     before = {t: filenode(t) for t in ("fast", "copied", "parted_1")}
     assert "using rv_version + 0" in db.ddl("copied", rewrite=True)
     assert "using rv_version + 0" not in db.ddl("copied")
+    shown = CliRunner().invoke(app, ["ddl", "copied", "--rewrite", "--url", db_url])
+    assert shown.exit_code == 0 and "using rv_version + 0" in shown.output, shown.output
     v_fast = db.enable("fast")
     v_copied = db.enable("copied", rewrite=True)
     result = CliRunner().invoke(app, ["enable", "parted", "--rewrite", "--url", db_url])
