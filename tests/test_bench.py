@@ -64,10 +64,11 @@ def test_quick_bench_json(db_url: str) -> None:
 
 
 def test_quick_bench_table(db_url: str) -> None:
-    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--url", db_url])
+    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--rewrite", "--url", db_url])
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert "as-of full read" in result.stdout
     assert "not run (--no-models)" in result.stdout
+    assert "versioned with enable --rewrite" in result.stdout
     assert _schemas(db_url) == []
 
 
