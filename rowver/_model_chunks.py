@@ -34,7 +34,7 @@ CHUNK_SIZE = 4 << 20     # a few MiB: large enough for COPY, small enough to ded
 BATCH_BYTES = 64 << 20   # one COPY (one transaction) per batch of chunks
 AHEAD = 16               # slices hashed ahead of the writer (memory: AHEAD * chunk_size)
 VERIFY_THREADS = 2       # sha-256 runs ~1.7 GB/s a core: a load's hashing must not lag the transfer
-STREAMS = 2              # connections a large load reads on (2 cores: 0.69x raw COPY out -> 0.75-0.81x)
+STREAMS = 2              # connections a large load reads on: one backend sends one core's worth at most
 PARALLEL_BYTES = 64 << 20  # below this, opening a second connection costs more than it saves
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
