@@ -175,6 +175,26 @@ begin
   end loop;
 end $$;
 
+-- Forget a versioned table that was dropped without rowver.disable (DROP TABLE ... CASCADE
+-- drops its view and functions, not its registry entry): its entry and its changesets'
+-- counts go, as disable would remove them. Its history table, if still there, is the
+-- caller's to drop or keep.
+create or replace function rowver.forget(table_oid oid) returns void
+language plpgsql
+as $$
+begin
+  if exists (select from pg_catalog.pg_class c where c.oid = table_oid) then
+    raise exception 'rowver: table % still exists', table_oid::regclass
+      using errcode = '55000', hint = 'rowver.disable stops versioning a table that exists';
+  end if;
+  if not exists (select from rowver.versioned v where v.relid = table_oid) then
+    raise exception 'rowver: no versioned table had oid %', table_oid
+      using errcode = '42704', hint = 'rowver check names dropped versioned tables by their oid';
+  end if;
+  delete from rowver.changeset_table c using rowver.versioned v where v.relid = table_oid and c.table_id = v.id;
+  delete from rowver.versioned v where v.relid = table_oid;
+end $$;
+
 -- Planning is read-only and open to all; enable, disable and register stay with
 -- rowver_owner's members.
 grant execute on function rowver.enable_ddl(regclass, name[], boolean, name[], boolean),

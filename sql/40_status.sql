@@ -78,8 +78,9 @@ begin
   end if;
   return query
     select x.relid::oid::text, 'dropped',
-           format('table %s was dropped without rowver.disable; its history %I stays behind',
-                  x.relid::oid, x.history_name)
+           format('table %s was dropped without rowver.disable; select rowver.forget(%s) forgets it'
+                  ' (a history table %I left behind is yours to drop or keep)',
+                  x.relid::oid, x.relid::oid, x.history_name)
       from rowver.versioned x
      where tbl is null and not exists (select from pg_catalog.pg_class c where c.oid = x.relid);
   for r in select * from rowver.versioned x

@@ -157,6 +157,39 @@ def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: st
     assert db.check().empty
 
 
+def test_a_table_dropped_without_disable_is_named_and_forgotten(db: rowver.Database, db_url: str) -> None:
+    for name in ("gone", "kept"):
+        db.conn.execute(sql.SQL("create table {} (id int primary key, x int)").format(sql.Identifier(name)))
+        db.enable(name)
+    with db.changeset() as cs:
+        cs.upsert("gone", [{"id": 1, "x": 1}])
+        cs.upsert("kept", [{"id": 1, "x": 1}])
+    oid = db.conn.execute("select 'gone'::regclass::oid").fetchone()[0]
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):  # its versions view needs it
+        db.conn.execute("drop table gone")
+    db.conn.execute("drop table gone cascade")
+
+    found = db.check()
+    assert found["invariant"].tolist() == ["dropped"]
+    assert f"select rowver.forget({oid})" in found["detail"][0]
+    result = CliRunner().invoke(app, ["check", "--url", db_url])
+    assert result.exit_code == 1 and f"rowver.forget({oid})" in result.output
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="still exists"):
+        db.conn.execute("select rowver.forget('kept'::regclass)")
+    with pytest.raises(psycopg.errors.UndefinedObject, match="no versioned table"):
+        db.conn.execute("select rowver.forget(1)")
+
+    db.conn.execute("select rowver.forget(%s)", (oid,))
+    assert db.check().empty
+    assert db.status().table_name.tolist() == ["kept"]
+    assert db.log()["tables"].iloc[0] == ["kept"]
+    # what is left of its history is the caller's; versioning a new table of that name needs it gone
+    db.conn.execute("drop table gone__history")
+    db.conn.execute("create table gone (id int primary key, x int)")
+    db.enable("gone")
+    assert db.check().empty
+
+
 def test_disable_with_and_without_keeping_history(db: rowver.Database) -> None:
     for name in ("keep", "drop"):
         db.conn.execute(sql.SQL("create table {} (id int primary key, x int)").format(sql.Identifier(name)))

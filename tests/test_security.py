@@ -86,6 +86,7 @@ FORBIDDEN = [
     ("truncate items", psycopg.errors.InsufficientPrivilege),
     ("truncate items__history", psycopg.errors.InsufficientPrivilege),
     ("select rowver.disable('items')", psycopg.errors.InsufficientPrivilege),
+    ("select rowver.forget('items'::regclass)", psycopg.errors.InsufficientPrivilege),
     ("select rowver.refresh('items')", psycopg.errors.InsufficientPrivilege),
     ("alter table items__history disable row level security", psycopg.errors.InsufficientPrivilege),
 ]
