@@ -59,7 +59,8 @@ begin
   begin
     v := nextval('rowver.version_seq');
     done := pg_advisory_xact_lock_shared(rowver.lock_key1(v), rowver.lock_key2(v));
-  exception when others then  -- release the session-level mutex, then re-raise the same error
+  exception when others or query_canceled then  -- (others excludes cancels and timeouts)
+    -- release the session-level mutex, then re-raise the same error
     perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
     raise;
   end;
@@ -93,8 +94,13 @@ begin
     return (select m.head from rowver.head_mark m);
   end if;
   perform pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
-  select case when s.is_called then s.last_value else s.last_value - 1 end
-    into top from rowver.version_seq s;
+  begin
+    select case when s.is_called then s.last_value else s.last_value - 1 end
+      into top from rowver.version_seq s;
+  exception when others or query_canceled then  -- as in allocate: never keep the mutex
+    perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
+    raise;
+  end;
   perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
 
   -- our own version does not conflict with our own probe: stop before it explicitly

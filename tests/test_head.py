@@ -79,6 +79,27 @@ def test_own_version_is_not_past_head(items: psycopg.Connection, db_url: str) ->
     c.close()
 
 
+def test_a_writer_cancelled_while_allocating_releases_the_mutex(items: psycopg.Connection, db_url: str) -> None:
+    """A statement timeout inside allocation (here: waiting for its version's lock, which
+    another session holds) must not leave the session-level mutex held: head() and the
+    same session's next write would wait on it."""
+    last, called = items.execute("select last_value, is_called from rowver.version_seq").fetchone()
+    v = last + 1 if called else last
+    key1, key2 = items.execute("select rowver.lock_key1(%s), rowver.lock_key2(%s)", (v, v)).fetchone()
+    blocker = psycopg.connect(db_url, autocommit=True)
+    blocker.execute("select pg_advisory_lock(%s, %s)", (key1, key2))
+    writer = psycopg.connect(db_url, autocommit=True)
+    writer.execute("set statement_timeout = '300ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        writer.execute("update items set n = 5 where id = 5")
+    blocker.close()
+    items.execute("set statement_timeout = '5s'")
+    assert head(items) >= v  # would time out waiting for the mutex
+    writer.execute("update items set n = 5 where id = 5")  # and so would this
+    assert head(items) > v
+    writer.close()
+
+
 def test_update_of_a_row_a_newer_version_wrote_is_a_serialization_failure(items: psycopg.Connection, db_url: str) -> None:
     older, v_old = open_writer(db_url, "insert into other values (1)")
     newer, v_new = open_writer(db_url, "update items set n = 7 where id = 7")
