@@ -206,16 +206,17 @@ def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | Non
 
     texts = [[cell_text(v) for v in row] for row in rows]
     numeric = [_all(rows, i, _is_number) for i in range(len(columns))]
+    whole = [numeric[i] or _all(rows, i, _is_time) for i in range(len(columns))]  # never cut
     minimum = []
     for i, name in enumerate(columns):
         longest = max((len(line) for t in texts for line in t[i].splitlines() or [""]), default=0)
-        minimum.append(max(len(name), longest) if numeric[i] else max(min(len(name), 12), min(longest, 10)))
+        minimum.append(max(len(name), longest) if whole[i] else max(min(len(name), 12), min(longest, 10)))
     if sum(minimum) + 3 * (len(columns) - 1) > width:
         return _expanded(columns, texts, title=title)
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold",
                   header_style="bold", pad_edge=False, show_edge=False)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="right" if numeric[i] else "left", no_wrap=numeric[i],
+        table.add_column(name, justify="right" if numeric[i] else "left", no_wrap=whole[i],
                          overflow="fold", min_width=minimum[i])
     for row in texts:
         table.add_row(*(Text(t) for t in row))
@@ -267,6 +268,10 @@ def cell_text(value: Any) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (dt.date, dt.time))  # (datetime is a date)
 
 
 # -- diffs ----------------------------------------------------------------------------------

@@ -331,16 +331,24 @@ def history(
     key: Annotated[list[str], typer.Argument(
         metavar="KEY", help="The row's key values, in key-column order (several for a composite key).",
         show_default=False)],
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="A,B",
+        help="Only these of the row's columns, comma-separated (the version columns always show).")] = None,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Every version of one row: version, until, deleted, time, author, message, values."""
+    wanted = _split(columns)
     with _database(url) as db:
         frame = db.history(table, tuple(key))
         if frame.empty:
             raise InvalidInputError(f"{table} has no version of a row with key {', '.join(key)}")
-        meta = ["rv_version", "rv_until", "rv_deleted", "created_at", "author", "message"]
-        frame = frame[[*meta, *(c for c in frame.columns if c not in meta)]]
+    meta = ["rv_version", "rv_until", "rv_deleted", "created_at", "author", "message"]
+    values = [c for c in frame.columns if c not in meta]
+    for name in wanted or ():
+        if name not in values:
+            raise InvalidInputError(f"{table} has no column {name!r}; its columns are {', '.join(values)}")
+    frame = frame[[*meta, *(wanted or values)]]
     _output.emit_frame(frame, fmt)
 
 

@@ -91,6 +91,7 @@ declare
   rel name := (select c.relname from pg_catalog.pg_class c where c.oid = tbl);
   id  integer;
   n   bigint;
+  msg text;
 begin
   insert into rowver.versioned (relid, key_columns, ignore_columns, triggers, history_name,
                                 versions_name, as_of_name, stamp_name, capture_name,
@@ -102,8 +103,12 @@ begin
   returning versioned.id into id;
   insert into rowver.column_life (table_id, name, attnum)
   select id, p.name, p.attnum from rowver.payload_columns(tbl) p;
-  if coalesce(current_setting('rowver.message', true), '') = '' then
-    perform set_config('rowver.message', format('enable %s', tbl), true);
+  -- the message names every table this transaction enables, unless the user gave one
+  msg := coalesce(current_setting('rowver.message', true), '');
+  if msg = '' or msg = current_setting('rowver.enable_message', true) then
+    msg := case when msg = '' then format('enable %s', tbl) else format('%s, %s', msg, tbl) end;
+    perform set_config('rowver.message', msg, true), set_config('rowver.enable_message', msg, true);
+    update rowver.changeset c set message = msg where c.version = v;  -- made by an earlier enable
   end if;
   execute format('select count(*) from %s', rowver.qualified(tbl)) into n;
   perform rowver.record_change(v, tbl, n, n);

@@ -237,3 +237,17 @@ def test_an_allocation_row_restored_from_another_cluster_is_not_trusted(items: p
     version = items.execute("select rv_version from items where id = 2").fetchone()[0]
     assert version not in (1, 999999)
     assert items.execute("select max(version) from rowver.changeset").fetchone()[0] == version
+
+
+def test_one_transaction_enabling_two_tables_names_both(conn: psycopg.Connection) -> None:
+    """The enabling changeset's message names every table it enabled; a message the user
+    set stays as it was."""
+    conn.execute("create table a (id int primary key); create table b (id int primary key)")
+    conn.execute("create table c (id int primary key); create table d (id int primary key)")
+    with conn.transaction():
+        conn.execute("select rowver.enable('a'), rowver.enable('b')")
+    with conn.transaction():
+        conn.execute("set local rowver.message = 'two more'")
+        conn.execute("select rowver.enable('c'), rowver.enable('d')")
+    assert conn.execute("select message from rowver.changeset order by version").fetchall() == [
+        ("enable a, b",), ("two more",)]

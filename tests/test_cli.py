@@ -261,6 +261,11 @@ def test_history(shop: psycopg.Connection, db_url: str) -> None:
     assert list(rows[0])[:6] == ["rv_version", "rv_until", "rv_deleted", "created_at", "author", "message"]
     out = rv(db_url, "history", "customers", "1").stdout
     assert "London" in out and "Lisbon" in out and "enable customers" in out
+    rows = rv_json(db_url, "history", "customers", "1", "--columns", "city")
+    assert [list(r) for r in rows] == [["rv_version", "rv_until", "rv_deleted", "created_at", "author",
+                                        "message", "city"]] * 3
+    result = rv(db_url, "history", "customers", "1", "--columns", "city,nope", code=1)
+    assert "customers has no column 'nope'; its columns are id, " in error(result)
 
 
 def test_history_with_a_composite_key(shop: psycopg.Connection, db_url: str) -> None:
