@@ -28,19 +28,19 @@ def _script(statements: Iterable[str]) -> str:
 
 
 def enable(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
-           ignore: Iterable[str], rewrite: bool) -> int:
+           ignore: Iterable[str], rewrite: bool | None) -> int:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
     with translated(), db.conn.transaction():
         return int(_sql.value(
-            db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[], %s)", args))
+            db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[], %s::boolean)", args))
 
 
 def ddl(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
-        ignore: Iterable[str], rewrite: bool) -> str:
+        ignore: Iterable[str], rewrite: bool | None) -> str:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
     with translated():
         rows = db.conn.execute(
-            "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[], %s)", args).fetchall()
+            "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[], %s::boolean)", args).fetchall()
     return _script(r[0] for r in rows)
 
 

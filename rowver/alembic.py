@@ -125,7 +125,7 @@ class EnableVersioningOp(MigrateOperation):
     """``rowver.enable``: version a table; its existing rows become its first version."""
 
     def __init__(self, table_name: str, *, key: Sequence[str] | None = None, triggers: bool = True,
-                 ignore: Iterable[str] = (), rewrite: bool = False, schema: str | None = None) -> None:
+                 ignore: Iterable[str] = (), rewrite: bool | None = None, schema: str | None = None) -> None:
         self.table_name = table_name
         self.key = _names(key)
         self.triggers = triggers
@@ -136,12 +136,13 @@ class EnableVersioningOp(MigrateOperation):
     @classmethod
     def enable_versioning(cls, operations: Operations, table_name: str, *,
                           key: Sequence[str] | None = None, triggers: bool = True,
-                          ignore: Iterable[str] = (), rewrite: bool = False, schema: str | None = None) -> None:
+                          ignore: Iterable[str] = (), rewrite: bool | None = None, schema: str | None = None) -> None:
         """Version ``table_name``: ``key`` for a table without a primary key (columns with
         a unique index, NOT NULL), ``triggers=False`` to capture only rowver's write layer,
         ``ignore`` for columns that change in place without making versions, ``rewrite``
-        to copy the table once so that every row stores its version (an exclusive lock
-        for the copy; full scans stay faster after updates)."""
+        True or False to copy the table once (an exclusive lock for the copy; every row
+        then stores its version and full scans stay as fast as before) or not; None (the
+        default) copies tables of at most 256 MB, decided when the migration runs."""
         operations.invoke(cls(table_name, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite,
                               schema=schema))
 
@@ -151,7 +152,7 @@ class EnableVersioningOp(MigrateOperation):
     def statement(self, operations: Operations) -> TextClause:
         return text(
             "SELECT rowver.enable(CAST(:tbl AS regclass), CAST(:key AS name[]), :triggers, "
-            "CAST(:ignore AS name[]), :rewrite)"
+            "CAST(:ignore AS name[]), CAST(:rewrite AS boolean))"
         ).bindparams(_tbl(operations, self.table_name, self.schema),
                      bindparam("key", self.key, type_=ARRAY(String())),
                      bindparam("triggers", self.triggers, type_=Boolean()),

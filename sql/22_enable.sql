@@ -4,12 +4,27 @@
 
 set role rowver_owner;
 
+-- Whether enable copies tbl when not told (rewrite => null): when all of it (every
+-- partition's heap, TOAST and indexes) takes at most rowver.rewrite_limit (256MB unless
+-- set), the copy holds its exclusive lock for seconds. Without a copy rv_version is a
+-- fast default (atthasmissing), and PostgreSQL then never scans the table through its
+-- physical row shape: every full scan projects each row, ~15% slower on narrow rows, until
+-- something rewrites the table (VACUUM FULL, CLUSTER, pg_repack).
+create or replace function rowver.rewrite_by_default(tbl regclass) returns boolean
+language sql stable
+as $$
+  select sum(pg_catalog.pg_total_relation_size(r.rel))  -- (a partitioned table itself has size 0)
+         <= pg_catalog.pg_size_bytes(coalesce(nullif(pg_catalog.current_setting('rowver.rewrite_limit', true), ''),
+                                              '256MB'))
+    from (select tbl as rel union select p.relid from pg_catalog.pg_partition_tree(tbl) p) r
+$$;
+
 -- The exact statements that enable versioning on tbl, in order. Nothing is changed.
 drop function if exists rowver.enable_ddl(regclass, name[], boolean, name[]);  -- before `rewrite`
 create or replace function rowver.enable_ddl(tbl regclass, key name[] default null,
                                              triggers boolean default true,
                                              ignore name[] default '{}',
-                                             rewrite boolean default false)
+                                             rewrite boolean default null)
 returns setof text
 language plpgsql stable
 as $$
@@ -43,12 +58,11 @@ begin
                             %L, rowver.xact_version());
 end $rv$ $s$, t);
   return next format('alter table %s alter column rv_version drop default', t);
-  -- rewrite: copy every row once, so that each carries rv_version on disk. Without it the
-  -- column costs no rewrite, but a row's first update makes it 8 bytes longer, it seldom
-  -- fits back in its page, and full scans stay ~10% slower until the table is rewritten.
-  -- (A USING expression other than the column itself makes ALTER TYPE rewrite the table,
-  -- under an ACCESS EXCLUSIVE lock for the whole copy.)
-  if rewrite then
+  -- rewrite: copy every row once, so that each carries rv_version on disk (see
+  -- rewrite_by_default for the default and what a fast default costs). A USING expression
+  -- other than the column itself makes ALTER TYPE rewrite the table, under an ACCESS
+  -- EXCLUSIVE lock for the whole copy.
+  if coalesce(rewrite, rowver.rewrite_by_default(tbl)) then
     return next format('alter table %s alter column rv_version type bigint using rv_version + 0', t);
   end if;
 
@@ -118,7 +132,7 @@ end $$;
 drop function if exists rowver.enable(regclass, name[], boolean, name[]);  -- before `rewrite`
 create or replace function rowver.enable(tbl regclass, key name[] default null,
                                          triggers boolean default true, ignore name[] default '{}',
-                                         rewrite boolean default false)
+                                         rewrite boolean default null)
 returns bigint
 language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
 as $$
@@ -202,7 +216,8 @@ end $$;
 
 -- Planning is read-only and open to all; enable, disable and register stay with
 -- rowver_owner's members.
-grant execute on function rowver.enable_ddl(regclass, name[], boolean, name[], boolean),
+grant execute on function rowver.rewrite_by_default(regclass),
+  rowver.enable_ddl(regclass, name[], boolean, name[], boolean),
   rowver.disable_ddl(regclass, boolean)
 to public;
 

@@ -156,7 +156,7 @@ def table_changes(op: Operations) -> None:
 def test_offline_ops_quote_names_and_refresh_after_table_changes() -> None:
     out = render(table_changes)
     assert ("SELECT rowver.enable(CAST('\"Crm\".\"Order Items\"' AS regclass), CAST(ARRAY['id'] AS name[]), "
-            "true, CAST(ARRAY[] AS name[]), true);") in out
+            "true, CAST(ARRAY[] AS name[]), CAST(true AS boolean));") in out
     refreshed = [line for line in out.splitlines() if line.startswith("SELECT rowver.refresh(")]
     assert refreshed == ["SELECT rowver.refresh(CAST('\"Crm\".\"Order Items\"' AS regclass));",
                          "SELECT rowver.refresh(CAST('customers' AS regclass));",
@@ -170,11 +170,12 @@ def test_offline_ops_quote_names_and_refresh_after_table_changes() -> None:
 def test_offline_rendering_is_complete_and_in_order(scripts: Path) -> None:
     out = offline_script(scripts)
     assert "-- rowver catalog: 00_catalog.sql" in out
+    # (rewrite unset: decided by the table's size when the script runs)
     enable = ("SELECT rowver.enable(CAST('customers' AS regclass), CAST(NULL AS name[]), true, CAST(ARRAY[] AS name[]),"
-              " false);")
+              " CAST(NULL AS boolean));")
     assert enable in out
     assert ("SELECT rowver.enable(CAST('shop.orders' AS regclass), CAST(NULL AS name[]), true, "
-            "CAST(ARRAY['item'] AS name[]), false);") in out
+            "CAST(ARRAY['item'] AS name[]), CAST(NULL AS boolean));") in out
     steps = ["CREATE TABLE customers", "CREATE TABLE shop.orders", "INSERT INTO customers", "INSERT INTO shop.orders",
              enable, "ALTER TABLE customers ADD COLUMN email",
              "SELECT rowver.refresh(CAST('customers' AS regclass));", "UPDATE customers SET email"]

@@ -121,8 +121,9 @@ def test_ddl_is_exactly_what_enable_runs_and_changes_nothing(db: rowver.Database
 
 
 def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: str) -> None:
-    """Without rewrite, rv_version is a fast default (no row copied, atthasmissing); with
-    it, the table is copied once and every row carries its version on disk."""
+    """With rewrite, the table is copied once and every row carries its version on disk;
+    without it, rv_version is a fast default (no row copied, atthasmissing). By default,
+    tables up to rowver.rewrite_limit are copied, larger ones are not."""
     def filenode(t: str) -> int:
         return db.conn.execute("select pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0]
 
@@ -132,22 +133,30 @@ def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: st
 
     db.conn.execute("create table fast (id int primary key, x text)")
     db.conn.execute("create table copied (id int primary key, x text)")
+    db.conn.execute("create table small (id int primary key, x text)")
+    db.conn.execute("create table large (id int primary key, x text)")
     db.conn.execute("create table parted (id int primary key, x text) partition by range (id)")
     db.conn.execute("create table parted_1 partition of parted for values from (0) to (1000)")
-    for t in ("fast", "copied", "parted"):
+    for t in ("fast", "copied", "parted", "small", "large"):
         db.conn.execute(sql.SQL("insert into {} select i, 'row ' || i from generate_series(1, 500) i")
                         .format(sql.Identifier(t)))
-    before = {t: filenode(t) for t in ("fast", "copied", "parted_1")}
-    assert "using rv_version + 0" in db.ddl("copied", rewrite=True)
-    assert "using rv_version + 0" not in db.ddl("copied")
-    shown = CliRunner().invoke(app, ["ddl", "copied", "--rewrite", "--url", db_url])
-    assert shown.exit_code == 0 and "using rv_version + 0" in shown.output, shown.output
-    v_fast = db.enable("fast")
+    before = {t: filenode(t) for t in ("fast", "copied", "parted_1", "small", "large")}
+    assert "using rv_version + 0" not in db.ddl("copied", rewrite=False)
+    assert "using rv_version + 0" in db.ddl("copied")  # a small table: copied by default
+    shown = CliRunner().invoke(app, ["ddl", "copied", "--no-rewrite", "--url", db_url])
+    assert shown.exit_code == 0 and "using rv_version + 0" not in shown.output, shown.output
+    v_fast = db.enable("fast", rewrite=False)
     v_copied = db.enable("copied", rewrite=True)
-    result = CliRunner().invoke(app, ["enable", "parted", "--rewrite", "--url", db_url])
+    result = CliRunner().invoke(app, ["enable", "parted", "--url", db_url])  # all partitions count
     assert result.exit_code == 0, result.output
+    db.enable("small")
+    with db.conn.transaction():
+        size = db.conn.execute("select pg_total_relation_size('large')").fetchone()[0]
+        db.conn.execute("select set_config('rowver.rewrite_limit', %s, true)", (f"{size - 1} bytes",))
+        db.enable("large")
     assert filenode("fast") == before["fast"] and has_missing("fast")
-    for t in ("copied", "parted_1"):
+    assert filenode("large") == before["large"] and has_missing("large")
+    for t in ("copied", "parted_1", "small"):
         assert filenode(t) != before[t] and not has_missing(t), t
     assert db.conn.execute("select array_agg(distinct rv_version) from copied").fetchone()[0] == [v_copied]
     assert db.conn.execute("select count(*) from parted where rv_version is null").fetchone()[0] == 0
