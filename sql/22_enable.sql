@@ -9,7 +9,7 @@ set role rowver_owner;
 -- set), the copy holds its exclusive lock for seconds. Without a copy rv_version is a
 -- fast default (atthasmissing), and PostgreSQL then never scans the table through its
 -- physical row shape: every full scan projects each row, ~15% slower on narrow rows, until
--- something rewrites the table (VACUUM FULL, CLUSTER, pg_repack).
+-- VACUUM FULL or CLUSTER rewrites the table (both clear atthasmissing).
 create or replace function rowver.rewrite_by_default(tbl regclass) returns boolean
 language sql stable
 as $$
