@@ -283,8 +283,7 @@ class _Run:
         name = self._text("bench_versioned")
         self._v0 = int(conn.execute("select rowver.enable(%s::regclass, rewrite => %s::boolean)",  # type: ignore[index]
                                     (name, self.s.rewrite)).fetchone()[0])
-        self.copied = not conn.execute("select atthasmissing from pg_attribute where attrelid = %s::regclass"
-                                       " and attname = 'rv_version'", (name,)).fetchone()[0]  # type: ignore[index]
+        self.copied = conn.execute("select rowver.stores_version(%s::regclass)", (name,)).fetchone()[0]  # type: ignore[index]
         self._after_write()
         hist, as_of = conn.execute("select history_name, as_of_name from rowver.versioned"
                                    " where relid = %s::regclass", (name,)).fetchone()  # type: ignore[misc]

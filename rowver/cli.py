@@ -174,7 +174,12 @@ def enable(
             return
         with _output.progress(f"enabling versioning of {table}"):
             version = db.enable(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite)
+            stored = db.conn.execute("select rowver.stores_version(%s::regclass)", (table,)).fetchone()
         typer.echo(f"{table} is versioned; its current rows are version {version}")
+        if stored and stored[0] is False:
+            typer.echo(f"{table} was not copied (over rowver.rewrite_limit, or --no-rewrite): rv_version is a "
+                       "fast default, and full scans of it cost ~15% more until VACUUM FULL or CLUSTER "
+                       "rewrites it")
 
 
 @app.command()

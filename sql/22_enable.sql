@@ -19,6 +19,17 @@ as $$
     from (select tbl as rel union select p.relid from pg_catalog.pg_partition_tree(tbl) p) r
 $$;
 
+-- Whether every row of tbl (every partition's) stores its rv_version; false while the
+-- column is still the fast default of an enable without a copy.
+create or replace function rowver.stores_version(tbl regclass) returns boolean
+language sql stable
+as $$
+  select bool_and(not a.atthasmissing)
+    from pg_catalog.pg_attribute a
+   where a.attrelid in (select tbl union select p.relid from pg_catalog.pg_partition_tree(tbl) p)
+     and a.attname = 'rv_version'
+$$;
+
 -- The exact statements that enable versioning on tbl, in order. Nothing is changed.
 drop function if exists rowver.enable_ddl(regclass, name[], boolean, name[]);  -- before `rewrite`
 create or replace function rowver.enable_ddl(tbl regclass, key name[] default null,
@@ -216,7 +227,7 @@ end $$;
 
 -- Planning is read-only and open to all; enable, disable and register stay with
 -- rowver_owner's members.
-grant execute on function rowver.rewrite_by_default(regclass),
+grant execute on function rowver.rewrite_by_default(regclass), rowver.stores_version(regclass),
   rowver.enable_ddl(regclass, name[], boolean, name[], boolean),
   rowver.disable_ddl(regclass, boolean)
 to public;

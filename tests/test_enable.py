@@ -128,8 +128,10 @@ def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: st
         return db.conn.execute("select pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0]
 
     def has_missing(t: str) -> bool:
-        return db.conn.execute("select atthasmissing from pg_attribute where attrelid = %s::regclass"
-                               " and attname = 'rv_version'", (t,)).fetchone()[0]
+        missing = db.conn.execute("select atthasmissing from pg_attribute where attrelid = %s::regclass"
+                                  " and attname = 'rv_version'", (t,)).fetchone()[0]
+        assert db.conn.execute("select rowver.stores_version(%s)", (t,)).fetchone()[0] is not missing
+        return missing
 
     db.conn.execute("create table fast (id int primary key, x text)")
     db.conn.execute("create table copied (id int primary key, x text)")
@@ -145,10 +147,13 @@ def test_rewrite_stores_the_version_in_every_row(db: rowver.Database, db_url: st
     assert "using rv_version + 0" in db.ddl("copied")  # a small table: copied by default
     shown = CliRunner().invoke(app, ["ddl", "copied", "--no-rewrite", "--url", db_url])
     assert shown.exit_code == 0 and "using rv_version + 0" not in shown.output, shown.output
-    v_fast = db.enable("fast", rewrite=False)
+    result = CliRunner().invoke(app, ["enable", "fast", "--no-rewrite", "--url", db_url])
+    assert result.exit_code == 0 and "fast was not copied" in result.output, result.output
+    v_fast = db.conn.execute("select enabled_version from rowver.versioned where relid = 'fast'::regclass").fetchone()[0]
     v_copied = db.enable("copied", rewrite=True)
     result = CliRunner().invoke(app, ["enable", "parted", "--url", db_url])  # all partitions count
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "not copied" not in result.output, result.output
+    assert db.conn.execute("select rowver.stores_version('parted')").fetchone()[0] is True
     db.enable("small")
     with db.conn.transaction():
         size = db.conn.execute("select pg_total_relation_size('large')").fetchone()[0]
