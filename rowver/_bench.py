@@ -521,19 +521,26 @@ end $$"""
 
         def client(i: int) -> None:
             rng = random.Random(seed * 1000 + i)
-            update = updaters[i]
+
+            def update() -> bool:
+                """One update of a random row; False when another client's write came first."""
+                try:
+                    updaters[i](rng.randint(1, rows))
+                    return True
+                except psycopg.Error as exc:
+                    if not self._retryable(exc):
+                        raise
+                    return False
+
             try:
                 for _ in range(20):  # warm: prepare, and touch the path once
-                    update(rng.randint(1, rows))
+                    update()
                 start.wait()
                 count = 0
                 while not stop.is_set():
-                    try:
-                        update(rng.randint(1, rows))
+                    if update():
                         count += 1
-                    except psycopg.Error as exc:
-                        if not self._retryable(exc):
-                            raise
+                    else:
                         retried[i] += 1
                 done[i] = count
                 ended[i] = time.perf_counter()
