@@ -16,7 +16,7 @@ as $$
   select sum(pg_catalog.pg_total_relation_size(r.rel))  -- (a partitioned table itself has size 0)
          <= pg_catalog.pg_size_bytes(coalesce(nullif(pg_catalog.current_setting('rowver.rewrite_limit', true), ''),
                                               '256MB'))
-    from (select tbl as rel union select p.relid from pg_catalog.pg_partition_tree(tbl) p) r
+    from (select tbl as rel union all select rowver.partitions(tbl)) r
 $$;
 
 -- Whether every row of tbl (every partition's) stores its rv_version; false while the
@@ -26,7 +26,7 @@ language sql stable
 as $$
   select bool_and(not a.atthasmissing)
     from pg_catalog.pg_attribute a
-   where a.attrelid in (select tbl union select p.relid from pg_catalog.pg_partition_tree(tbl) p)
+   where a.attrelid in (select tbl union all select rowver.partitions(tbl))
      and a.attname = 'rv_version'
 $$;
 
