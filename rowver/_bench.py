@@ -110,7 +110,7 @@ class Settings:
     throughput_reps: int = 3
     sync_reps: int = 3          # figure 6
     model_mb: int = 1024        # figure 8
-    model_rounds: int = 4       # even: load and the raw read into memory each go first half the time
+    model_rounds: int = 6       # even: load and the raw read into memory each go first half the time
     rewrite: bool | None = None  # enable's rewrite: None lets enable decide by size
     quick: bool = False
 
@@ -626,7 +626,8 @@ end $$"""
             m = bench_models(self.url, self.s.model_mb, rounds=self.s.model_rounds)
         except Exception as exc:
             return _models_skipped(f"error: {' '.join(str(exc).split())}")
-        size = {"size_mb": m.get("size_mb"), "rounds": m.get("rounds"), "model": m.get("model")}
+        size = {"size_mb": m.get("size_mb"), "rounds": m.get("rounds"), "database": m.get("database"),
+                "model": m.get("model")}
         return [
             Figure(8, "model_save", "model save against raw binary COPY into bytea", "MB/s",
                    m["raw_copy_in_mb_s"], m["save_mb_s"], m["save_vs_raw_copy_in"], ">=", 0.8, detail=size),

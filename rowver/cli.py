@@ -485,8 +485,9 @@ def bench(
         "--quick", help="A small, fast run that checks the bench works; its figures are not measurements.")] = False,
     models: Annotated[bool | None, typer.Option(
         "--models/--no-models",
-        help="Also measure the model store (figure 8): at full size it saves about 4 GB of weights that "
-             "stay in the database. Default: only with --quick (4 MB).")] = None,
+        help="Also measure the model store (figure 8): at full size it writes about 8 GB of weights, into "
+             "a scratch database dropped afterwards (a role without CREATEDB: into this database, where "
+             "they stay). Default: only with --quick (4 MB).")] = None,
     rewrite: Annotated[bool | None, typer.Option(
         "--rewrite/--no-rewrite", help="Enable the versioned bench table as `rowver enable --rewrite` "
         "(or --no-rewrite) does. Default: as enable decides, by the table's size.", show_default=False)] = None,

@@ -63,6 +63,10 @@ def test_quick_bench_json(db_url: str) -> None:
     assert by_name["history_bytes_per_changed_row"]["detail"]["history_rows"] == by_name[
         "bulk_update"]["detail"]["rows_per_update"] * 10
     assert _schemas(db_url) == []
+    # the model figure's gigabytes went into a scratch database, dropped afterwards
+    assert by_name["model_load"]["detail"]["database"] == "scratch, dropped"
+    with psycopg.connect(db_url) as c:
+        assert c.execute("select count(*) from pg_database where datname like 'rowver\\_bench\\_%'").fetchone() == (0,)
 
 
 def test_quick_bench_table(db_url: str) -> None:
