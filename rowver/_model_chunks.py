@@ -4,8 +4,8 @@ Each weight or artifact is cut into slices of ``chunk_size`` bytes counted from 
 start, so chunk boundaries follow tensor boundaries: a tensor that did not change hashes
 to the same chunks in every version, and identical chunks anywhere are stored once.
 
-Saving streams: a thread reads and hashes slices ahead (hashlib releases the GIL) while
-the caller's thread asks which chunks the server already has and COPYs the others, one
+Saving streams: threads hash slices ahead (hashlib releases the GIL) while the caller's
+thread asks which chunks the server already has and COPYs the others, one
 autocommitted COPY per batch, so chunks are written in their own short transactions and
 only a bounded window of slices is in memory. Loading streams the other way: a binary
 COPY returns the chunks in manifest order (a large load splits them over two connections),
@@ -17,9 +17,7 @@ a shape.
 from __future__ import annotations
 
 import hashlib
-import queue
 import struct
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +31,7 @@ from .errors import InvalidInputError, ModelIntegrityError
 CHUNK_SIZE = 4 << 20     # a few MiB: large enough for COPY, small enough to dedupe tensors
 BATCH_BYTES = 64 << 20   # one COPY (one transaction) per batch of chunks
 AHEAD = 16               # slices hashed ahead of the writer (memory: AHEAD * chunk_size)
+HASH_THREADS = 2         # a save hashes every byte; an unchanged re-save does little else
 VERIFY_THREADS = 2       # sha-256 runs ~1.7 GB/s a core: a load's hashing must not lag the transfer
 STREAMS = 2              # connections a large load reads on: one backend sends one core's worth at most
 PARALLEL_BYTES = 64 << 20  # below this, opening a second connection costs more than it saves
@@ -109,53 +108,34 @@ def write(conn: psycopg.Connection, blobs: list[Blob], *, chunk_size: int = CHUN
 
 
 def _hashed(blobs: list[Blob], chunk_size: int) -> Iterator[tuple[int, bytes, Any]]:
-    """(blob index, sha-256, slice) for every slice, hashed by a thread running ahead."""
-    out: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
-    stop = threading.Event()
-    done = object()
+    """(blob index, sha-256, slice) for every slice, in order, hashed by HASH_THREADS
+    threads up to AHEAD slices ahead of the caller."""
+    pending: deque[tuple[int, int, Any, Future[bytes]]] = deque()
 
-    def produce() -> None:
+    def settled() -> tuple[int, bytes, Any]:
+        i, k, data, future = pending.popleft()
+        digest, expect = future.result(), blobs[i].expect
+        if expect is not None and (k >= len(expect) or expect[k] != digest):
+            raise InvalidInputError(f"{blobs[i].kind} {blobs[i].name!r}: chunk {k + 1} does not match "
+                                    "the manifest's hash")
+        return i, digest, data
+
+    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="rowver-hash") as pool:
         try:
             for i, blob in enumerate(blobs):
                 seen = 0
                 for k, data in enumerate(blob.slices(chunk_size)):
-                    digest = hashlib.sha256(data).digest()
                     seen += len(data)
-                    if blob.expect is not None and (k >= len(blob.expect) or blob.expect[k] != digest):
-                        raise InvalidInputError(
-                            f"{blob.kind} {blob.name!r}: chunk {k + 1} does not match the manifest's hash")
-                    while not stop.is_set():
-                        try:
-                            out.put((i, digest, data), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
+                    pending.append((i, k, data, pool.submit(_sha256, data)))
+                    if len(pending) >= AHEAD:
+                        yield settled()
                 if seen != blob.nbytes:
                     raise InvalidInputError(f"{blob.kind} {blob.name!r} gave {seen} bytes, expected {blob.nbytes}")
-            out.put(done)
-        except BaseException as exc:  # noqa: BLE001 -- handed to the consumer, which raises it
-            out.put(exc)
-
-    worker = threading.Thread(target=produce, name="rowver-hash", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = out.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                out.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
+            while pending:
+                yield settled()
+        finally:
+            for *_, future in pending:
+                future.cancel()  # the caller stopped or failed: hash nothing more
 
 
 def _flush(conn: psycopg.Connection, batch: dict[bytes, Any], known: set[bytes], stats: WriteStats) -> None:

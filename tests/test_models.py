@@ -210,7 +210,6 @@ def test_versions_differing_in_one_tensor_share_the_rest(db: rowver.Database) ->
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("ROWVER_SLOW") != "1", reason="200 MB; set ROWVER_SLOW=1 to run it")
 def test_200mb_versions_differing_in_one_tensor(db: rowver.Database) -> None:
     _dedupe(db, tensors=50)
 
