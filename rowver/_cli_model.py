@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,20 +83,36 @@ def show(ref: Ref, url: Url = None, fmt: Fmt = Format.table) -> None:
     if fmt is not Format.table:
         _emit_dicts([row], fmt)
         return
+    for key in ("data_changeset", "saved_in"):
+        row[key] = _changeset_line(row[key])
     fields = [(k, val) for k, val in row.items() if k != "tensors"]
     _output.emit(["field", "value"], fields, fmt, title=f"model {v.ref}")
     _emit_dicts(tensors, fmt, title="weights and artifacts", empty="(no weights or artifacts)")
+
+
+def _changeset_line(cs: dict[str, Any] | None) -> str | None:
+    """A changeset as one line for people: version, time, who, message."""
+    if cs is None:
+        return None
+    who = cs.get("author") or cs.get("db_user")
+    when = re.sub(r"\.\d+", "", cs["created_at"]).replace("T", " ")  # as the tables print times
+    return f"{cs['version']}: {when}, {who}: {cs.get('message') or ''}".rstrip(": ")
+
+
+def _emit_versions(versions: list[ModelVersion], fmt: Format, **options: Any) -> None:
+    rows = [_version_row(v) for v in versions]
+    if fmt is Format.table:  # a prefix tells versions apart; json and csv keep the whole hash
+        for r in rows:
+            r["content_hash"] = r["content_hash"][:12]
+    _emit_dicts(rows, fmt, **options)
 
 
 @app.command()
 def versions(name: Name, url: Url = None, fmt: Fmt = Format.table) -> None:
     """Every live version of a model, oldest first."""
     with _models(url) as models:
-        rows = [_version_row(v) for v in models.versions(name)]
-    if fmt is Format.table:
-        for r in rows:
-            r["content_hash"] = r["content_hash"][:12]
-    _emit_dicts(rows, fmt)
+        found = models.versions(name)
+    _emit_versions(found, fmt)
 
 
 def _moved(move: Any, fmt: Format, verb: str) -> None:
@@ -214,7 +231,7 @@ def search(
     with _models(url) as models:
         found = models.search(name=name, params=params, metrics=metric or (), tags=tag or (),
                               since=since, until=until)
-    _emit_dicts([_version_row(v) for v in found], fmt, empty="No model version matches.")
+    _emit_versions(found, fmt, empty="No model version matches.")
 
 
 @app.command("trained-on")
@@ -224,7 +241,7 @@ def trained_on(ref: Annotated[str, typer.Argument(metavar="REF", show_default=Fa
     """Model versions trained on the data version REF names."""
     with _models(url) as models:
         found = models.trained_on(ref)
-    _emit_dicts([_version_row(v) for v in found], fmt, empty="No model was trained on that version.")
+    _emit_versions(found, fmt, empty="No model was trained on that version.")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -487,7 +488,8 @@ def test_cli(db: rowver.Database, db_url: str, tmp_path: Path) -> None:
     assert json.loads(rv(db_url, "list", "--format", "json"))[0]["aliases"] == {"production": 1}
     shown = json.loads(rv(db_url, "show", "churn@production", "--format", "json"))[0]
     assert shown["content_hash"] == db.models.get("churn/1").content_hash and len(shown["tensors"]) == 3
-    assert "content_hash" in rv(db_url, "show", "churn/2")
+    # for people, the changesets are one line each (version, time, who, message), not JSON
+    assert re.search(r"saved_in +\d+: [\d-]+ [\d:+]+, \w+: save model churn/2 *$", rv(db_url, "show", "churn/2"), re.M)
     assert [r["version"] for r in json.loads(rv(db_url, "versions", "churn", "-f", "json"))] == [1, 2]
     assert "1 -> 2" in rv(db_url, "alias", "churn", "production", "2")
     assert "2 -> 1" in rv(db_url, "rollback", "churn", "production")
@@ -497,6 +499,8 @@ def test_cli(db: rowver.Database, db_url: str, tmp_path: Path) -> None:
     assert "layer0.weight" in out and "changed" in out and "1 of 3" in out
     found = json.loads(rv(db_url, "search", "--metric", "auc>0.85", "--param", "lr=0.2", "-f", "json"))
     assert [r["version"] for r in found] == [2]
+    table = rv(db_url, "search", "--param", "lr=0.2")  # a hash prefix for people, as `versions` shows
+    assert found[0]["content_hash"][:12] in table and found[0]["content_hash"] not in table
     rv(db_url, "export", "churn/1", str(tmp_path / "e"))
     assert "imported as copy/1" in rv(db_url, "import", str(tmp_path / "e"), "--name", "copy")
     assert "unknown model 'nope'" in rv(db_url, "show", "nope", code=1)
