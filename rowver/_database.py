@@ -70,10 +70,6 @@ class Database:
                 raise ServerError(f"cannot connect to {redacted(self.url)}: {reason}") from exc
         return self._conn
 
-    def connect_more(self) -> psycopg.Connection:
-        """Another autocommit connection to the same database, for work in parallel."""
-        return psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
-
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

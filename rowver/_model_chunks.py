@@ -5,13 +5,12 @@ start, so chunk boundaries follow tensor boundaries: a tensor that did not chang
 to the same chunks in every version, and identical chunks anywhere are stored once.
 
 Saving streams: threads hash slices ahead (hashlib releases the GIL) while the caller's
-thread asks which chunks the server already has and COPYs the others, one
-autocommitted COPY per batch, so chunks are written in their own short transactions and
-only a bounded window of slices is in memory. Loading streams the other way: a binary
-COPY returns the chunks in manifest order (a large load splits them over two connections),
-the bytes go straight to their destination, and threads verify each hash there while the
-next chunks arrive. Nothing is unpickled: an array is rebuilt from raw bytes, a dtype and
-a shape.
+thread asks which chunks the server already has and COPYs the others, one autocommitted
+COPY per batch, so chunks are written in their own short transactions and only a bounded
+window of slices is in memory. Loading streams the other way: a binary COPY returns the
+chunks in manifest order, the bytes go straight to their destination, and threads verify
+each hash there while the next chunks arrive. Nothing is unpickled: an array is rebuilt
+from raw bytes, a dtype and a shape.
 """
 
 from __future__ import annotations
@@ -31,10 +30,7 @@ from .errors import InvalidInputError, ModelIntegrityError
 CHUNK_SIZE = 4 << 20     # a few MiB: large enough for COPY, small enough to dedupe tensors
 BATCH_BYTES = 64 << 20   # one COPY (one transaction) per batch of chunks
 AHEAD = 16               # slices hashed ahead of the writer (memory: AHEAD * chunk_size)
-HASH_THREADS = 2         # a save hashes every byte; an unchanged re-save does little else
-VERIFY_THREADS = 2       # sha-256 runs ~1.7 GB/s a core: a load's hashing must not lag the transfer
-STREAMS = 2              # connections a large load reads on: one backend sends one core's worth at most
-PARALLEL_BYTES = 64 << 20  # below this, opening a second connection costs more than it saves
+HASH_THREADS = 2         # sha-256 runs ~2 GB/s a core: hashing must keep up with COPY either way
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
@@ -171,58 +167,19 @@ def _flush(conn: psycopg.Connection, batch: dict[bytes, Any], known: set[bytes],
 
 
 def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, int, memoryview], Any], *,
-         what: str, verify: bool = True, connect: Callable[[], psycopg.Connection] | None = None) -> None:
-    """Stream every chunk of ``entries`` to ``sink(entry index, offset, data)``, verifying
-    each hash in threads while the next chunks arrive. ``data`` is a view of libpq's own
-    buffer: no intermediate copy is made.
+         what: str, verify: bool = True) -> None:
+    """Stream every chunk of ``entries`` to ``sink(entry index, offset, data)`` in one
+    binary COPY, verifying each hash in threads while the next chunks arrive. ``data`` is
+    a view of libpq's own buffer: no intermediate copy is made.
 
     A sink that keeps the bytes (a load's arrays) returns the view it copied them into:
     the hash is taken there, as late as the hashing threads get to it, so the transfer
     never waits for them and libpq's buffer is freed at once. Otherwise (a file) ``data``
-    itself is hashed, at most AHEAD such views are held, and chunks arrive in order.
+    itself is hashed, and at most AHEAD such views are held.
 
-    With ``connect`` (a sink that may be called from several threads at once), a large
-    read is split into STREAMS parts, each read on its own connection: one server backend
-    sends at most what one core can, and the client's hashing must not starve it."""
+    One connection: a second one, splitting the chunks, measured slower on two cores (a
+    load waits for its hashing, not for the server)."""
     where = [(i, k) for i, e in enumerate(entries) for k in range(len(e.chunks))]
-    total = sum(e.nbytes for e in entries)
-    extra = _more_connections(connect, STREAMS - 1) if connect and total >= PARALLEL_BYTES else []
-    if not extra:
-        _stream(conn, entries, where, sink, what=what, verify=verify, threads=VERIFY_THREADS)
-        return
-    step = -(-len(where) // (len(extra) + 1))
-    parts = [where[j:j + step] for j in range(0, len(where), step)]
-    try:
-        with ThreadPoolExecutor(len(parts), thread_name_prefix="rowver-load") as pool:
-            futures = [pool.submit(_stream, c, entries, part, sink, what=what, verify=verify,
-                                   threads=max(1, VERIFY_THREADS // len(parts)))
-                       for c, part in zip([conn, *extra], parts)]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                for c in extra:
-                    c.cancel()  # stop the other streams; their connections are closed below
-                raise
-    finally:
-        for c in extra:
-            c.close()
-
-
-def _more_connections(connect: Callable[[], psycopg.Connection], n: int) -> list[psycopg.Connection]:
-    """Up to ``n`` more connections: as many as the server grants (it may be at its limit)."""
-    out: list[psycopg.Connection] = []
-    for _ in range(n):
-        try:
-            out.append(connect())
-        except psycopg.OperationalError:
-            break
-    return out
-
-
-def _stream(conn: psycopg.Connection, entries: list[Entry], where: list[tuple[int, int]],
-            sink: Callable[[int, int, memoryview], Any], *, what: str, verify: bool, threads: int) -> None:
-    """Read the chunks at ``where`` (entry index, chunk index) in one binary COPY."""
     if not where:
         return
     digests = [entries[i].chunks[k] for i, k in where]
@@ -236,14 +193,15 @@ def _stream(conn: psycopg.Connection, entries: list[Entry], where: list[tuple[in
                 raise ModelIntegrityError(_where(what, entries[i], k) + " does not match its sha-256: "
                                           "the stored chunk is corrupt")
 
-    n = 0
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="rowver-verify")
+    got = 0
+    pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="rowver-verify")
     try:
         with conn.cursor() as cur, cur.copy(query, (digests,)) as cp:
-            for n, data in enumerate(_fields(cp)):
-                if n >= len(where):
+            for data in _fields(cp):
+                if got >= len(where):
                     raise ModelIntegrityError(f"{what}: more chunks came back than were asked for")
-                i, k = where[n]
+                i, k = where[got]
+                got += 1
                 entry = entries[i]
                 if data is None:
                     raise ModelIntegrityError(_where(what, entry, k) + " is missing from rowver.model_chunk")
@@ -257,8 +215,8 @@ def _stream(conn: psycopg.Connection, entries: list[Entry], where: list[tuple[in
         settle(0)
     finally:
         pool.shutdown(cancel_futures=True)  # after an error, hash nothing more
-    if n + 1 != len(where):
-        raise ModelIntegrityError(f"{what}: {n + 1} of {len(where)} chunks came back")
+    if got != len(where):
+        raise ModelIntegrityError(f"{what}: {got} of {len(where)} chunks came back")
 
 
 def _fields(cp: Any) -> Iterator[memoryview | None]:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psycopg
 
 from . import _model_chunks as chunks
 from . import _sql
@@ -386,12 +385,8 @@ class Models:
             dest[:] = np.frombuffer(data, np.uint8)
             return dest  # hashed here: what the caller gets is what is verified
 
-        conn = self._conn
-        # more connections see the chunks only if this one has no transaction of its own open
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         with translated():
-            chunks.read(conn, entries, sink, what=info.ref, verify=verify,
-                        connect=self._db.connect_more if idle else None)
+            chunks.read(self._conn, entries, sink, what=info.ref, verify=verify)
         weights: dict[str, np.ndarray] = {}
         artifacts: dict[str, bytes] = {}
         for t, buf in zip(info.tensors, buffers):

@@ -23,7 +23,6 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 import rowver
-from rowver import _model_chunks as chunks
 from rowver._model_chunks import ModelIntegrityError
 from rowver._models import PromotionRefusedError
 from rowver.cli import app
@@ -232,48 +231,26 @@ def test_a_corrupt_or_missing_chunk_is_caught(db: rowver.Database) -> None:
 
 
 @pytest.mark.corrupts_history
-def test_a_large_load_reads_on_two_connections(db: rowver.Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past PARALLEL_BYTES a load splits its chunks over a second connection: the arrays
-    come back whole, a corrupt chunk in the second half is still caught, and the extra
-    connection is closed either way. Inside an open transaction it reads on one."""
-    monkeypatch.setattr(chunks, "PARALLEL_BYTES", 0)
-    opened: list[psycopg.Connection] = []
-    connect_more = db.connect_more
-
-    def counted() -> psycopg.Connection:
-        opened.append(connect_more())
-        return opened[-1]
-
-    monkeypatch.setattr(db, "connect_more", counted)
+def test_a_load_streams_many_chunks_and_checks_each(db: rowver.Database) -> None:
+    """Fifteen chunks in one COPY: the arrays come back whole, also inside an open
+    changeset, and a corrupt first or last chunk is named."""
     w = {f"t{i}": np.arange(i, i + 5 * 64 * 1024 // 4, dtype=np.float32) for i in range(3)}
-    db.models.save("split", weights=w, chunk_size=64 * 1024)  # 15 chunks
-    loaded = db.models.load("split")
-    assert len(opened) == chunks.STREAMS - 1 and all(c.closed for c in opened)
-    assert all(np.array_equal(loaded.weights[k], v) for k, v in w.items())
-
+    db.models.save("many", weights=w, chunk_size=64 * 1024)  # 5 chunks each
+    assert all(np.array_equal(db.models.load("many").weights[k], v) for k, v in w.items())
     with db.changeset():
-        assert np.array_equal(db.models.load("split").weights["t2"], w["t2"])
-    assert len(opened) == chunks.STREAMS - 1, "a load inside a transaction opened a connection"
+        assert np.array_equal(db.models.load("many").weights["t2"], w["t2"])
 
-    def refused() -> psycopg.Connection:
-        raise psycopg.OperationalError("sorry, too many clients already")
+    def corrupt(tensor: int, chunk: int) -> None:
+        digest = db.models.get("many").tensors[tensor].chunks[chunk]
+        db.conn.execute("update rowver.model_chunk set data = set_byte(data, 7, get_byte(data, 7) # 1)"
+                        " where sha256 = %s", (digest,))
 
-    monkeypatch.setattr(db, "connect_more", refused)  # a server at its connection limit: one stream
-    assert all(np.array_equal(db.models.load("split").weights[k], v) for k, v in w.items())
-    monkeypatch.setattr(db, "connect_more", counted)
-
-    last = db.models.get("split").tensors[2].chunks[-1]
-    db.conn.execute("update rowver.model_chunk set data = set_byte(data, 7, get_byte(data, 7) # 1)"
-                    " where sha256 = %s", (last,))
+    corrupt(2, -1)
     with pytest.raises(ModelIntegrityError, match=r"chunk 5 of 5 of weight 't2' .* does not match its sha-256"):
-        db.models.load("split")
-    assert len(opened) == 2 * (chunks.STREAMS - 1) and all(c.closed for c in opened)
-    first = db.models.get("split").tensors[0].chunks[0]  # now the first stream fails too
-    db.conn.execute("update rowver.model_chunk set data = set_byte(data, 7, get_byte(data, 7) # 1)"
-                    " where sha256 = %s", (first,))
+        db.models.load("many")
+    corrupt(0, 0)
     with pytest.raises(ModelIntegrityError, match=r"chunk 1 of 5 of weight 't0' .* does not match its sha-256"):
-        db.models.load("split")
-    assert len(opened) == 3 * (chunks.STREAMS - 1) and all(c.closed for c in opened)
+        db.models.load("many")
 
 
 def test_load_under_a_memory_cap(db: rowver.Database, db_url: str, tmp_path: Path) -> None:
