@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import random
 import time
@@ -264,7 +265,26 @@ def _json(what: str, value: Any) -> str:
     try:
         return json.dumps(value, default=plain, allow_nan=False)
     except (TypeError, ValueError) as exc:
+        where = _non_finite(value, what) if "Out of range float" in str(exc) else None
+        if where:
+            raise InvalidInputError(f"{where} is not a finite number: JSON has no NaN or infinity "
+                                    "(leave it out, or store None)") from exc
         raise InvalidInputError(f"{what} must be JSON: {exc}") from exc
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """Where in ``value`` the first NaN or infinity is, as json.dumps meets it: ``metrics['loss'][3]``."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = (value.items() if isinstance(value, Mapping) else
+             enumerate(value) if isinstance(value, (list, tuple)) else ())
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key!r}]")
+        if found:
+            return found
+    return None
 
 
 # -- the store ------------------------------------------------------------------------------
