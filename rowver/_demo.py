@@ -13,18 +13,22 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
+
 from . import _output
-from .errors import translated
+from .errors import PromotionRefusedError, translated
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ._database import Database
+    from ._models import ModelVersion
 
 SCHEMA = "rowver_demo"
 CUSTOMERS = "rowver_demo.customers"
 ORDERS = "rowver_demo.orders"
 AUTHOR = "rowver demo"
+MODEL = "demo-prices"
 
 _CUSTOMERS = [
     (1, "Ada Lovelace", "London"), (2, "Alan Turing", "Manchester"), (3, "Grace Hopper", "Porto"),
@@ -143,12 +147,20 @@ def run(db: Database, *, url: str | None = None) -> None:
          f"{fixed.version}; {ORDERS} now differs from {tag} in {len(left)} rows. Nothing was "
          f"erased: as of version {bad.version}, order {_CORRECTED} still costs {bad_price}.")
 
-    _say(out, 10, "One row's story.", f"`rowver history {ORDERS} {_CORRECTED}`:")
+    model, retrain, refused = _models(db, tag, bad.version)
+    _say(out, 10, "A model, tied to its data.",
+         f"A price model trained on {tag} was saved as {model.ref}: its params, metric and weights are "
+         f"rows, and production points at it. A nightly retrain on the bad load (version {bad.version}) "
+         f"became {retrain.ref} with a mean error of {retrain.metrics['mae']:.2f} against "
+         f"{model.metrics['mae']:.2f}, so `promote` refused it ({refused}). "
+         f"`rowver show {ORDERS} --at model:{MODEL}@production` reads the rows production was trained on.")
+
+    _say(out, 11, "One row's story.", f"`rowver history {ORDERS} {_CORRECTED}`:")
     story = db.history(ORDERS, _CORRECTED).astype({"rv_until": "Int64"})
     story = story[["rv_version", "rv_until", "author", "message", "qty", "unit_price"]]
     out.print(_output.to_table(*_output.frame_rows(story), width=out.width))
 
-    _say(out, 11, "The log.", "`rowver log`, newest first:")
+    _say(out, 12, "The log.", "`rowver log`, newest first: saving a model and moving an alias are changesets too.")
     changesets = db.log(limit=10).astype({"rows": "Int64"})
     changesets = changesets.loc[changesets["version"] >= enabled,
                                 ["version", "author", "message", "tables", "rows"]]
@@ -160,8 +172,37 @@ def run(db: Database, *, url: str | None = None) -> None:
     for command in (f"rowver show {ORDERS} --at {tag} --where 'customer_id = {customer}'{url_option}",
                     f"rowver diff {ORDERS} {bad.version} head{url_option}",
                     f"rowver history {CUSTOMERS} {_MOVER}{url_option}",
-                    f"rowver log --table {ORDERS}{url_option}"):
+                    f"rowver log --table {ORDERS}{url_option}",
+                    f"rowver model show {MODEL}@production{url_option}"):
         out.print(f"  {command}", markup=False)
+
+
+def _models(db: Database, good: str, bad: int) -> tuple[ModelVersion, ModelVersion, str]:
+    """A model trained on the good data, aliased production, and a retrain on the bad load
+    that guarded promotion refuses. The model: each product's mean unit price; its error:
+    the mean distance from the list prices."""
+    listed = np.array([float(price) for _, price in _PRODUCTS])
+
+    def train(ref: str | int) -> tuple[np.ndarray, float]:
+        frame = db.as_of(ORDERS, ref)
+        means = frame.assign(price=frame["unit_price"].astype(float)).groupby("product")["price"].mean()
+        weights = np.array([means[name] for name, _ in _PRODUCTS])
+        return weights, round(float(np.abs(weights - listed).mean()), 4)
+
+    params = {"estimator": "mean unit price", "by": "product"}
+    with _output.progress("saving a model"):
+        weights, mae = train(good)
+        model = db.models.save(MODEL, params=params, metrics={"mae": mae}, weights={"price": weights},
+                               data_version=good, alias="production", author=AUTHOR)
+        weights, mae = train(bad)
+        retrain = db.models.save(MODEL, params=params, metrics={"mae": mae}, weights={"price": weights},
+                                 data_version=bad, author="nightly retrain")
+        try:
+            db.models.promote(MODEL, "production", retrain.version, metric="mae", mode="min",
+                              author="nightly retrain")
+        except PromotionRefusedError:
+            return model, retrain, f"production stays on {model.ref}"
+    raise AssertionError("promote moved production to a model trained on the bad load")
 
 
 def _say(out: Console, number: int, title: str, text: str) -> None:

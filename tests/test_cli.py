@@ -411,7 +411,14 @@ def test_demo_on_a_given_database(db_url: str, conn: psycopg.Connection) -> None
     for _ in range(2):  # rerunnable: the second run replaces the first
         out = rv(db_url, "demo").stdout
         assert "A bad load." in out and "The repair." in out and "Done in" in out
-    assert versioned(conn) == ["rowver_demo.customers", "rowver_demo.orders"]
+    assert [t for t in versioned(conn) if not t.startswith("rowver.model")] == [
+        "rowver_demo.customers", "rowver_demo.orders"]
+    # production holds the model trained on the good data; the retrain on the bad load was refused
+    with rowver.connect(db_url) as db:
+        production, newest = db.models.get("demo-prices@production"), db.models.get("demo-prices")
+        assert (production.data_ref, production.metrics, production.version) == ("demo-good", {"mae": 0.0}, 3)
+        assert newest.version == 4 and newest.metrics["mae"] > 100 and newest.aliases == []
+        assert db.resolve("model:demo-prices@production") == db.resolve("demo-good")
     assert conn.execute("select count(*) from rowver_demo.orders").fetchone() == (35,)
     assert conn.execute("select count(*) from rowver_demo.orders where unit_price > 1000").fetchone() == (0,)
     assert "ok" in rv(db_url, "check").stdout
