@@ -147,12 +147,12 @@ def run(db: Database, *, url: str | None = None) -> None:
          f"{fixed.version}; {ORDERS} now differs from {tag} in {len(left)} rows. Nothing was "
          f"erased: as of version {bad.version}, order {_CORRECTED} still costs {bad_price}.")
 
-    model, retrain, refused = _models(db, tag, bad.version)
+    model, retrain = _models(db, tag, bad.version)
     _say(out, 10, "A model, tied to its data.",
          f"A price model trained on {tag} was saved as {model.ref}: its params, metric and weights are "
          f"rows, and production points at it. A nightly retrain on the bad load (version {bad.version}) "
          f"became {retrain.ref} with a mean error of {retrain.metrics['mae']:.2f} against "
-         f"{model.metrics['mae']:.2f}, so `promote` refused it ({refused}). "
+         f"{model.metrics['mae']:.2f}, so `promote` refused it: production stays on {model.ref}. "
          f"`rowver show {ORDERS} --at model:{MODEL}@production` reads the rows production was trained on.")
 
     _say(out, 11, "One row's story.", f"`rowver history {ORDERS} {_CORRECTED}`:")
@@ -177,7 +177,7 @@ def run(db: Database, *, url: str | None = None) -> None:
         out.print(f"  {command}", markup=False)
 
 
-def _models(db: Database, good: str, bad: int) -> tuple[ModelVersion, ModelVersion, str]:
+def _models(db: Database, good: str, bad: int) -> tuple[ModelVersion, ModelVersion]:
     """A model trained on the good data, aliased production, and a retrain on the bad load
     that guarded promotion refuses. The model: each product's mean unit price; its error:
     the mean distance from the list prices."""
@@ -201,7 +201,7 @@ def _models(db: Database, good: str, bad: int) -> tuple[ModelVersion, ModelVersi
             db.models.promote(MODEL, "production", retrain.version, metric="mae", mode="min",
                               author="nightly retrain")
         except PromotionRefusedError:
-            return model, retrain, f"production stays on {model.ref}"
+            return model, retrain
     raise AssertionError("promote moved production to a model trained on the bad load")
 
 
