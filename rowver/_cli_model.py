@@ -18,6 +18,7 @@ import typer
 
 from . import _output
 from ._output import Format
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ._models import Models, ModelVersion
@@ -164,6 +165,8 @@ def compare(a: Annotated[str, typer.Argument(metavar="A", show_default=False, he
             b: Annotated[str, typer.Argument(metavar="B", show_default=False, help="Another model ref.")],
             url: Url = None, fmt: Fmt = Format.table) -> None:
     """Params and metrics side by side, and which weights changed."""
+    if a == b:  # the columns are named by the refs
+        raise InvalidInputError(f"A and B are the same ref ({a}); name two model versions")
     with _models(url) as models:
         c = models.compare(a, b)
     rows = ([{"what": "param", "name": k, a: x, b: y} for k, x, y in c.params]
@@ -222,7 +225,7 @@ def search(
     for p in param or ():
         key, eq, value = p.partition("=")
         if not eq or not key:
-            raise typer.BadParameter(f"--param takes KEY=VALUE, not {p!r}")
+            raise InvalidInputError(f"--param takes KEY=VALUE, not {p!r}")
         try:
             parsed = json.loads(value)
         except ValueError:

@@ -482,4 +482,6 @@ def test_cli(db: rowver.Database, db_url: str, tmp_path: Path) -> None:
     rv(db_url, "export", "churn/1", str(tmp_path / "e"))
     assert "imported as copy/1" in rv(db_url, "import", str(tmp_path / "e"), "--name", "copy")
     assert "unknown model 'nope'" in rv(db_url, "show", "nope", code=1)
+    assert "same ref" in rv(db_url, "compare", "churn/1", "churn/1", code=1)
+    assert "KEY=VALUE" in rv(db_url, "search", "--param", "lr", code=1)
     assert "ok" in rv(db_url, "check")
