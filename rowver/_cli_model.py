@@ -259,7 +259,7 @@ def delete(ref: Ref, message: Message = None, author: Author = None, url: Url = 
 @app.command()
 def gc(grace: Annotated[float, typer.Option("--grace-hours", help="Keep chunks younger than this.")] = 24.0,
        url: Url = None) -> None:
-    """Reclaim chunks no model version names, now or in history (rowver_admin)."""
+    """Reclaim chunks no model version names, now or in history (rowver_admin); waits for saves in flight."""
     with _models(url) as models:
         n, size = models.gc(grace=dt.timedelta(hours=grace))
     typer.echo(f"reclaimed {n} chunk(s), {size} bytes")

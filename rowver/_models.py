@@ -13,6 +13,7 @@ after ``model:`` is a data ref meaning the data version the model was trained on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import psycopg
 
 from . import _model_chunks as chunks
 from . import _sql
@@ -350,29 +352,48 @@ class Models:
                 raise InvalidInputError(f"{b.kind} {b.name!r} is given twice")
             seen.add((b.kind, b.name))
 
-        entries, stats = self._write(blobs, chunk_size)
-        manifest = json.dumps([e.as_json() for e in entries])
-        args = (name, params, metrics, tags, description, version,
-                None if data_version is None else str(data_version), code_revision, author, manifest,
-                alias, expect_hash)
-        for attempt in range(5):
-            try:
-                with self._db.changeset(message=message, author=author), translated():
-                    saved, _hash = _sql.one(
-                        conn, "select * from rowver.model_commit(%s, %s::jsonb, %s::jsonb, %s::text[], %s, %s,"
-                        " %s, %s, %s, %s::jsonb, %s, %s)", args)
-                break
-            except ConflictError:
-                if attempt == 4:
-                    raise
-                time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
-            except InvalidInputError as exc:
-                if exc.sqlstate != "23503" or attempt == 4:
-                    raise
-                # gc reclaimed a chunk this save found stored: write what is missing again
-                entries, stats = self._write(blobs, chunk_size)
+        with self._gc_waits():
+            entries, stats = self._write(blobs, chunk_size)
+            for attempt in range(5):
+                args = (name, params, metrics, tags, description, version,
+                        None if data_version is None else str(data_version), code_revision, author,
+                        json.dumps([e.as_json() for e in entries]), alias, expect_hash)
+                try:
+                    with self._db.changeset(message=message, author=author), translated():
+                        saved, _hash = _sql.one(
+                            conn, "select * from rowver.model_commit(%s, %s::jsonb, %s::jsonb, %s::text[], %s, "
+                            "%s, %s, %s, %s, %s::jsonb, %s, %s)", args)
+                    break
+                except ConflictError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
+                except InvalidInputError as exc:
+                    if exc.sqlstate != "23503" or attempt == 4:
+                        raise
+                    # a chunk this save found stored is gone (gc from inside a transaction, or
+                    # a manual delete): write what is missing again
+                    entries, stats = self._write(blobs, chunk_size)
         self.last_write = stats
         return self.get(f"{name}/{saved}")
+
+    @contextlib.contextmanager
+    def _gc_waits(self) -> Iterator[None]:
+        """From the first chunk to the commit, gc (which takes this lock exclusively) waits:
+        it cannot reclaim a chunk this save found stored, or wrote, before the version that
+        names it commits. A session lock, so only on an idle connection: inside a caller's
+        transaction the commit's own check (and its retries) are the guard."""
+        conn = self._conn
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if idle:
+            with translated():
+                conn.execute("select pg_advisory_lock_shared(rowver.model_lock_key1(), 1)")
+        try:
+            yield
+        finally:
+            if idle and not conn.closed:
+                with contextlib.suppress(psycopg.OperationalError):  # a lost session lost its locks
+                    conn.execute("select pg_advisory_unlock_shared(rowver.model_lock_key1(), 1)")
 
     def _write(self, blobs: list[Blob], chunk_size: int) -> tuple[list[Entry], WriteStats]:
         with translated():
@@ -555,7 +576,8 @@ class Models:
 
     def gc(self, *, grace: dt.timedelta = dt.timedelta(days=1)) -> tuple[int, int]:
         """Reclaim chunks that no model version names, in its current state or in history,
-        older than ``grace``; returns (chunks, bytes). Needs rowver_admin."""
+        older than ``grace``; returns (chunks, bytes). Waits for saves in flight to commit.
+        Needs rowver_admin."""
         with translated():
             n, size = _sql.one(self._conn, "select * from rowver.model_gc(%s)", (grace,))
         return int(n), int(size)

@@ -561,7 +561,8 @@ create or replace function rowver.model_gc(grace interval default '1 day', out c
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
-  perform pg_advisory_xact_lock(rowver.model_lock_key1(), 1);  -- waits for open commits
+  -- waits for saves in flight: each holds this lock shared from its first chunk to its commit
+  perform pg_advisory_xact_lock(rowver.model_lock_key1(), 1);
   create temp table rv_model_live (h bytea primary key) on commit drop;
   insert into rv_model_live select distinct c from rowver.model_tensor t, unnest(t.chunks) c
     on conflict do nothing;
