@@ -119,6 +119,7 @@ def _measure(url: str, name: str, size_mb: int, tensors: int, rounds: int, chunk
         "first_save_s": med["save"], "resave_unchanged_s": resave,
         "resave_unchanged_vs_first_save": resave / med["save"],
         "resave_unchanged_written_bytes": unchanged_written,
+        "model_bytes": nbytes,
         "resave_10pct_written_bytes": written, "resave_10pct_written_fraction": written / nbytes,
         "resave_10pct_relation_growth_bytes": growth,
         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},

@@ -52,11 +52,8 @@ def _na(figure: int, name: str, title: str, op: str, target: float, why: str) ->
     return Figure(figure, name, title, "", None, None, None, op, target, status=f"n/a: {why}")
 
 
-_NO_MODELS = [("model_save", ">=", 0.8), ("model_load", ">=", 0.8), ("model_resave_unchanged", "<=", 0.2)]
-
-
 def _models_na(why: str) -> list[Figure]:
-    return [_na(8, name, name.replace("_", " "), op, target, why) for name, op, target in _NO_MODELS]
+    return _bench._models_skipped(f"n/a: {why}")
 
 
 def periods_available(url: str) -> bool:
