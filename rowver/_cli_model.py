@@ -97,7 +97,8 @@ def _changeset_line(cs: dict[str, Any] | None) -> str | None:
         return None
     who = cs.get("author") or cs.get("db_user")
     when = re.sub(r"\.\d+", "", cs["created_at"]).replace("T", " ")  # as the tables print times
-    return f"{cs['version']}: {when}, {who}: {cs.get('message') or ''}".rstrip(": ")
+    line = f"{cs['version']}: {when}, {who}"
+    return f"{line}: {cs['message']}" if cs.get("message") else line
 
 
 def _emit_versions(versions: list[ModelVersion], fmt: Format, **options: Any) -> None:

@@ -40,20 +40,18 @@ def bench_models(url: str, size_mb: int = 1024, *, tensors: int = 20, rounds: in
     named by history stay until retention). A role that may not create databases measures
     in ``url``'s database instead, and the models named rowver_bench_<random> stay there."""
     name = f"rowver_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(url, autocommit=True)
-    try:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    except psycopg.errors.InsufficientPrivilege:
-        admin.close()
-        return {**_measure(url, name, size_mb, tensors, rounds, chunk_size), "database": "given", "model": name}
-    try:
-        scratch = server_url_for(url, name)
-        with rowver.connect(scratch) as db:
-            db.init()
-        return {**_measure(scratch, name, size_mb, tensors, rounds, chunk_size), "database": "scratch, dropped"}
-    finally:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
+    with psycopg.connect(url, autocommit=True) as admin:
+        try:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            return {**_measure(url, name, size_mb, tensors, rounds, chunk_size), "database": "given", "model": name}
+        try:
+            scratch = server_url_for(url, name)
+            with rowver.connect(scratch) as db:
+                db.init()
+            return {**_measure(scratch, name, size_mb, tensors, rounds, chunk_size), "database": "scratch, dropped"}
+        finally:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def _measure(url: str, name: str, size_mb: int, tensors: int, rounds: int, chunk_size: int) -> dict[str, Any]:
