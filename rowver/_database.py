@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import urllib.parse
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,11 @@ from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# What enable says of a table versioned without triggers (DESIGN §6: a trusted-writer mode).
+TRUSTED_WRITERS = ("{table} is versioned without triggers: only rowver's write layer is captured, and every "
+                   "role that may write {table} may also write its rv_version (forging a version). Use this "
+                   "mode only where every writer of the table is trusted.")
 
 
 def connect(url: str | None = None) -> Database:
@@ -105,10 +111,15 @@ class Database:
         the table once (holding an exclusive lock meanwhile) so that every row stores its
         version; without the copy, rv_version is a fast default and full scans of the table
         cost ~15% more until it is rewritten. None (the default): copy tables of at most
-        256 MB (the setting ``rowver.rewrite_limit``), add larger ones without a copy."""
+        256 MB (the setting ``rowver.rewrite_limit``), add larger ones without a copy.
+        ``triggers=False`` captures only the write layer, and trusts every writer of the table
+        (it warns: such a writer may write rv_version, and so forge a version)."""
         if self.catalog_version() is None:
             self.init()
-        return _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite)
+        version = _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite)
+        if not triggers:
+            warnings.warn(TRUSTED_WRITERS.format(table=table), stacklevel=2)
+        return version
 
     def disable(self, table: str, *, keep_history: bool = False) -> None:
         """Stop versioning ``table``; its history is dropped unless ``keep_history``."""
@@ -196,16 +207,22 @@ class Database:
         """The version a ref names (number, tag, 'head', ISO-8601 timestamp); at most head."""
         return int(self.scalar("select rowver.resolve(%s)", (str(ref),)))
 
-    def tag(self, name: str, ref: str | int = "head") -> int:
-        """Name a version; returns it."""
-        return int(self.scalar("select rowver.tag(%s, %s)", (name, str(ref))))
+    def tag(self, name: str, ref: str | int = "head", *, move: bool = False) -> int:
+        """Name a version; returns it. An existing tag is refused unless ``move`` (a protected
+        one even then). Needs rowver_tagger; every change is recorded (``tags(history=True)``)."""
+        return int(self.scalar("select rowver.tag(%s, %s, %s)", (name, str(ref), move)))
 
     def untag(self, name: str) -> int:
-        """Remove a tag; returns the version it named (which is untouched)."""
+        """Remove a tag (not a protected one); returns the version it named (which is untouched)."""
         return int(self.scalar("select rowver.untag(%s)", (name,)))
 
-    def tags(self) -> pd.DataFrame:
-        return _query.tags(self)
+    def protect_tag(self, name: str, protect: bool = True) -> int:
+        """Protect a tag from being moved or removed, or lift that (rowver_admin); returns its version."""
+        return int(self.scalar("select rowver.protect_tag(%s, %s)", (name, protect)))
+
+    def tags(self, *, history: bool = False) -> pd.DataFrame:
+        """The tags, or with ``history`` every change to them: who, when, old and new version."""
+        return _query.tag_log(self) if history else _query.tags(self)
 
     def as_of(self, table: str, ref: str | int = "head", *, chunksize: int | None = None) -> Any:
         """``table`` as of a ref, as a DataFrame ordered by key; with ``chunksize``, an iterator of

@@ -418,7 +418,7 @@ class Models:
         """A model version with its weights and artifacts, every chunk hash verified.
         Memory: the model once, plus a few chunks in flight."""
         info = self.get(ref)
-        entries = [_entry(t) for t in info.tensors]
+        entries = self._manifest(info)
         buffers = [np.empty(e.nbytes, np.uint8) for e in entries]
 
         def sink(i: int, offset: int, data: memoryview) -> np.ndarray:
@@ -444,9 +444,22 @@ class Models:
         from . import _model_dir
 
         info = self.get(ref)
+        entries = self._manifest(info)
         with translated():
-            _model_dir.export(self._conn, info, [_entry(t) for t in info.tensors], Path(directory))
+            _model_dir.export(self._conn, info, entries, Path(directory))
         return info
+
+    def _manifest(self, info: ModelVersion) -> list[Entry]:
+        """The chunks to read for ``info``, once the server has checked that this manifest and
+        the stored params are what the version's content hash covers (nobody swapped them)."""
+        entries = [_entry(t) for t in info.tensors]
+        with translated():
+            intact = _sql.value(self._conn, "select rowver.model_manifest_matches(%s, %s, %s::jsonb)",
+                                (info.model, info.version, json.dumps([e.as_json() for e in entries])))
+        if not intact:
+            raise ModelIntegrityError(f"{info.ref}: its params and manifest do not match its content hash "
+                                      f"{info.content_hash[:12]}; the stored model was changed after it was saved")
+        return entries
 
     def import_(self, directory: str | os.PathLike[str], *, name: str | None = None,
                 data_version: str | int | None = None, alias: str | None = None,

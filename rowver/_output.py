@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,17 @@ def frame_rows(frame: pd.DataFrame) -> tuple[list[str], Rows]:
 # -- writing ------------------------------------------------------------------------------
 
 
+# Control characters that a terminal obeys rather than shows (ESC starts colour, cursor and
+# title sequences; CR, BS and the C1 set rewrite what is on screen). Tab and newline stay.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: each control character as ``\\xNN``, so data, tags and
+    messages are shown, never obeyed. (JSON and CSV stay exact.)"""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None = None,
          caption: str | None = None, empty: str | None = None) -> None:
     """Print rows to stdout in ``fmt``; ``title``, ``caption`` and ``empty`` are for tables."""
@@ -101,13 +113,15 @@ def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None =
     elif fmt is Format.csv:
         sys.stdout.write(to_csv(columns, rows))
     else:
+        from rich.text import Text
+
         out = console()
         if not rows and empty is not None:
-            out.print(empty)
+            out.print(Text(printable(empty)))
             return
         out.print(to_table(columns, rows, title=title, width=out.width))
         if caption:
-            out.print(caption, style="dim")
+            out.print(Text(printable(caption)), style="dim")
 
 
 def emit_frame(frame: pd.DataFrame, fmt: Format, **options: Any) -> None:
@@ -205,6 +219,8 @@ def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | Non
     from rich.text import Text
 
     texts = [[cell_text(v) for v in row] for row in rows]
+    columns = [printable(c) for c in columns]
+    title = printable(title) if title else title
     numeric = [_all(rows, i, _is_number) for i in range(len(columns))]
     whole = [numeric[i] or _all(rows, i, _is_time) for i in range(len(columns))]  # never cut
     minimum = []
@@ -213,10 +229,10 @@ def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | Non
         minimum.append(max(len(name), longest) if whole[i] else max(min(len(name), 12), min(longest, 10)))
     if sum(minimum) + 3 * (len(columns) - 1) > width:
         return _expanded(columns, texts, title=title)
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold",
+    table = Table(box=box.SIMPLE_HEAD, title=Text(title) if title else None, title_justify="left", title_style="bold",
                   header_style="bold", pad_edge=False, show_edge=False)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="right" if numeric[i] else "left", no_wrap=whole[i],
+        table.add_column(Text(name), justify="right" if numeric[i] else "left", no_wrap=whole[i],
                          overflow="fold", min_width=minimum[i])
     for row in texts:
         table.add_row(*(Text(t) for t in row))
@@ -247,7 +263,11 @@ def _all(rows: Rows, i: int, test: Any) -> bool:
 
 
 def cell_text(value: Any) -> str:
-    """Short text of a value for a table cell; NULL is empty, as in psql."""
+    """Short text of a value for a table cell, printable; NULL is empty, as in psql."""
+    return printable(_cell_text(value))
+
+
+def _cell_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -261,7 +281,7 @@ def cell_text(value: Any) -> str:
         return json_value(value)
     if isinstance(value, (list, tuple)):
         if all(not isinstance(v, (Mapping, list, tuple)) for v in value):
-            return ", ".join(cell_text(v) for v in value)
+            return ", ".join(_cell_text(v) for v in value)
         return json_value(value)
     return scalar_text(value)
 

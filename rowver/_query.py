@@ -6,9 +6,11 @@ after head was known sees every version at or below it, so the read is repeatabl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from . import _frames, _sql
@@ -20,11 +22,13 @@ if TYPE_CHECKING:
     from ._database import Database
 
 
-def frame(db: Database, query: Any, params: Any = None) -> pd.DataFrame:
-    with translated():
-        cur = db.conn.execute(query, params)
+def frame(db: Database, query: Any, params: Any = None, *, raw: bool = False) -> pd.DataFrame:
+    """A query's rows as a frame; ``raw``: SQL rowver generated, with $1-style parameters
+    (a % in a quoted name is then no placeholder)."""
+    with translated(), (psycopg.RawCursor(db.conn) if raw else db.conn.cursor()) as cur:
+        cur.execute(query, params)
         rows = cur.fetchall()
-    described = cur.description or []
+        described = cur.description or []
     return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
@@ -77,14 +81,13 @@ def history(db: Database, table: str, key: Any) -> pd.DataFrame:
     """Every version of one row, oldest first, with its changeset's time, author and message."""
     where = key_object(db, table, key)
     with translated():
-        versions = _sql.value(db.conn, "select rowver.versions_sql(%s::regclass)", (table,))
-    query = sql.SQL(
-        "select v.*, c.created_at, c.author, c.message from {} v"
-        " left join rowver.changeset c on c.version = v.rv_version"
-        " where {} order by v.rv_version, v.rv_deleted"
-    ).format(sql.SQL(versions),  # quoted by rowver.versions_sql
-             sql.SQL(" and ").join(sql.SQL("v.{} = %s").format(sql.Identifier(k)) for k in where))
-    return frame(db, query, list(where.values()))
+        query = _sql.value(db.conn, "select rowver.history_sql(%s::regclass)", (table,))
+    try:  # the key travels as JSON, read into the key columns' own types by the server
+        key_json = json.dumps(where, default=str, allow_nan=False)  # dates, decimals, uuids: as text
+    except ValueError:
+        raise InvalidInputError(f"a key of {table} cannot be NaN or infinite: {where!r}") from None
+    # built by rowver.history_sql: names quoted, operators and functions qualified
+    return frame(db, query, [key_json], raw=True)
 
 
 def diff_query(db: Database, table: str, ref_a: str | int,
@@ -151,4 +154,9 @@ def log(db: Database, *, limit: int | str | None, table: str | None) -> pd.DataF
 
 
 def tags(db: Database) -> pd.DataFrame:
-    return frame(db, "select name, version, created_at, db_user from rowver.tag order by version, name")
+    return frame(db, "select name, version, protected, created_at, db_user from rowver.tag order by version, name")
+
+
+def tag_log(db: Database) -> pd.DataFrame:
+    return frame(db, "select at, name, action, old_version, new_version, protected, db_user, db_role"
+                     " from rowver.tag_log order by at, name")

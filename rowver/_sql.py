@@ -21,3 +21,4 @@ def one(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = Non
 def value(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = None) -> Any:
     """The first column of the single row a query returns."""
     return one(conn, query, params)[0]
+

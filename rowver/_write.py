@@ -176,10 +176,7 @@ def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any
 def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:
     """(key columns, writable columns, json columns) of a versioned table."""
     keys = _sql.value(conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
-    cols = conn.execute(
-        "select p.name, p.history_type_sql in ('json', 'jsonb') from rowver.payload_columns(%s::regclass) p"
-        " join pg_attribute a on a.attrelid = %s::regclass and a.attname = p.name where a.attgenerated = ''",
-        (table, table)).fetchall()
+    cols = conn.execute("select * from rowver.writable_columns(%s::regclass)", (table,)).fetchall()
     return list(keys), [c for c, _ in cols], {c for c, is_json in cols if is_json}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,7 +25,7 @@ import rowver
 
 from . import _output
 from ._cli_model import app as model_app
-from ._database import redacted
+from ._database import TRUSTED_WRITERS, redacted
 from ._output import Format
 from .errors import InvalidInputError, RowverError, from_database, translated
 
@@ -69,7 +70,7 @@ def error_line(exc: BaseException) -> str:
         text = f"{exc} (rerun with --debug for the traceback)"
     else:
         text = f"{type(exc).__name__}: {exc} (a bug in rowver? rerun with --debug for the traceback)"
-    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+    return _output.printable("; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip()))
 
 
 app = typer.Typer(
@@ -172,10 +173,13 @@ def enable(
         if show_sql:
             typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite), nl=False)
             return
-        with _output.progress(f"enabling versioning of {table}"):
+        with _output.progress(f"enabling versioning of {table}"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said below, as one line
             version = db.enable(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite)
             stored = db.conn.execute("select rowver.stores_version(%s::regclass)", (table,)).fetchone()
         typer.echo(f"{table} is versioned; its current rows are version {version}")
+        if not triggers:
+            typer.echo(f"warning: {TRUSTED_WRITERS.format(table=table)}", err=True)
         if stored and stored[0] is False:
             typer.echo(f"{table} was not copied (over rowver.rewrite_limit, or --no-rewrite): rv_version is a "
                        "fast default, and full scans of it cost ~15% more until VACUUM FULL or CLUSTER "
@@ -429,19 +433,49 @@ def tag(
     name: Annotated[str, typer.Argument(
         metavar="NAME", help="The tag, e.g. train-2026-11.", show_default=False)],
     at: Annotated[str, typer.Option("--at", metavar="REF", help="The version to name.")] = "head",
+    move: Annotated[bool, typer.Option("--move", help="Move the tag if it exists (not a protected one).")] = False,
     url: Url = None,
 ) -> None:
-    """Name a version, so that refs can say NAME instead of a number."""
+    """Name a version, so that refs can say NAME instead of a number (needs rowver_tagger)."""
     with _database(url) as db:
-        version = db.tag(name, at)
-    typer.echo(f"{name} is version {version}")
+        before = db.tags().set_index("name")["version"].to_dict() if move else {}
+        version = db.tag(name, at, move=move)
+    was = before.get(name)
+    typer.echo(f"{name} is version {version}" + (f" (was {was})" if was is not None and was != version else ""))
 
 
 @app.command()
-def tags(url: Url = None, fmt: Fmt = Format.table) -> None:
+def untag(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The tag to remove.", show_default=False)],
+    url: Url = None,
+) -> None:
+    """Remove a tag (not a protected one); the version it named is untouched."""
+    with _database(url) as db:
+        version = db.untag(name)
+    typer.echo(f"removed tag {name} (it named version {version})")
+
+
+@app.command()
+def protect(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The tag.", show_default=False)],
+    off: Annotated[bool, typer.Option("--off", help="Lift the protection.")] = False,
+    url: Url = None,
+) -> None:
+    """Protect a tag from being moved or removed, or lift that (rowver_admin)."""
+    with _database(url) as db:
+        db.protect_tag(name, not off)
+    typer.echo(f"{'unprotected' if off else 'protected'} {name}")
+
+
+@app.command()
+def tags(
+    history: Annotated[bool, typer.Option("--history", help="Every change to a tag: who, when, from and to.")] = False,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
     """List tags and the versions they name."""
     with _database(url) as db:
-        frame = db.tags()
+        frame = db.tags(history=history)
     _output.emit_frame(frame, fmt, empty="No tags yet: rowver tag NAME")
 
 

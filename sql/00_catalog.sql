@@ -3,8 +3,10 @@
 -- Installable with psql alone (`psql -f` each file of sql/ in name order) and idempotent:
 -- rerunning the files upgrades functions in place and leaves data alone.
 
--- rowver_owner owns everything rowver creates; rowver_admin may prune, erase and disable.
--- They are created where the installer may create roles, and reused where they exist.
+-- rowver_owner (NOLOGIN) owns the catalog; rowver_admin prunes and erases any versioned
+-- table and maintains the catalog; rowver_tagger names versions (rowver_admin is one). None
+-- of them opens a user's table: each table's history belongs to the table's owner. They are
+-- created where the installer may create roles, and reused where they exist.
 do $$
 begin
   if not exists (select from pg_catalog.pg_roles where rolname = 'rowver_owner') then
@@ -13,25 +15,42 @@ begin
   if not exists (select from pg_catalog.pg_roles where rolname = 'rowver_admin') then
     create role rowver_admin nologin;
   end if;
+  if not exists (select from pg_catalog.pg_roles where rolname = 'rowver_tagger') then
+    create role rowver_tagger nologin;
+  end if;
   -- the installer acts as rowver_owner to create objects it will own
   if not pg_catalog.pg_has_role(current_user, 'rowver_owner', 'MEMBER') then
     execute pg_catalog.format('grant rowver_owner to %I', current_user);
   end if;
-  -- rowver_admin may disable versioning (and drop what rowver_owner owns)
-  if not pg_catalog.pg_has_role('rowver_admin', 'rowver_owner', 'MEMBER') then
-    grant rowver_owner to rowver_admin;
+  if not pg_catalog.pg_has_role('rowver_admin', 'rowver_tagger', 'MEMBER') then
+    grant rowver_tagger to rowver_admin;
   end if;
 exception when insufficient_privilege then
-  raise exception 'rowver: installing needs the roles rowver_owner and rowver_admin, and membership in rowver_owner'
+  raise exception 'rowver: installing needs the roles rowver_owner, rowver_admin and rowver_tagger, and membership in rowver_owner'
     using errcode = '42501',
     hint = format('ask an administrator to run: CREATE ROLE rowver_owner NOLOGIN; CREATE ROLE rowver_admin NOLOGIN; '
-                  'GRANT rowver_owner TO rowver_admin; GRANT rowver_owner TO %I;', current_user);
+                  'CREATE ROLE rowver_tagger NOLOGIN; GRANT rowver_tagger TO rowver_admin; GRANT rowver_owner TO %I;',
+                  current_user);
+end $$;
+
+-- Before 0.2, rowver_admin was a member of rowver_owner, which then owned every history:
+-- membership would now open the catalog to every admin. (A grant the installer cannot
+-- revoke is left for `rowver check` to report.)
+do $$
+begin
+  if exists (select from pg_catalog.pg_auth_members m
+              where m.roleid = 'rowver_owner'::regrole and m.member = 'rowver_admin'::regrole) then
+    revoke rowver_owner from rowver_admin;
+  end if;
+exception when insufficient_privilege then
+  null;
 end $$;
 
 create schema if not exists rowver authorization rowver_owner;
 grant usage on schema rowver to public;
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- defaults and checks below are bound now
 
 -- EXECUTE on rowver's functions is not PUBLIC's by default: each file grants, per function,
 -- what others may run (allocation, capture and registration stay with rowver_owner).
@@ -80,8 +99,12 @@ create table if not exists rowver.versioned (
   stamp_name      name not null,
   capture_name    name not null,
   enabled_version bigint not null,
-  definition_hash text not null
+  definition_hash text not null,
+  security_hash   text,           -- T's read security when it was mirrored onto history (rowver.security_hash)
+  admin_name      name            -- T's admin function (null: registered before there was one)
 );
+alter table rowver.versioned add column if not exists security_hash text,
+                             add column if not exists admin_name name;
 
 -- When each column of a versioned table joined or left it (NULL added_version: there from
 -- the start). attnum follows renames; a column added at version D reads NULL as of
@@ -137,19 +160,42 @@ create table if not exists rowver.head_log (
 );
 insert into rowver.head_log select at, head from rowver.head_mark on conflict do nothing;
 
+-- Names of versions. Only rowver's functions write them (rowver_tagger may create, move and
+-- remove; a protected tag moves or goes only after rowver_admin unprotects it).
 create table if not exists rowver.tag (
   name       text primary key,
   version    bigint not null,
   created_at timestamptz not null default pg_catalog.clock_timestamp(),
-  db_user    name not null default session_user
+  db_user    name not null default session_user,
+  protected  boolean not null default false
 );
+alter table rowver.tag add column if not exists protected boolean not null default false;
+
+-- Every change to a tag: who (login and role), when, and the version it named before and
+-- after (null: created, removed). Insert-only, by rowver's tag functions.
+create table if not exists rowver.tag_log (
+  at          timestamptz not null default pg_catalog.clock_timestamp(),
+  name        text not null,
+  old_version bigint,
+  new_version bigint,
+  protected   boolean not null,
+  db_user     name not null default session_user,
+  db_role     name not null,
+  action      text not null check (action in ('create', 'move', 'remove', 'protect', 'unprotect'))
+);
+create index if not exists tag_log_name on rowver.tag_log (name, at);
+-- tags made before there was a log: their creation, as recorded on the tag
+insert into rowver.tag_log (at, name, old_version, new_version, protected, db_user, db_role, action)
+select t.created_at, t.name, null, t.version, t.protected, t.db_user, t.db_user, 'create'
+  from rowver.tag t where not exists (select from rowver.tag_log l where l.name = t.name);
 
 -- Readers may see everything; only rowver's own functions write.
 grant select on all tables in schema rowver to public;
 -- The stamp reads currval(); reading a sequence never moves it (no USAGE, no UPDATE).
 grant select on sequence rowver.version_seq to public;
 
-insert into rowver.meta values ('schema_version', '1')
+insert into rowver.meta values ('schema_version', '2')
   on conflict (key) do update set value = excluded.value;
 
+reset search_path;
 reset role;

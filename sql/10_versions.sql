@@ -6,6 +6,16 @@
 -- with a reserved tag in the high bits: key1 = tag << 16 | v >> 32, key2 = v & 0xffffffff.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
+
+-- Functions without a SET clause (on the write path, where a SET costs) qualify every
+-- function and operator: they run under their caller's search_path.
+
+-- The role a session acts as: its SET ROLE, else its login. Changesets and tag changes record
+-- it beside session_user (inside a SECURITY DEFINER function current_user is the owner).
+create or replace function rowver.session_role() returns name
+language sql stable
+return case when current_setting('role') = 'none' then session_user else current_setting('role')::name end;
 
 create or replace function rowver.lock_key1(v bigint) returns integer
 language sql immutable parallel safe
@@ -31,15 +41,16 @@ as $$
 declare
   v bigint;
 begin
-  if pg_current_xact_id_if_assigned() is null then
+  if pg_catalog.pg_current_xact_id_if_assigned() is null then
     return null;  -- allocating writes a row, so a transaction without an id has no version
   end if;
   begin
-    v := currval('rowver.version_seq');
+    v := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
   exception when object_not_in_prerequisite_state then  -- no version in this session yet
     return null;
   end;
-  if exists (select from rowver.allocation a where a.version = v and a.xid = pg_current_xact_id()) then
+  if exists (select from rowver.allocation a where a.version operator(pg_catalog.=) v
+                                              and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id()) then
     return v;
   end if;
   return null;
@@ -48,7 +59,7 @@ end $$;
 -- Allocate a version to this transaction (callers check rowver.allocated() first). Runs
 -- as rowver_owner, the sequence's only user: called from xact_version and begin_statement.
 create or replace function rowver.allocate() returns bigint
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   v    bigint;
@@ -69,8 +80,10 @@ begin
   return v;
 end $$;
 
--- This transaction's version, allocated on first use. The only function that moves the
--- sequence: SECURITY DEFINER, not executable by PUBLIC.
+-- This transaction's version, allocated on first use: one of the two ways to move the
+-- sequence (the other is a write to a versioned table). Open to all: a version grants
+-- nothing but a number for one's own transaction (and holds head while it runs, as any
+-- writer does); what a changeset records about a table only that table's owner writes.
 create or replace function rowver.xact_version() returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
@@ -133,7 +146,7 @@ end $$;
 
 -- Raise a serialization failure: the write would supersede a newer version.
 create or replace function rowver.conflict(tbl text, detail text) returns boolean
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 begin
   raise exception 'rowver: % was changed by a newer version; retry the transaction', tbl
@@ -198,69 +211,150 @@ begin
   return v;
 end $$;
 
--- Name a version. The ref is resolved (so at most head); head is published first so that
--- a tag of 'head' names what every later reader can see.
-create or replace function rowver.tag(name text, ref text default 'head') returns bigint
+-- A tag name: starts with a letter or _, no spaces, at most 200 characters, and nothing a
+-- ref would read otherwise (head, model:..., and every word or form PostgreSQL reads as a
+-- timestamp: now, today, epoch, infinity, J2451545, ...).
+create or replace function rowver.check_tag_name(name text) returns void
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  is_time boolean := false;
+begin
+  if name is not null then
+    begin
+      perform name::timestamptz;
+      is_time := true;
+    exception when others then  -- (not a timestamp: the name is free)
+      null;
+    end;
+  end if;
+  if name is null or name !~ '^[[:alpha:]_][^[:space:][:cntrl:]]*$' or lower(name) = 'head'
+     or name like 'model:%' or length(name) > 200 or is_time then
+    raise exception 'rowver: invalid tag name %', coalesce(quote_literal(name), 'NULL')
+      using errcode = '22023',
+      hint = 'a tag starts with a letter or _, has no spaces, and is not head, model:..., or a word a '
+             'timestamp could be (now, today, infinity, ...)';
+  end if;
+end $$;
+
+-- Record a change to a tag (the tag functions call this; nobody else may).
+create or replace function rowver.log_tag(name text, action text, old_version bigint, new_version bigint,
+                                          protected boolean) returns void
+language sql
+begin atomic
+  insert into rowver.tag_log (name, action, old_version, new_version, protected, db_role)
+  values (name, action, old_version, new_version, protected, rowver.session_role());
+end;
+
+-- Name a version (needs rowver_tagger). The ref is resolved (so at most head); head is
+-- published first so that a tag of 'head' names what every later reader can see. An
+-- existing tag is refused, unless move: then it names the new version (unless protected).
+create or replace function rowver.tag(name text, ref text default 'head', move boolean default false)
+returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v bigint;
+  v   bigint;
+  old rowver.tag;
 begin
-  if name is null or name !~ '^[[:alpha:]_][^[:space:]]*$' or lower(name) = 'head'
-     or name like 'model:%' or length(name) > 200 then
-    raise exception 'rowver: invalid tag name %', coalesce(quote_literal(name), 'NULL')
-      using errcode = '22023',
-      hint = 'a tag starts with a letter or _, has no spaces, and is not head or model:...';
-  end if;
+  perform rowver.check_tag_name(name);
   perform rowver.publish_head();
   v := rowver.resolve(ref);
   if v < (select max(x.horizon) from rowver.retention x) then
     raise exception 'rowver: version % is before a retention horizon; its history was pruned', v
       using errcode = '22023';
   end if;
-  insert into rowver.tag (name, version) values (name, v);
+  select * into old from rowver.tag t where t.name = tag.name for update;
+  if not found then
+    insert into rowver.tag (name, version) values (name, v);
+    perform rowver.log_tag(name, 'create', null, v, false);
+  elsif not move then
+    raise exception 'rowver: tag % already exists (version %)', quote_literal(name), old.version
+      using errcode = '23505', hint = 'move it with rowver tag --move (move => true)';
+  elsif old.protected then
+    raise exception 'rowver: tag % is protected', quote_literal(name) using errcode = '42501',
+      hint = 'only rowver_admin may unprotect it (rowver.protect_tag(name, false))';
+  elsif old.version <> v then
+    update rowver.tag t set version = v, created_at = clock_timestamp(), db_user = session_user
+     where t.name = tag.name;
+    perform rowver.log_tag(name, 'move', old.version, v, false);
+  end if;
   return v;
-exception when unique_violation then
+exception when unique_violation then  -- created concurrently
   raise exception 'rowver: tag % already exists', quote_literal(name) using errcode = '23505';
 end $$;
 
--- Remove a tag (the version it named is untouched).
+-- Remove a tag (needs rowver_tagger; a protected tag only once unprotected). The version it
+-- named is untouched.
 create or replace function rowver.untag(name text) returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v bigint;
+  old rowver.tag;
 begin
-  delete from rowver.tag t where t.name = untag.name returning t.version into v;
+  select * into old from rowver.tag t where t.name = untag.name for update;
+  if not found then
+    raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
+  elsif old.protected then
+    raise exception 'rowver: tag % is protected', quote_literal(name) using errcode = '42501',
+      hint = 'only rowver_admin may unprotect it (rowver.protect_tag(name, false))';
+  end if;
+  delete from rowver.tag t where t.name = untag.name;
+  perform rowver.log_tag(name, 'remove', old.version, null, false);
+  return old.version;
+end $$;
+
+-- Protect a tag from being moved or removed, or lift that (needs rowver_admin). Prune keeps
+-- what every tag names; protection keeps the tag.
+create or replace function rowver.protect_tag(name text, protect boolean default true) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+  old rowver.tag;
+begin
+  select * into old from rowver.tag t where t.name = protect_tag.name for update;
   if not found then
     raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
   end if;
-  return v;
+  if old.protected is distinct from protect then
+    update rowver.tag t set protected = protect where t.name = protect_tag.name;
+    perform rowver.log_tag(name, case when protect then 'protect' else 'unprotect' end,
+                           old.version, old.version, protect);
+  end if;
+  return old.version;
 end $$;
 
 -- Record that this transaction changed `n` rows of versioned table `tbl`, growing it by
 -- `delta` rows (inserted minus deleted): creates the changeset on the first captured
--- change, so transactions that capture nothing leave none. Not SECURITY DEFINER: its
--- callers (capture, enable, refresh, prune, erase) already run as rowver_owner or a member,
--- and a second definer call with its own SET on every captured statement cost ~5% of a
--- single-row update. Nobody else may execute it.
+-- change, so transactions that capture nothing leave none. Runs as its caller (capture runs
+-- as T's owner): row-level security lets it record this transaction's version for tables
+-- the caller owns only (sql/15_access.sql). Not SECURITY DEFINER and no SET clause: it runs
+-- on every captured statement, so every name in it is qualified.
 drop function if exists rowver.record_change(bigint, regclass, bigint);
 create or replace function rowver.record_change(v bigint, tbl regclass, n bigint, delta bigint default 0) returns void
 language plpgsql
 as $$
+declare
+  author  pg_catalog.text := pg_catalog.current_setting('rowver.author', true);
+  message pg_catalog.text := pg_catalog.current_setting('rowver.message', true);
 begin
+  -- (not nullif: it looks = up through the search path)
+  if author operator(pg_catalog.=) '' then
+    author := null;
+  end if;
+  if message operator(pg_catalog.=) '' then
+    message := null;
+  end if;
   with changeset as (
     insert into rowver.changeset (version, xid, db_role, author, message)
-    values (v, pg_current_xact_id(),
-            case when current_setting('role') = 'none' then session_user::name
-                 else current_setting('role')::name end,
-            nullif(current_setting('rowver.author', true), ''),
-            nullif(current_setting('rowver.message', true), ''))
+    values (v, pg_catalog.pg_current_xact_id(), rowver.session_role(), author, message)
     on conflict (version) do nothing)
   insert into rowver.changeset_table as c (version, table_id, rows, net)
   values (v, (select r.id from rowver.versioned r  -- null, and refused, for an unregistered table
-               where r.relid = coalesce(pg_partition_root(tbl), tbl)), n, delta)  -- a partition counts for its root
-  on conflict (version, table_id) do update set rows = c.rows + excluded.rows, net = c.net + excluded.net;
+               where r.relid operator(pg_catalog.=)  -- a partition counts for its root
+                     coalesce(pg_catalog.pg_partition_root(tbl), tbl)), n, delta)
+  on conflict (version, table_id) do update
+    set rows = c.rows operator(pg_catalog.+) excluded.rows, net = c.net operator(pg_catalog.+) excluded.net;
 end $$;
 
 -- Every statement on a versioned table starts here: it allocates (once per transaction),
@@ -280,26 +374,37 @@ end $$;
 
 -- Versioned tables refuse TRUNCATE while they hold rows: it would drop rows without
 -- history. rowver.truncate() deletes (on record) first; an empty table may be truncated.
+-- Under row-level security the truncating role may not see every row, so TRUNCATE is then
+-- refused outright.
 create or replace function rowver.refuse_truncate() returns trigger
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   has_rows boolean;
 begin
-  execute pg_catalog.format('select exists (select from %I.%I)', TG_TABLE_SCHEMA, TG_TABLE_NAME) into has_rows;
-  if has_rows then
-    raise exception 'rowver: TRUNCATE of versioned table %.% would lose history', TG_TABLE_SCHEMA, TG_TABLE_NAME
+  execute format('select exists (select from %I.%I)', TG_TABLE_SCHEMA, TG_TABLE_NAME) into has_rows;
+  if has_rows or row_security_active(TG_RELID) then
+    raise exception 'rowver: TRUNCATE of versioned table %.% would lose history%', TG_TABLE_SCHEMA, TG_TABLE_NAME,
+      case when has_rows then '' else ' (row-level security may hide rows from you)' end
       using errcode = '0A000',
-      hint = pg_catalog.format('use rowver.truncate(%L), which records every delete first',
-                               pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME));
+      hint = format('use rowver.truncate(%L), which records every delete first',
+                    format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME));
   end if;
   return null;
 end $$;
 
--- Anyone may read head and resolve refs; tags are names, not data. Allocation
--- (xact_version, allocate), record_change and begin_statement stay with rowver_owner.
-grant execute on function rowver.allocated(), rowver.head(), rowver.publish_head(), rowver.resolve(text),
-  rowver.tag(text, text), rowver.untag(text), rowver.lock_key1(bigint), rowver.lock_key2(bigint),
-  rowver.mutex() to public;
+-- Anyone may read head and resolve refs, and take a version for its own transaction;
+-- owners attach begin_statement and refuse_truncate to their tables and record their
+-- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
+-- allocate() and log_tag() are rowver_owner's alone.
+drop function if exists rowver.tag(text, text);
+grant execute on function rowver.allocated(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
+  rowver.resolve(text), rowver.session_role(), rowver.conflict(text, text), rowver.record_change(bigint, regclass, bigint, bigint),
+  rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),
+  rowver.lock_key1(bigint), rowver.lock_key2(bigint), rowver.mutex() to public;
+revoke execute on function rowver.tag(text, text, boolean), rowver.untag(text) from public;
+grant execute on function rowver.tag(text, text, boolean), rowver.untag(text) to rowver_tagger;
+grant execute on function rowver.protect_tag(text, boolean) to rowver_admin;
 
+reset search_path;
 reset role;

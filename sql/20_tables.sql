@@ -11,6 +11,7 @@
 -- objects, 22_enable.sql enables and disables, 23_refresh.sql follows schema changes.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- A generated name that fits PostgreSQL's 63-byte limit: long bases are cut on a character
 -- boundary and get a short hash of the full name, so different long names stay distinct.
@@ -30,35 +31,120 @@ begin
   return cut || tag || suffix;
 end $$;
 
--- Whether values of type t can be compared with a btree equality (json, xml and point
--- cannot; arrays, ranges and composites can when their parts can).
+-- The equality btree uses for values of type t, written so that no caller's search_path
+-- can change what it means (DESIGN §6): OPERATOR(schema.=) from the default btree operator
+-- class of t (or of its base type, or of a type it converts to without a function, such as
+-- text for varchar), with both sides cast to the operator's own input type where that is
+-- not polymorphic. Within the operator's schema an exact match is then the only match, so
+-- an operator planted elsewhere (even one for an array, enum, range, composite or domain
+-- type, which would win an exact-match contest) is never chosen. Arrays, enums, ranges,
+-- multiranges and composites use pg_catalog's polymorphic operators, which compare their
+-- elements by the elements' own btree equality. Null where t has no btree equality (json,
+-- xml, point): callers compare text forms.
+create or replace function rowver.eq_operator(t oid, out op text, out cast_to text)
+language plpgsql stable set search_path = pg_catalog, pg_temp
+as $$
+declare
+  base oid := t;
+  ty   pg_type;
+  poly oid;       -- the polymorphic type whose operator compares base, if any
+  found_op record;
+begin
+  while (select y.typtype = 'd' from pg_type y where y.oid = base) loop  -- domains: their base
+    base := (select y.typbasetype from pg_type y where y.oid = base);
+  end loop;
+  select * into ty from pg_type y where y.oid = base;
+  -- containers compare their parts with the parts' own equality: each part needs one
+  if ty.typtype = 'r' then
+    poly := 'anyrange'::regtype;
+    if (select e.op is null from pg_range r, rowver.eq_operator(r.rngsubtype) e where r.rngtypid = base) then
+      return;
+    end if;
+  elsif ty.typtype = 'm' then
+    poly := 'anymultirange'::regtype;
+    if (select e.op is null from pg_range r, rowver.eq_operator(r.rngsubtype) e where r.rngmultitypid = base) then
+      return;
+    end if;
+  elsif ty.typtype = 'c' then
+    poly := 'record'::regtype;
+    if exists (select from pg_attribute a, rowver.eq_operator(a.atttypid) e
+                where a.attrelid = ty.typrelid and a.attnum > 0 and not a.attisdropped and e.op is null) then
+      return;
+    end if;
+  elsif ty.typtype = 'e' then
+    poly := 'anyenum'::regtype;
+  elsif ty.typelem <> 0 and ty.typsubscript = 'array_subscript_handler'::regproc then
+    poly := 'anyarray'::regtype;
+    if (select e.op is null from rowver.eq_operator(ty.typelem) e) then
+      return;
+    end if;
+  end if;
+  -- the default btree operator class of the type (or of the polymorphic type, or of a type
+  -- it converts to without a function), and its equality operator
+  select n.nspname, o.oprleft into found_op
+    from pg_opclass c
+    join pg_am am on am.oid = c.opcmethod and am.amname = 'btree'
+    join pg_amop a on a.amopfamily = c.opcfamily and a.amoplefttype = c.opcintype
+                  and a.amoprighttype = c.opcintype and a.amopstrategy = 3
+    join pg_operator o on o.oid = a.amopopr
+    join pg_namespace n on n.oid = o.oprnamespace
+   where c.opcdefault
+     and (c.opcintype = coalesce(poly, base)
+          or (poly is null and exists (select from pg_cast k where k.castsource = base and k.casttarget = c.opcintype
+                                                             and k.castmethod = 'b')))
+   order by c.opcintype = coalesce(poly, base) desc, c.oid
+   limit 1;
+  if found_op is null then
+    return;
+  end if;
+  op := format('operator(%I.=)', found_op.nspname);
+  -- both sides as the operator's own input type (a polymorphic one: the base type)
+  cast_to := (select format('%I.%I', n.nspname, y.typname) from pg_type y
+                join pg_namespace n on n.oid = y.typnamespace
+               where y.oid = case when poly is not null then base else found_op.oprleft end
+                 and y.oid <> t);
+end $$;
+
+-- Whether values of type t have a btree equality (json, xml and point do not).
 create or replace function rowver.has_btree_eq(t oid) returns boolean
 language sql stable
-as $$
-  select case
-    when ty.typtype = 'd' then rowver.has_btree_eq(ty.typbasetype)
-    when ty.typtype = 'e' then true
-    when ty.typtype = 'r' then (select rowver.has_btree_eq(r.rngsubtype) from pg_catalog.pg_range r where r.rngtypid = t)
-    when ty.typtype = 'c' then coalesce((select bool_and(rowver.has_btree_eq(a.atttypid))
-                                           from pg_catalog.pg_attribute a
-                                          where a.attrelid = ty.typrelid and a.attnum > 0 and not a.attisdropped), true)
-    when ty.typelem <> 0 and ty.typsubscript = 'pg_catalog.array_subscript_handler'::regproc
-      then rowver.has_btree_eq(ty.typelem)
-    else exists (select from pg_catalog.pg_amop o join pg_catalog.pg_am am on am.oid = o.amopmethod
-                  where am.amname = 'btree' and o.amopstrategy = 3
-                    and o.amoplefttype = t and o.amoprighttype = t)
-  end
-  from pg_catalog.pg_type ty where ty.oid = t
-$$;
+return (select e.op is not null from rowver.eq_operator(t) e);
+
+-- "a = b" for two SQL expressions of type t (NULL when either is), pinned as above.
+create or replace function rowver.eq_sql(t oid, a text, b text) returns text
+language sql stable
+return (select case when e.op is null
+                    then format('(%s)::pg_catalog.text operator(pg_catalog.=) (%s)::pg_catalog.text', a, b)
+                    when e.cast_to is null then format('(%s) %s (%s)', a, e.op, b)
+                    else format('(%s)::%s %s (%s)::%s', a, e.cast_to, e.op, b, e.cast_to) end
+          from rowver.eq_operator(t) e);
+
+-- "a IS NOT DISTINCT FROM b" for two SQL expressions of type t, pinned: IS NOT DISTINCT
+-- FROM itself looks = up through the search path. A value of composite type IS NULL also
+-- when all its fields are; num_nulls asks whether the value itself is. (In parentheses:
+-- PL/pgSQL's IF would take the CASE's first THEN for its own.)
+create or replace function rowver.same_sql(t oid, a text, b text) returns text
+language sql stable
+return (select case when ty.typtype = 'c' or bt.typtype = 'c'
+                    then format('(case when pg_catalog.num_nulls(%1$s) operator(pg_catalog.=) 1 '
+                                'then pg_catalog.num_nulls(%2$s) operator(pg_catalog.=) 1 '
+                                'when pg_catalog.num_nulls(%2$s) operator(pg_catalog.=) 1 then false else %3$s end)',
+                                a, b, rowver.eq_sql(t, a, b))
+                    else format('(case when (%1$s) is null then (%2$s) is null when (%2$s) is null then false else %3$s end)',
+                                a, b, rowver.eq_sql(t, a, b)) end
+          from pg_type ty left join pg_type bt on bt.oid = ty.typbasetype and ty.typtype = 'd'
+         where ty.oid = t);
 
 -- The payload columns of T (every live column but rv_version), with what the generator
--- needs: T's type, the history type (domains become their base type), whether the column
--- takes part in change detection, and its rank there (cheap fixed-width values first,
--- large toastable values last, so most no-op checks never detoast anything).
+-- needs: T's type (its oid and as SQL), the history type (domains become their base type),
+-- whether the column takes part in change detection, and its rank there (cheap fixed-width
+-- values first, large toastable values last, so most no-op checks never detoast anything).
+-- Types as SQL are schema-qualified: format_type qualifies what the path below does not see.
+drop function if exists rowver.payload_columns(regclass, name[]);
 create or replace function rowver.payload_columns(tbl regclass, ignore name[] default '{}')
 returns table (name name, type_sql text, history_type_sql text, compared boolean,
-               has_eq boolean, cmp_rank integer, attnum smallint)
-language sql stable
+               has_eq boolean, cmp_rank integer, attnum smallint, type_oid oid)
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select a.attname,
          pg_catalog.format_type(a.atttypid, a.atttypmod),
@@ -68,7 +154,8 @@ as $$
          rowver.has_btree_eq(a.atttypid),
          case when ty.typlen > 0 then 0 when a.attstorage = 'p' then 1
               when a.attstorage = 'm' then 2 else 3 end,
-         a.attnum
+         a.attnum,
+         a.atttypid
     from pg_catalog.pg_attribute a
     join pg_catalog.pg_type ty on ty.oid = a.atttypid
    where a.attrelid = tbl and a.attnum > 0 and not a.attisdropped and a.attname <> 'rv_version'
@@ -117,24 +204,20 @@ as $$
                       where a.attrelid = tbl and a.attname = 'rv_version' and not a.attisdropped)
 $$;
 
--- "a.col and b.col hold the same value", NULL-safe; types without a btree equality are
--- compared by their text form.
-create or replace function rowver.same_value_sql(col name, has_eq boolean, a text, b text) returns text
-language sql immutable
-as $$
-  select case when has_eq
-    then pg_catalog.format('%s.%I is not distinct from %s.%I', a, col, b, col)
-    else pg_catalog.format('%s.%I::text is not distinct from %s.%I::text', a, col, b, col)
-  end
-$$;
+-- "a.col and b.col hold the same value", NULL-safe and pinned (see same_sql); a and b
+-- are relation aliases.
+drop function if exists rowver.same_value_sql(name, boolean, text, text);
+create or replace function rowver.same_value_sql(col name, t oid, a text, b text) returns text
+language sql stable
+return rowver.same_sql(t, format('%s.%I', a, col), format('%s.%I', b, col));
 
--- "a and b agree on every key column"
-create or replace function rowver.key_join_sql(keys name[], a text, b text) returns text
-language sql immutable
-as $$
-  select string_agg(pg_catalog.format('%s.%I = %s.%I', a, k, b, k), ' and ')
-    from unnest(keys) k
-$$;
+-- "a and b agree on every key column of tbl", pinned
+drop function if exists rowver.key_join_sql(name[], text, text);
+create or replace function rowver.key_join_sql(tbl regclass, keys name[], a text, b text) returns text
+language sql stable
+return (select string_agg(rowver.eq_sql(at.atttypid, format('%s.%I', a, k), format('%s.%I', b, k)), ' and ' order by o)
+          from unnest(keys) with ordinality u(k, o)
+          join pg_attribute at on at.attrelid = tbl and at.attname = k and not at.attisdropped);
 
 -- The key a table is versioned by: the given columns (which need a unique index on NOT
 -- NULL columns), else the primary key. Raises one clear line when there is none.
@@ -268,11 +351,13 @@ as $$
 $$;
 
 -- Planning is read-only and open to all.
-grant execute on function rowver.generated_name(name, text), rowver.has_btree_eq(oid),
+grant execute on function rowver.generated_name(name, text), rowver.eq_operator(oid), rowver.has_btree_eq(oid),
+  rowver.eq_sql(oid, text, text), rowver.same_sql(oid, text, text),
   rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass), rowver.virtual_columns(regclass),
-  rowver.same_value_sql(name, boolean, text, text), rowver.key_join_sql(name[], text, text),
+  rowver.same_value_sql(name, oid, text, text), rowver.key_join_sql(regclass, name[], text, text),
   rowver.table_key(regclass, name[]), rowver.check_versionable(regclass), rowver.shape(regclass), rowver.shape_is(regclass, text),
   rowver.partitions(regclass)
 to public;
 
+reset search_path;
 reset role;

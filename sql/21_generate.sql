@@ -1,18 +1,26 @@
 -- The objects generated for a versioned table T (everything but T.rv_version and the
--- history table itself): the as-of function, the versions view, the stamp and capture
--- trigger functions, the triggers on T and on each of its partitions, and the grants and
+-- history table itself): the as-of function, the versions view, the stamp, capture and
+-- admin functions, the triggers on T and on each of its partitions, and the grants and
 -- row-level security policies mirrored from T onto its history. object_ddl() is the one
 -- source of these statements: enable runs them once, refresh runs them again after T's
 -- schema changes, and their hash tells status whether what is installed is current.
+--
+-- Everything generated belongs to T's owner, and nothing in it resolves a name through
+-- the search_path of whoever runs it (DESIGN §6): the trigger functions qualify every
+-- operator and function (the stamp has no SET clause: it runs on every row), capture and
+-- admin fix their own path, and the as-of function and the view are bound when created.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- The body of the AFTER statement trigger that writes history from the transition tables
--- rv_old / rv_new. Every statement is set-based and names its columns.
+-- rv_old / rv_new. Every statement is set-based and names its columns. It runs as T's owner
+-- (SECURITY DEFINER) with a fixed search_path, and only for T and T's partitions: attached
+-- to any other table it raises before it reads or writes anything.
 create or replace function rowver.capture_body(tbl regclass, hist text, keys name[], cols text,
                                                o_cols text, k_cols text, o_k_cols text,
                                                shape text) returns text
-language sql immutable
+language sql stable
 as $$
   select pg_catalog.format($body$
 #variable_conflict use_variable
@@ -24,6 +32,11 @@ declare
   rv_net     bigint := 0;  -- rows inserted minus rows deleted, for rowver.check
   rv_done    text;
 begin
+  if not (TG_TABLE_SCHEMA = %11$L and TG_TABLE_NAME = %12$L)
+     and pg_partition_root(TG_RELID) is distinct from %8$L::regclass then
+    raise exception 'rowver: this function captures changes of %% only, not of %%.%%', %8$L, TG_TABLE_SCHEMA, TG_TABLE_NAME
+      using errcode = '42501';
+  end if;
   -- T still has the shape this function was generated for: checked whenever this query is
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
   perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
@@ -105,26 +118,31 @@ begin
   return null;
 end
 $body$,
-    hist,                                   -- 1
-    rowver.key_join_sql(keys, 'h', 'n'),    -- 2
-    rowver.key_join_sql(keys, 'o', 'n'),    -- 3
-    cols, o_cols, k_cols, o_k_cols,         -- 4..7
-    rowver.qualified(tbl),                  -- 8
-    rowver.key_join_sql(keys, 'h', 'o'),    -- 9
-    shape)                                  -- 10
+    hist,                                        -- 1
+    rowver.key_join_sql(tbl, keys, 'h', 'n'),    -- 2
+    rowver.key_join_sql(tbl, keys, 'o', 'n'),    -- 3
+    cols, o_cols, k_cols, o_k_cols,              -- 4..7
+    rowver.qualified(tbl),                       -- 8
+    rowver.key_join_sql(tbl, keys, 'h', 'o'),    -- 9
+    shape,                                       -- 10
+    rowver.schema_of(tbl),                       -- 11
+    (select c.relname from pg_catalog.pg_class c where c.oid = tbl))  -- 12
 $$;
 
 -- The statements that (re)create T's generated objects, in order. Re-runnable: functions
 -- are replaced, the view and triggers dropped and created. (Grants and policies: mirror_ddl.)
+drop function if exists rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name);
 create or replace function rowver.object_ddl(tbl regclass, keys name[], ignore name[], triggers boolean,
-                                             hist name, vers name, as_of name, stamp name, capture name)
+                                             hist name, vers name, as_of name, stamp name, capture name,
+                                             admin name)
 returns text[]
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   sch       name := rowver.schema_of(tbl);
   t         text := rowver.qualified(tbl);
   hist_q    text := format('%I.%I', sch, hist);
+  owner     text := (select c.relowner::regrole::text from pg_class c where c.oid = tbl);
   rel       regclass;
   stmts     text[] := '{}';
   cols      text;  o_cols text;  k_cols text;  o_k_cols text;
@@ -132,7 +150,7 @@ declare
   -- with triggers => false, capture runs only where the write layer switches it on: a flag
   -- that says whether to capture, never what version; other writers are not tracked
   only_when text := case when triggers then ''
-                         else 'when (pg_catalog.current_setting(''rowver.capture'', true) = ''on'')' end;
+                         else 'when (pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'')' end;
 begin
   select string_agg(format('%I', p.name), ', ' order by p.attnum),
          string_agg(format('o.%I', p.name), ', ' order by p.attnum)
@@ -142,35 +160,39 @@ begin
 
   -- after a prune, versions before the retention horizon (but the tagged ones it kept) are
   -- refused, not answered from partial history; a pseudo-constant, so still inlined
-  select format(' and (case when $1 >= %s or $1 = any (%L::bigint[]) then true else rowver.before_horizon(%L, $1) end)',
-                x.horizon, x.kept, t)
+  select format(' and (case when $1 operator(pg_catalog.>=) %s or $1 operator(pg_catalog.=) any (%L::bigint[])'
+                ' then true else rowver.before_horizon(%L, $1) end)', x.horizon, x.kept, t)
     into guard
     from rowver.retention x join rowver.versioned v on v.id = x.table_id where v.relid = tbl;
   guard := coalesce(guard, '');
 
-  -- T as of a version: plain SQL, no SET clause, so the planner inlines it. A column added
-  -- after enable reads NULL as of versions before it was added (also from older states
-  -- superseded later, which carry the value the column was given when it was added).
-  -- (The filter stands outside the union so that each arm stays a plain scan.)
+  -- T as of a version: plain SQL, no SET clause, so the planner inlines it; a standard SQL
+  -- body, so every name and operator in it is bound here, not by the caller's search_path.
+  -- A column added after enable reads NULL as of versions before it was added (also from
+  -- older states superseded later, which carry the value the column was given when it was
+  -- added). (The filter stands outside the union so that each arm stays a plain scan.)
   stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
-                           'language sql stable parallel safe\nas $rv$\n'
+                           'language sql stable parallel safe\nbegin atomic\n'
                            '  select %s from (\n'
                            '    select %s, null::bigint as rv_until, false as rv_deleted from %s\n'
                            '    union all\n'
                            '    select %s, h.rv_until, h.rv_deleted from %s h) u\n'
-                           '   where u.rv_version <= $1 and (u.rv_until is null or u.rv_until > $1)'
-                           ' and not u.rv_deleted%s\n$rv$',
+                           '   where u.rv_version operator(pg_catalog.<=) $1'
+                           ' and (u.rv_until is null or u.rv_until operator(pg_catalog.>) $1)'
+                           ' and not u.rv_deleted%s;\nend',
     sch, as_of, t,
     (select string_agg(format('u.%I', c.name), ', ' order by c.pos) from rowver.row_columns(tbl) c),
     (select string_agg(case when l.added_version is not null
-                            then format('case when $1 >= %s then %I end as %I', l.added_version, c.name, c.name)
+                            then format('case when $1 operator(pg_catalog.>=) %s then %I end as %I',
+                                        l.added_version, c.name, c.name)
                             else format('%I', c.name) end, ', ' order by c.pos)
        from rowver.row_columns(tbl) c left join rowver.column_added(tbl) l on l.name = c.name),
     t,
     (select string_agg(case when c.name = 'rv_version' then 'h.rv_version'
                             when g.expr is not null then format('(%s)::%s', g.expr, p.type_sql)
                             when l.added_version is not null
-                            then format('case when $1 >= %s then h.%I::%s end', l.added_version, c.name, p.type_sql)
+                            then format('case when $1 operator(pg_catalog.>=) %s then h.%I::%s end',
+                                        l.added_version, c.name, p.type_sql)
                             when p.type_sql = p.history_type_sql then format('h.%I', c.name)
                             else format('h.%I::%s', c.name, p.type_sql) end, ', ' order by c.pos)
        from rowver.row_columns(tbl) c
@@ -192,10 +214,11 @@ begin
        from rowver.payload_columns(tbl) p left join rowver.virtual_columns(tbl) g on g.name = p.name),
     hist_q);
 
-  -- the per-row stamp: a no-op update keeps its version and makes no history
+  -- the per-row stamp: a no-op update keeps its version and makes no history (no SET
+  -- clause, for speed: every operator and function is qualified instead)
   stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
                            'begin\n'
-                           '  if TG_OP = ''UPDATE'' and %s then\n'
+                           '  if TG_OP operator(pg_catalog.=) ''UPDATE'' and %s then\n'
                            '    NEW.rv_version := OLD.rv_version;\n'
                            '  else\n'
                            '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
@@ -203,22 +226,34 @@ begin
                            '  return NEW;\n'
                            'end\n$rv$',
     sch, stamp,
-    (select string_agg(rowver.same_value_sql(p.name, p.has_eq, 'NEW', 'OLD'),
-                       E'\n     and ' order by p.cmp_rank, p.attnum)
-       from rowver.payload_columns(tbl, ignore) p where p.compared));
+    coalesce((select string_agg(rowver.same_value_sql(p.name, p.type_oid, 'NEW', 'OLD'),
+                                E'\n     and ' order by p.cmp_rank, p.attnum)
+                from rowver.payload_columns(tbl, ignore) p where p.compared), 'true'));
 
-  -- statement-level capture from transition tables (jit off: estimates over transition
-  -- tables are poor, and compiling would cost more than the statements themselves)
+  -- statement-level capture from transition tables, as T's owner (jit off: estimates over
+  -- transition tables are poor, and compiling would cost more than the statements themselves)
   stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\n'
                            'security definer set search_path = pg_catalog, pg_temp set jit = off\n'
                            'as $rv$%s$rv$',
     sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols, rowver.shape(tbl)));
-  -- capture's shape check reads from T (nothing but its plan), as rowver_owner
-  stmts := stmts || format('grant select (rv_version) on %s to rowver_owner', t);
-  stmts := stmts || array[format('alter function %I.%I(bigint) owner to rowver_owner', sch, as_of),
-                          format('alter view %I.%I owner to rowver_owner', sch, vers),
-                          format('alter function %I.%I() owner to rowver_owner', sch, stamp),
-                          format('alter function %I.%I() owner to rowver_owner', sch, capture)];
+
+  -- what rowver_admin may do to T (prune, erase), run as T's owner: rowver's own role never
+  -- touches T, whose owner's code (policies, triggers, index expressions) would run as it
+  stmts := stmts || format(E'create or replace function %I.%I(op text, args jsonb) returns bigint\n'
+                           'language plpgsql security definer set search_path = pg_catalog, pg_temp\n'
+                           'as $rv$\nbegin\n  return rowver.admin_op(%L::regclass, op, args);\nend\n$rv$',
+    sch, admin, t);
+
+  -- T's owner owns all of it (the enabling role may act for the owner through membership);
+  -- the trigger functions are no one else's to call or attach, the admin function rowver_admin's
+  stmts := stmts || array[format('alter function %I.%I(bigint) owner to %s', sch, as_of, owner),
+                          format('alter view %I.%I owner to %s', sch, vers, owner),
+                          format('alter function %I.%I() owner to %s', sch, stamp, owner),
+                          format('alter function %I.%I() owner to %s', sch, capture, owner),
+                          format('alter function %I.%I(text, jsonb) owner to %s', sch, admin, owner),
+                          format('revoke all on function %I.%I(), %I.%I(), %I.%I(text, jsonb) from public',
+                                 sch, stamp, sch, capture, sch, admin),
+                          format('grant execute on function %I.%I(text, jsonb) to rowver_admin', sch, admin)];
 
   -- triggers on T, and on each partition (statement triggers fire only on the table a
   -- statement names; the row-level stamp on T is cloned onto partitions by PostgreSQL)
@@ -253,6 +288,33 @@ begin
   return stmts;
 end $$;
 
+-- The statements object_ddl makes for a registered table (status, check and refresh
+-- compare their hash with the installed one).
+create or replace function rowver.object_ddl(r rowver.versioned) returns text[]
+language sql stable
+return rowver.object_ddl(r.relid, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name,
+                         r.as_of_name, r.stamp_name, r.capture_name,
+                         coalesce(r.admin_name, rowver.generated_name(
+                           (select c.relname from pg_catalog.pg_class c where c.oid = r.relid), '__rv_admin')));
+
+-- Before DDL that would change a column the as-of function or the versions view reads
+-- (refresh and alter): the view goes, and the as-of function reads nothing for a moment
+-- (its standard SQL body depends on the columns; a string body records no dependency, and
+-- objects that call the function keep working). object_ddl then makes both again.
+create or replace function rowver.detach_reads(r rowver.versioned) returns void
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  sch name := rowver.schema_of(r.relid);
+begin
+  execute format('drop view if exists %I.%I', sch, r.versions_name);
+  if to_regprocedure(format('%I.%I(bigint)', sch, r.as_of_name)) is not null then
+    execute format('create or replace function %I.%I(version bigint) returns setof %s language sql stable '
+                   'parallel safe as $rv$select null::%s where false$rv$',
+                   sch, r.as_of_name, rowver.qualified(r.relid), rowver.qualified(r.relid));
+  end if;
+end $$;
+
 -- Columns added after T was first versioned, with the version that added them.
 create or replace function rowver.column_added(tbl regclass) returns table (name name, added_version bigint)
 language sql stable
@@ -262,53 +324,92 @@ as $$
    where v.relid = tbl and l.dropped_version is null and l.added_version is not null
 $$;
 
--- Whoever may read T may read its past: T's SELECT grants and its row-level security
--- policies for reading, mirrored onto its history (and the grants onto the versions view).
--- The versions view and the as-of function run as their caller, so T's own policies apply
--- there too. Kept apart from object_ddl: grants change without the table changing.
-create or replace function rowver.mirror_ddl(tbl regclass, hist_q text, vers_q text) returns text[]
+-- A fingerprint of what governs reading T: whether row-level security is on, and each
+-- policy for SELECT (or ALL) with its roles and expression. History records the one it
+-- mirrored; a read of history by anyone but T's owner fails while they differ.
+create or replace function rowver.security_hash(tbl regclass) returns text
 language sql stable
+return md5((select c.relrowsecurity::text from pg_class c where c.oid = tbl)
+           || coalesce((select string_agg(format('%s|%s|%s|%s', p.polname, p.polpermissive, p.polroles,
+                                                 coalesce(p.polqual::text, '')), ';' order by p.polname)
+                          from pg_policy p where p.polrelid = tbl and p.polcmd in ('r', '*')), ''));
+
+-- The restrictive policy on every history table (DESIGN §6: history never reads more
+-- permissively than T does now): whoever reads T's history must be able to SELECT from T
+-- itself, and T's read security must still be the one mirrored (else history is closed
+-- to everyone but T's owner until rowver.refresh). Evaluated once per query, not per row.
+create or replace function rowver.history_readable(tbl regclass, mirrored text) returns boolean
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
-  select array(
-    -- SELECT grants
-    select format('grant select on %s, %s to %s', hist_q, vers_q,
-                  case when g.grantee = 0 then 'public' else quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) end)
-      from (select distinct (aclexplode(c.relacl)).* from pg_catalog.pg_class c where c.oid = tbl) g
+begin
+  if not has_table_privilege(tbl, 'SELECT') then
+    raise exception 'rowver: permission denied for the history of %', tbl using errcode = '42501',
+      detail = format('reading the history of a table needs SELECT on the table itself, which %s lacks', current_user);
+  end if;
+  if rowver.security_hash(tbl) is distinct from mirrored then
+    raise exception 'rowver: the history of % is closed until it is refreshed', tbl using errcode = '55000',
+      detail = 'the table''s row-level security changed after it was mirrored onto its history',
+      hint = format('the table''s owner runs rowver.refresh(%L)', tbl::text);
+  end if;
+  return true;
+end $$;
+
+-- Whoever may read T may read its past, no more: T's SELECT grants (granted, and revoked
+-- where T no longer grants them) on history and the versions view, EXECUTE on the as-of
+-- function to the same roles, and row-level security on history: T's policies for reading,
+-- all rows where T has none, and always the restrictive rowver.history_readable. The view
+-- and the as-of function run as their caller, so T's own policies apply to current rows.
+-- Kept apart from object_ddl: grants change without the table changing.
+drop function if exists rowver.mirror_ddl(regclass, text, text);
+create or replace function rowver.mirror_ddl(tbl regclass, hist_q text, vers_q text, as_of_q text) returns text[]
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  with readers as (
+    select distinct case when g.grantee = 0 then 'public' else quote_ident(pg_get_userbyid(g.grantee)) end as who
+      from (select (aclexplode(c.relacl)).* from pg_class c where c.oid = tbl) g
      where g.privilege_type = 'SELECT'
+       and g.grantee <> (select c.relowner from pg_class c where c.oid = tbl))
+  select array(
+    select format('revoke all on %s, %s from public', hist_q, vers_q)
     union all
-    select format('grant select on %s, %s to %I', hist_q, vers_q,
-                  pg_catalog.pg_get_userbyid((select c.relowner from pg_catalog.pg_class c where c.oid = tbl)))
+    select format('revoke all on function %s(bigint) from public', as_of_q)
     union all
-    -- row-level security: the same switch, and each policy that governs reading
-    select format('alter table %s %s row level security', hist_q,
-                  case when c.relrowsecurity then 'enable' else 'disable' end)
-      from pg_catalog.pg_class c where c.oid = tbl
+    select format('revoke all on %s, %s from %s', hist_q, vers_q, quote_ident(pg_get_userbyid(g.grantee)))
+      from (select distinct (aclexplode(c.relacl)).grantee from pg_class c where c.oid = to_regclass(hist_q)) g
+     where g.grantee not in (0, (select c.relowner from pg_class c where c.oid = tbl))
     union all
-    -- (policies T no longer has are dropped; the others are recreated as they are now)
-    select format('drop policy %I on %s', h.policyname, hist_q)
-      from pg_catalog.pg_policies h
-     where format('%I.%I', h.schemaname, h.tablename) = hist_q
-       and not exists (select from pg_catalog.pg_policy p
-                        where p.polrelid = tbl and p.polcmd in ('r', '*') and p.polname = h.policyname)
+    select format('grant select on %s, %s to %s', hist_q, vers_q, r.who) from readers r
     union all
-    select format('drop policy if exists %I on %s', p.polname, hist_q)
-      from pg_catalog.pg_policy p
-     where p.polrelid = tbl and p.polcmd in ('r', '*')
+    select format('grant execute on function %s(bigint) to %s', as_of_q, r.who) from readers r
+    union all
+    select format('alter table %s enable row level security', hist_q)
+    union all
+    select format('drop policy %I on %s', p.polname, hist_q)
+      from pg_policy p where p.polrelid = to_regclass(hist_q)  -- (null while enable has yet to make it)
     union all
     select format('create policy %I on %s as %s for select to %s using (%s)', p.polname, hist_q,
                   case when p.polpermissive then 'permissive' else 'restrictive' end,
                   case when p.polroles = '{0}' then 'public'
-                       else (select string_agg(quote_ident(pg_catalog.pg_get_userbyid(r)), ', ')
-                               from unnest(p.polroles) r) end,
-                  coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), 'true'))
-      from pg_catalog.pg_policy p
+                       else (select string_agg(quote_ident(pg_get_userbyid(r)), ', ') from unnest(p.polroles) r) end,
+                  coalesce(pg_get_expr(p.polqual, p.polrelid), 'true'))
+      from pg_policy p
      where p.polrelid = tbl and p.polcmd in ('r', '*')
+    union all
+    select format('create policy "~rowver_all_rows" on %s as permissive for select to public using (true)', hist_q)
+      from pg_class c where c.oid = tbl and not c.relrowsecurity
+    union all
+    select format('create policy "~rowver_guard" on %s as restrictive for select to public'
+                  ' using ((select rowver.history_readable(%L::regclass, %L)))',
+                  hist_q, rowver.qualified(tbl), rowver.security_hash(tbl))
   )
 $$;
 
 grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
-  rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name),
-  rowver.column_added(regclass), rowver.mirror_ddl(regclass, text, text)
+  rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name),
+  rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned),
+  rowver.column_added(regclass), rowver.security_hash(regclass), rowver.history_readable(regclass, text),
+  rowver.mirror_ddl(regclass, text, text, text)
 to public;
 
+reset search_path;
 reset role;

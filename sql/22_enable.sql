@@ -1,8 +1,10 @@
 -- Enabling and disabling versioning. enable_ddl()/disable_ddl() return the exact
--- statements; enable()/disable() run them. Both run as the caller, who must own T and be a
--- member of rowver_owner (which owns what is generated).
+-- statements; enable()/disable() run them. Both run as the caller, who must have the rights
+-- of T's owner (ownership or membership) and CREATE on T's schema: no rowver role is needed,
+-- and what is generated belongs to T's owner.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- Whether enable copies tbl when not told (rewrite => null): when all of it (every
 -- partition's heap, TOAST and indexes) takes at most rowver.rewrite_limit (256MB unless
@@ -11,7 +13,7 @@ set role rowver_owner;
 -- physical row shape: every full scan projects each row, ~15% slower on narrow rows, until
 -- VACUUM FULL or CLUSTER rewrites the table (both clear atthasmissing).
 create or replace function rowver.rewrite_by_default(tbl regclass) returns boolean
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select sum(pg_catalog.pg_total_relation_size(r.rel))  -- (a partitioned table itself has size 0)
          <= pg_catalog.pg_size_bytes(coalesce(nullif(pg_catalog.current_setting('rowver.rewrite_limit', true), ''),
@@ -22,7 +24,7 @@ $$;
 -- Whether every row of tbl (every partition's) stores its rv_version; false while the
 -- column is still the fast default of an enable without a copy.
 create or replace function rowver.stores_version(tbl regclass) returns boolean
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select bool_and(not a.atthasmissing)
     from pg_catalog.pg_attribute a
@@ -37,7 +39,7 @@ create or replace function rowver.enable_ddl(tbl regclass, key name[] default nu
                                              ignore name[] default '{}',
                                              rewrite boolean default null)
 returns setof text
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   sch     name;
@@ -48,7 +50,15 @@ declare
   bad     name;
   objects text[];
 begin
+  if not rowver.owns(tbl) then
+    raise exception 'rowver: enabling % needs the rights of its owner, %', tbl,
+      (select c.relowner::regrole from pg_class c where c.oid = tbl) using errcode = '42501';
+  end if;
   perform rowver.check_versionable(tbl);
+  if not has_schema_privilege(rowver.schema_of(tbl), 'CREATE') then
+    raise exception 'rowver: enabling % needs CREATE on schema %', tbl, quote_ident(rowver.schema_of(tbl))
+      using errcode = '42501', hint = 'its history, view and functions are made beside it';
+  end if;
   keys := rowver.table_key(tbl, key);
   ignore := coalesce(ignore, '{}');
   select c into bad from unnest(ignore) c
@@ -61,6 +71,9 @@ begin
     from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
    where c.oid = tbl;
   hist := rowver.generated_name(rel, '__history');
+
+  -- what follows reads and creates names with nothing but pg_catalog on the path
+  return next 'set local search_path = pg_catalog, pg_temp';
 
   -- the version column: existing rows become the first version of their keys, under the
   -- enabling changeset (a constant default adds the column without rewriting the table)
@@ -77,11 +90,6 @@ end $rv$ $s$, t);
     return next format('alter table %s alter column rv_version type bigint using rv_version + 0', t);
   end if;
 
-  -- rowver_owner owns what is generated beside T, so it needs a footing in T's schema
-  if not (has_schema_privilege('rowver_owner', sch, 'USAGE') and has_schema_privilege('rowver_owner', sch, 'CREATE')) then
-    return next format('grant usage, create on schema %I to rowver_owner', sch);
-  end if;
-
   -- history: T's columns with base types, all nullable, no constraints; its primary key
   -- (key, rv_version) serves as-of point lookups and fails loudly on a version written twice
   return next format(E'create table %I.%I (\n%s,\n  rv_version bigint not null,\n'
@@ -91,14 +99,17 @@ end $rv$ $s$, t);
     (select string_agg(format('  %I %s', p.name, p.history_type_sql), E',\n' order by p.attnum)
        from rowver.payload_columns(tbl) p),
     (select string_agg(format('%I', k), ', ') from unnest(keys) k));
-  return next format('alter table %I.%I owner to rowver_owner', sch, hist);
+  return next format('alter table %I.%I owner to %s', sch, hist,
+                     (select c.relowner::regrole from pg_class c where c.oid = tbl));
 
   objects := rowver.object_ddl(tbl, keys, ignore, triggers, hist,
                                rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),
-                               rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'));
+                               rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'),
+                               rowver.generated_name(rel, '__rv_admin'));
   return query select unnest(objects);
   return query select unnest(rowver.mirror_ddl(tbl, format('%I.%I', sch, hist),
-                                               format('%I.%I', sch, rowver.generated_name(rel, '__versions'))));
+                                               format('%I.%I', sch, rowver.generated_name(rel, '__versions')),
+                                               format('%I.%I', sch, rowver.generated_name(rel, '__as_of'))));
 
   -- the registry, with a hash of the generated objects (status compares it)
   return next format('select rowver.register(%L, %L, %L, %L, %L)', t, keys, ignore, triggers,
@@ -106,10 +117,10 @@ end $rv$ $s$, t);
 end $$;
 
 -- Record a newly versioned table, its columns, and its existing rows as the enabling
--- changeset.
+-- changeset (as T's owner: row-level security, sql/15_access.sql).
 create or replace function rowver.register(tbl regclass, keys name[], ignore name[], triggers boolean,
                                            definition_hash text) returns void
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   v   bigint := rowver.xact_version();
@@ -119,12 +130,12 @@ declare
   msg text;
 begin
   insert into rowver.versioned (relid, key_columns, ignore_columns, triggers, history_name,
-                                versions_name, as_of_name, stamp_name, capture_name,
-                                enabled_version, definition_hash)
+                                versions_name, as_of_name, stamp_name, capture_name, admin_name,
+                                enabled_version, definition_hash, security_hash)
   values (tbl, keys, ignore, triggers, rowver.generated_name(rel, '__history'),
           rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),
           rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'),
-          v, definition_hash)
+          rowver.generated_name(rel, '__rv_admin'), v, definition_hash, rowver.security_hash(tbl))
   returning versioned.id into id;
   insert into rowver.column_life (table_id, name, attnum)
   select id, p.name, p.attnum from rowver.payload_columns(tbl) p;
@@ -146,6 +157,7 @@ create or replace function rowver.enable(tbl regclass, key name[] default null,
                                          rewrite boolean default null)
 returns bigint
 language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
+                 set search_path = pg_catalog, pg_temp
 as $$
 declare
   s text;
@@ -159,7 +171,7 @@ end $$;
 -- The exact statements that disable versioning on tbl. History is dropped unless kept.
 create or replace function rowver.disable_ddl(tbl regclass, keep_history boolean default false)
 returns setof text
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   r   rowver.versioned := rowver.registered(tbl);
@@ -167,6 +179,10 @@ declare
   t   text;
   rel regclass;
 begin
+  if not rowver.owns(tbl) then
+    raise exception 'rowver: disabling % needs the rights of its owner, %', tbl,
+      (select c.relowner::regrole from pg_class c where c.oid = tbl) using errcode = '42501';
+  end if;
   for rel in select tbl union all select rowver.partitions(tbl) loop
     t := rowver.qualified(rel);
     return next format('drop trigger if exists rowver_begin on %s', t);
@@ -177,6 +193,9 @@ begin
     return next format('drop trigger if exists rowver_refuse_truncate on %s', t);
   end loop;
   return next format('drop function if exists %I.%I()', sch, r.capture_name);
+  if r.admin_name is not null then
+    return next format('drop function if exists %I.%I(text, jsonb)', sch, r.admin_name);
+  end if;
   return next format('drop function if exists %I.%I()', sch, r.stamp_name);
   return next format('drop function if exists %I.%I(bigint)', sch, r.as_of_name);
   return next format('drop view if exists %I.%I', sch, r.versions_name);
@@ -188,7 +207,7 @@ begin
 end $$;
 
 create or replace function rowver.unregister(tbl regclass) returns void
-language sql
+language sql  -- (as T's owner: row-level security)
 begin atomic
   delete from rowver.changeset_table c using rowver.versioned v where v.relid = tbl and c.table_id = v.id;
   delete from rowver.versioned v where v.relid = tbl;
@@ -196,6 +215,7 @@ end;
 
 create or replace function rowver.disable(tbl regclass, keep_history boolean default false) returns void
 language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
+                 set search_path = pg_catalog, pg_temp
 as $$
 declare
   s text;
@@ -208,9 +228,9 @@ end $$;
 -- Forget a versioned table that was dropped without rowver.disable (DROP TABLE ... CASCADE
 -- drops its view and functions, not its registry entry): its entry and its changesets'
 -- counts go, as disable would remove them. Its history table, if still there, is the
--- caller's to drop or keep.
+-- caller's to drop or keep. The table's owner is unknown now: rowver_admin's to do.
 create or replace function rowver.forget(table_oid oid) returns void
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
   if exists (select from pg_catalog.pg_class c where c.oid = table_oid) then
@@ -225,11 +245,15 @@ begin
   delete from rowver.versioned v where v.relid = table_oid;
 end $$;
 
--- Planning is read-only and open to all; enable, disable and register stay with
--- rowver_owner's members.
+-- Open to all: each runs as its caller and checks (or row-level security checks) that the
+-- caller has the rights of T's owner. Forgetting a dropped table is rowver_admin's.
 grant execute on function rowver.rewrite_by_default(regclass), rowver.stores_version(regclass),
   rowver.enable_ddl(regclass, name[], boolean, name[], boolean),
-  rowver.disable_ddl(regclass, boolean)
+  rowver.register(regclass, name[], name[], boolean, text),
+  rowver.enable(regclass, name[], boolean, name[], boolean),
+  rowver.disable_ddl(regclass, boolean), rowver.unregister(regclass), rowver.disable(regclass, boolean)
 to public;
+grant execute on function rowver.forget(oid) to rowver_admin;
 
+reset search_path;
 reset role;

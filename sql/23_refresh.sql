@@ -3,16 +3,18 @@
 -- truncate empties a table with its deletes on record.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- The idempotent reconciler. History columns become a superset of T's: renamed columns
 -- follow (by attnum), new columns are added (and read NULL as of versions before this
 -- refresh), type changes convert history, dropped columns stay in history, retired. Then
 -- every generated object, trigger (new partitions included), grant and policy is made
 -- again, and T's grants and policies mirrored afresh. Column changes are recorded under a
--- changeset. Returns what changed; NULL when
--- tbl is not versioned, so migrations may call it after any change to any table.
+-- changeset. Returns what changed; NULL when tbl is not versioned, so migrations may call
+-- it after any change to any table. Needs the rights of T's owner, whose objects these are.
 create or replace function rowver.refresh(tbl regclass) returns text
 language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object
+                 set search_path = pg_catalog, pg_temp
 as $$
 declare
   r       rowver.versioned;
@@ -29,12 +31,17 @@ begin
   if not found then
     return null;
   end if;
+  if not rowver.owns(tbl) then
+    raise exception 'rowver: refreshing % needs the rights of its owner, %', tbl,
+      (select c.relowner::regrole from pg_class c where c.oid = tbl) using errcode = '42501';
+  end if;
   sch := rowver.schema_of(tbl);
   hist := format('%I.%I', sch, r.history_name)::regclass;
   -- no writes to T while its history changes shape
   execute format('lock table %s in share row exclusive mode', rowver.qualified(tbl));
-  -- the view would block type changes of history columns; object_ddl makes it again
-  execute format('drop view if exists %I.%I', sch, r.versions_name);
+  -- the view and the as-of function would block type changes of history columns;
+  -- object_ddl makes both again
+  perform rowver.detach_reads(r);
 
   -- renamed: the column at the attnum recorded for it has another name now. Through a
   -- temporary name first, so that columns which swapped names do not collide.
@@ -102,14 +109,20 @@ begin
     done := done || format('converted %I to %s', col.name, col.history_type_sql);
   end loop;
 
-  select * into r from rowver.versioned x where x.id = r.id;  -- keys may have been renamed
-  objects := rowver.object_ddl(tbl, r.key_columns, r.ignore_columns, r.triggers, r.history_name,
-                               r.versions_name, r.as_of_name, r.stamp_name, r.capture_name);
-  objects_and_grants := objects || rowver.mirror_ddl(tbl, hist::text, format('%I.%I', sch, r.versions_name));
+  -- keys may have been renamed; a table registered before admin functions gets one now
+  update rowver.versioned x
+     set admin_name = coalesce(x.admin_name, rowver.generated_name(
+                        (select c.relname from pg_class c where c.oid = tbl), '__rv_admin'))
+   where x.id = r.id returning * into r;
+  objects := rowver.object_ddl(r);
+  objects_and_grants := objects || rowver.mirror_ddl(tbl, hist::text, format('%I.%I', sch, r.versions_name),
+                                                     format('%I.%I', sch, r.as_of_name));
   foreach s in array objects_and_grants loop
     execute s;
   end loop;
-  update rowver.versioned x set definition_hash = md5(array_to_string(objects, E';\n')) where x.id = r.id;
+  update rowver.versioned x set definition_hash = md5(array_to_string(objects, E';\n')),
+                                security_hash = rowver.security_hash(tbl)
+   where x.id = r.id;
 
   if v is not null then
     if coalesce(current_setting('rowver.message', true), '') = '' then
@@ -124,26 +137,27 @@ end $$;
 -- dropping a column), then refresh. `action` is what follows ALTER TABLE <tbl>, e.g.
 -- 'alter column price type numeric(12,2) using price::numeric(12,2)'. A type change is
 -- applied to the history too, with the same USING, before refresh. On a table that is not
--- versioned it is a plain ALTER TABLE (and returns NULL).
+-- versioned it is a plain ALTER TABLE (and returns NULL). No SET clause: the action is the
+-- caller's own SQL, and means what it means on the caller's search_path.
 create or replace function rowver.alter(tbl regclass, action text) returns text
 language plpgsql
 as $$
 declare
   r   rowver.versioned;
-  sch name := rowver.schema_of(tbl);
+  sch pg_catalog.name := rowver.schema_of(tbl);
 begin
-  if position(';' in action) > 0 then
+  if pg_catalog.strpos(action, ';') operator(pg_catalog.>) 0 then
     raise exception 'rowver: alter takes one ALTER TABLE action, without ";"' using errcode = '22023';
   end if;
-  select * into r from rowver.versioned x where x.relid = tbl;
+  select * into r from rowver.versioned x where x.relid operator(pg_catalog.=) tbl;
   if not found then  -- an ordinary table: an ordinary ALTER (migrations may call this for any table)
-    execute format('alter table %s %s', rowver.qualified(tbl), action);
+    execute pg_catalog.format('alter table %s %s', rowver.qualified(tbl), action);
     return null;
   end if;
-  execute format('drop view if exists %I.%I', sch, r.versions_name);
-  execute format('alter table %s %s', rowver.qualified(tbl), action);
-  if action ~* '^\s*alter\s+(column\s+)?("([^"]|"")+"|\S+)\s+(set\s+data\s+)?type\s' then
-    execute format('alter table %I.%I %s', sch, r.history_name, action);
+  perform rowver.detach_reads(r);
+  execute pg_catalog.format('alter table %s %s', rowver.qualified(tbl), action);
+  if action operator(pg_catalog.~*) '^\s*alter\s+(column\s+)?("([^"]|"")+"|\S+)\s+(set\s+data\s+)?type\s' then
+    execute pg_catalog.format('alter table %I.%I %s', sch, r.history_name, action);
   end if;
   return rowver.refresh(tbl);
 end $$;
@@ -151,9 +165,10 @@ end $$;
 -- Empty a versioned table with every row's delete on record (set-based, through the
 -- capture triggers), then TRUNCATE it to give the space back. With cascade, versioned and
 -- plain tables that reference it by foreign key are emptied too, as TRUNCATE ... CASCADE
--- would. Returns the number of rows deleted from tbl.
+-- would. Returns the number of rows deleted from tbl. Where row-level security hides rows
+-- from the caller, only the rows it sees are deleted and the table is not truncated.
 create or replace function rowver.truncate(tbl regclass, "cascade" boolean default false) returns bigint
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   rel regclass;
@@ -180,7 +195,8 @@ begin
   get diagnostics n = row_count;
   -- empty now, so the TRUNCATE guard lets it through (a table other tables reference can
   -- only be truncated with them: without cascade, the delete is all there is)
-  if "cascade" or not exists (select from pg_catalog.pg_constraint c where c.confrelid = tbl and c.contype = 'f') then
+  if ("cascade" or not exists (select from pg_catalog.pg_constraint c where c.confrelid = tbl and c.contype = 'f'))
+     and not row_security_active(tbl) then
     execute format('truncate %s %s', rowver.qualified(tbl), case when "cascade" then 'cascade' else '' end);
   end if;
   return n;
@@ -190,4 +206,5 @@ grant execute on function rowver.refresh(regclass), rowver.alter(regclass, text)
   rowver.truncate(regclass, boolean)
 to public;
 
+reset search_path;
 reset role;

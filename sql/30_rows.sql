@@ -1,12 +1,15 @@
 -- Row-level operations on versioned tables: set-based loads from a staging table, revert,
 -- and the read-side helpers (history, diff, log). Every write goes through the capture
--- triggers, so these functions never write history themselves; they run as the caller.
+-- triggers, so these functions never write history themselves; they run as the caller,
+-- with nothing but pg_catalog on their search_path (SQL they return for a client to run
+-- names every operator and function in full).
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- The registry row of a versioned table, or one clear error.
 create or replace function rowver.registered(tbl regclass) returns rowver.versioned
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   r rowver.versioned;
@@ -21,7 +24,7 @@ end $$;
 
 -- T's schema-qualified as-of function, called at version v, as a FROM item.
 create or replace function rowver.as_of_sql(tbl regclass, v bigint) returns text
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select pg_catalog.format('%I.%I(%s)', rowver.schema_of(tbl), r.as_of_name, v)
     from rowver.registered(tbl) r
@@ -29,15 +32,26 @@ $$;
 
 -- T's schema-qualified versions view.
 create or replace function rowver.versions_sql(tbl regclass) returns text
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select pg_catalog.format('%I.%I', rowver.schema_of(tbl), r.versions_name)
     from rowver.registered(tbl) r
 $$;
 
+-- The columns the write layer may write (not generated ones), and whether each takes JSON.
+create or replace function rowver.writable_columns(tbl regclass) returns table (name name, is_json boolean)
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select p.name, p.history_type_sql in ('json', 'jsonb')
+    from rowver.payload_columns(tbl) p
+    join pg_attribute a on a.attrelid = tbl and a.attname = p.name
+   where a.attgenerated = ''
+   order by p.attnum
+$$;
+
 -- A temporary staging table shaped like the given columns of tbl, dropped at commit.
 create or replace function rowver.stage(tbl regclass, cols name[]) returns regclass
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   bad name;
@@ -68,7 +82,7 @@ end $$;
 create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint default null,
                                              out inserted bigint, out updated bigint,
                                              out deleted bigint, out unchanged bigint)
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   r      rowver.versioned := rowver.registered(tbl);
@@ -94,7 +108,7 @@ begin
       join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = p.name
      where a.attgenerated = '';
   else
-    src := source::text;
+    src := rowver.qualified(source);
     select array_agg(a.attname order by a.attnum) into cols
       from pg_catalog.pg_attribute a
      where a.attrelid = source and a.attnum > 0 and not a.attisdropped and a.attname <> 'rv_version';
@@ -115,7 +129,7 @@ begin
   end if;
   execute format('select count(*) from %s', src) into total;
   inserted := 0; updated := 0; deleted := 0;
-  k := rowver.key_join_sql(r.key_columns, 't', 's');
+  k := rowver.key_join_sql(tbl, r.key_columns, 't', 's');
   col_list := (select string_agg(format('%I', c), ', ') from unnest(cols) c);
 
   if mode = 'insert' then
@@ -145,10 +159,10 @@ begin
     r.key_columns[1], r.key_columns[1],
     src, case when mode = 'sync' then 'full' else 'left' end, t, k,
     r.key_columns[1], r.key_columns[1],
-    coalesce((select string_agg(rowver.same_value_sql(c, rowver.has_btree_eq(a.atttypid), 't', 's'), ' and ')
+    coalesce((select string_agg(rowver.same_value_sql(c, a.atttypid, 't', 's'), ' and ')
                 from unnest(vals) c join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = c),
              'true'));
-  k := rowver.key_join_sql(r.key_columns, 't', 'd');
+  k := rowver.key_join_sql(tbl, r.key_columns, 't', 'd');
 
   if exists (select from pg_temp.rv_diff d where d.rv_op = 'delete') then
     execute format('delete from %s t using pg_temp.rv_diff d where d.rv_op = ''delete'' and %s', t, k);
@@ -189,7 +203,7 @@ create or replace function rowver.revert(tbl regclass, ref text,
                                          out inserted bigint, out updated bigint,
                                          out deleted bigint, out unchanged bigint,
                                          out version bigint)
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   v bigint;
@@ -203,11 +217,27 @@ begin
   version := rowver.current_version();
 end $$;
 
+-- The query behind db.history: every version of the key given as $1 ({"column": value, ...},
+-- read into the key columns' types), oldest first, with its changeset's time, author and
+-- message. The client runs it on its own search_path: every function and operator in it is
+-- qualified.
+create or replace function rowver.history_sql(tbl regclass) returns text
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select format('select v.*, c.created_at, c.author, c.message from %s v'
+                ' join pg_catalog.jsonb_populate_record(null::%s, $1::pg_catalog.jsonb) k on %s'
+                ' left join rowver.changeset c on c.version operator(pg_catalog.=) v.rv_version'
+                ' order by v.rv_version, v.rv_deleted',
+                rowver.versions_sql(tbl), rowver.qualified(tbl),
+                rowver.key_join_sql(tbl, r.key_columns, 'v', 'k'))
+    from rowver.registered(tbl) r
+$$;
+
 -- Every version of one row, oldest first, with its changeset. key: {"column": value, ...}.
 create or replace function rowver.history(tbl regclass, key jsonb)
 returns table (rv_version bigint, rv_until bigint, rv_deleted boolean, created_at timestamptz,
                author text, message text, "row" jsonb)
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   r rowver.versioned := rowver.registered(tbl);
@@ -226,30 +256,40 @@ begin
        left join rowver.changeset rv_cs on rv_cs.version = rv_row.rv_version
       order by rv_row.rv_version, rv_row.rv_deleted',
     rowver.schema_of(tbl),
-    r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(r.key_columns, 'rv_row', 'rv_key'))
+    r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(tbl, r.key_columns, 'rv_row', 'rv_key'))
   using key;
 end $$;
+
+-- A row of an as-of read as jsonb, without rv_version (qualified: see diff_query).
+create or replace function rowver.jsonb_row_sql(alias text) returns text
+language sql immutable
+return format('(pg_catalog.to_jsonb(%s) operator(pg_catalog.-) ''rv_version''::pg_catalog.text)', alias);
 
 -- The query behind both diffs: the rows of tbl that differ between versions a (old, rv_a)
 -- and b (new, rv_b), joined on the key, as op, the key items, changed (the columns whose
 -- values differ, by name), then the row items; ordered by key. Values are compared as
--- jsonb, so types without an equality operator (json, xml, point) compare too.
+-- jsonb, so types without an equality operator (json, xml, point) compare too. The client
+-- runs this SQL on its own search_path: every function and operator in it is qualified.
 create or replace function rowver.diff_query(tbl regclass, a bigint, b bigint,
                                              key_items text, row_items text) returns text
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select format(
     'select case when rv_a is null then ''added'' when rv_b is null then ''removed'' else ''changed'' end as op,
             %s,
-            array(select e.key from jsonb_each(to_jsonb(rv_a) - ''rv_version'') e
-                   where e.value is distinct from to_jsonb(rv_b) -> e.key order by e.key) as changed,
+            array(select e.key from pg_catalog.jsonb_each(%s) e where not %s order by e.key) as changed,
             %s
        from %s rv_a full join %s rv_b on %s
       where rv_a is null or rv_b is null
-         or (rv_a.rv_version <> rv_b.rv_version and to_jsonb(rv_a) - ''rv_version'' <> to_jsonb(rv_b) - ''rv_version'')
+         or (rv_a.rv_version operator(pg_catalog.<>) rv_b.rv_version and not %s)
       order by %s',
-    key_items, row_items, rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b),
-    rowver.key_join_sql(r.key_columns, 'rv_a', 'rv_b'),
+    key_items,
+    rowver.jsonb_row_sql('rv_a'),
+    rowver.same_sql('jsonb'::regtype, 'e.value',
+                    format('%s operator(pg_catalog.->) e.key', rowver.jsonb_row_sql('rv_b'))),
+    row_items, rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b),
+    rowver.key_join_sql(tbl, r.key_columns, 'rv_a', 'rv_b'),
+    rowver.same_sql('jsonb'::regtype, rowver.jsonb_row_sql('rv_a'), rowver.jsonb_row_sql('rv_b')),
     (select string_agg(format('coalesce(rv_a.%I, rv_b.%I)', k, k), ', ') from unnest(r.key_columns) k))
   from rowver.registered(tbl) r
 $$;
@@ -259,7 +299,7 @@ $$;
 -- then the same columns as of b (NULL when removed). The old and new columns keep the
 -- table's names (the reader tells them apart by position), so no name can collide.
 create or replace function rowver.diff_sql(tbl regclass, a bigint, b bigint) returns text
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select rowver.diff_query(tbl, a, b,
     (select string_agg(format('coalesce(rv_a.%I, rv_b.%I) as %I', k, k, k), ', ' order by o)
@@ -273,7 +313,7 @@ $$;
 -- key and the old and new rows as jsonb.
 create or replace function rowver.diff(tbl regclass, ref_a text, ref_b text)
 returns table (op text, key jsonb, changed text[], old jsonb, new jsonb)
-language plpgsql volatile
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   r rowver.versioned := rowver.registered(tbl);
@@ -281,9 +321,10 @@ declare
   b bigint := rowver.resolve(ref_b);
 begin
   return query execute rowver.diff_query(tbl, a, b,
-    format('jsonb_build_object(%s)',
-           (select string_agg(format('%L, coalesce(rv_a.%I, rv_b.%I)', k, k, k), ', ') from unnest(r.key_columns) k)),
-    'to_jsonb(rv_a) - ''rv_version'', to_jsonb(rv_b) - ''rv_version''');
+    format('pg_catalog.jsonb_build_object(%s)',
+           (select string_agg(format('%L::pg_catalog.text, coalesce(rv_a.%I, rv_b.%I)', k, k, k), ', ')
+              from unnest(r.key_columns) k)),
+    format('%s, %s', rowver.jsonb_row_sql('rv_a'), rowver.jsonb_row_sql('rv_b')));
 end $$;
 
 -- The change feed: every row change after version `since` up to `until` (clamped to head,
@@ -292,7 +333,7 @@ end $$;
 -- when the key had a state the change superseded.
 create or replace function rowver.changes(tbl regclass, since text, until text default 'head')
 returns table (rv_version bigint, op text, key jsonb, "row" jsonb)
-language plpgsql volatile
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   r    rowver.versioned := rowver.registered(tbl);
@@ -311,7 +352,7 @@ begin
        from %I.%I rv_row
       where rv_row.rv_version > $1 and rv_row.rv_version <= $2
       order by rv_row.rv_version, 3',
-    sch, r.history_name, rowver.key_join_sql(r.key_columns, 'rv_prev', 'rv_row'),
+    sch, r.history_name, rowver.key_join_sql(tbl, r.key_columns, 'rv_prev', 'rv_row'),
     (select string_agg(format('%L, rv_row.%I', k, k), ', ') from unnest(r.key_columns) k),
     sch, r.versions_name)
   using lo, hi;
@@ -321,7 +362,7 @@ end $$;
 create or replace function rowver.log(max_rows integer default 50, tbl regclass default null)
 returns table (version bigint, created_at timestamptz, author text, message text,
                db_user name, db_role name, tables text[], rows bigint)
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select c.version, c.created_at, c.author, c.message, c.db_user, c.db_role,
          array(select v.relid::text from rowver.changeset_table ct
@@ -340,7 +381,7 @@ $$;
 -- Rows shaped like the table for any ref: SELECT * FROM rowver.as_of(NULL::public.t, 'tag').
 -- The ref is resolved first, in its own statement, then the read follows.
 create or replace function rowver.as_of(tbl anyelement, ref text) returns setof anyelement
-language plpgsql volatile
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   rel regclass := (select t.typrelid from pg_catalog.pg_type t where t.oid = pg_catalog.pg_typeof(tbl))::regclass;
@@ -351,12 +392,15 @@ end $$;
 
 -- Reading, and writing through the caller's own privileges on the table (the capture
 -- triggers record those writes): open to all.
-grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass, bigint),
+grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
+  rowver.history_sql(regclass),
   rowver.diff_query(regclass, bigint, bigint, text, text), rowver.diff_sql(regclass, bigint, bigint),
-  rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass), rowver.as_of(anyelement, text)
+  rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass),
+  rowver.as_of(anyelement, text), rowver.jsonb_row_sql(text)
 to public;
 
+reset search_path;
 reset role;

@@ -1,13 +1,14 @@
 -- What is installed and whether it is sound: rowver status and rowver check.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- Versioned tables with their sizes. Counts are exact (they scan).
 create or replace function rowver.status()
 returns table (table_name text, key_columns name[], triggers boolean, ignore_columns name[],
                current_rows bigint, history_rows bigint, versions bigint, enabled_version bigint,
                definition text)
-language plpgsql volatile
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   r rowver.versioned;
@@ -30,9 +31,7 @@ begin
     -- current: what is installed is what the generator would make now
     definition := case
       when to_regclass(format('%I.%I', sch, r.history_name)) is null then 'missing'
-      when r.definition_hash = md5(array_to_string(rowver.object_ddl(
-             r.relid, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name,
-             r.as_of_name, r.stamp_name, r.capture_name), E';\n')) then 'installed'
+      when r.definition_hash = md5(array_to_string(rowver.object_ddl(r), E';\n')) then 'installed'
       else 'outdated' end;
     return next;
   end loop;
@@ -61,7 +60,7 @@ $$;
 -- The invariants of DESIGN §7, one row per violation (none: all hold).
 create or replace function rowver.check(tbl regclass default null)
 returns table (table_name text, invariant text, detail text)
-language plpgsql volatile
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   r   rowver.versioned;
@@ -92,6 +91,67 @@ begin
     v := format('%I.%I', sch, r.versions_name);
     k := (select string_agg(format('%I', c), ', ') from unnest(r.key_columns) c);
 
+    -- whoever may read T may read its history, under the same read policies, and no one else
+    return query
+      select r.relid::text, 'grants', format('%s may read %s but not its history', g.who, r.relid)
+        from (select case when x.grantee = 0 then 'public' else pg_get_userbyid(x.grantee) end as who
+                from (select (aclexplode(c.relacl)).* from pg_class c where c.oid = r.relid) x
+               where x.privilege_type = 'SELECT') g
+       where not has_table_privilege(g.who, h, 'SELECT');
+    return query
+      select r.relid::text, 'grants',
+             format('%s may read the history of %s but not %s itself (its reads are refused until rowver.refresh)',
+                    g.who, r.relid, r.relid)
+        from (select case when x.grantee = 0 then 'public' else pg_get_userbyid(x.grantee) end as who
+                from (select (aclexplode(c.relacl)).* from pg_class c where c.oid = h::regclass) x
+               where x.privilege_type = 'SELECT') g
+       where not has_table_privilege(g.who, r.relid, 'SELECT');
+    return query
+      select r.relid::text, 'policies', format('policy %I of %s is not on its history', p.polname, r.relid)
+        from pg_policy p
+       where p.polrelid = r.relid and p.polcmd in ('r', '*')
+         and not exists (select from pg_policy q where q.polrelid = h::regclass and q.polname = p.polname);
+    return query
+      select r.relid::text, 'policies',
+             format('the row-level security of %s changed after it was mirrored onto its history, which '
+                    'is closed to everyone but its owner until rowver.refresh', r.relid)
+       where rowver.security_hash(r.relid) is distinct from r.security_hash;
+    return query
+      select r.relid::text, 'policies',
+             format('the history of %s is not guarded (row-level security off, or no "~rowver_guard" policy)', r.relid)
+        from pg_class c
+       where c.oid = h::regclass
+         and not (c.relrowsecurity
+                  and exists (select from pg_policy q where q.polrelid = c.oid and q.polname = '~rowver_guard'));
+
+    -- what rowver generated belongs to T's owner (DESIGN §6), and its trigger functions
+    -- are no one else's to run or attach
+    return query
+      select r.relid::text, 'owner', format('%s belongs to %s, but %s belongs to %s', o.what, o.owner,
+                                            r.relid, t.relowner::regrole)
+        from pg_class t,
+             lateral (select format('%I.%I', sch, c.relname) as what, c.relowner::regrole as owner
+                        from pg_class c where c.relnamespace = t.relnamespace
+                         and c.relname in (r.history_name, r.versions_name) and c.relowner <> t.relowner
+                      union all
+                      select p.oid::regprocedure::text, p.proowner::regrole
+                        from pg_proc p where p.pronamespace = t.relnamespace
+                         and p.proname in (r.as_of_name, r.stamp_name, r.capture_name, r.admin_name)
+                         and p.proowner <> t.relowner) o
+       where t.oid = r.relid;
+    return query
+      select r.relid::text, 'execute', format('%s may be run by PUBLIC', p.oid::regprocedure)
+        from pg_proc p
+       where p.pronamespace = (select c.relnamespace from pg_class c where c.oid = r.relid)
+         and p.proname in (r.stamp_name, r.capture_name, r.admin_name)
+         and has_function_privilege('public', p.oid, 'EXECUTE');
+
+    -- the rest reads T and its history: only where the caller may (check runs as its caller;
+    -- a superuser or T's owner sees every table), and not while history is closed to it
+    continue when not (has_table_privilege(r.relid, 'SELECT') and has_table_privilege(h, 'SELECT'))
+               or (rowver.security_hash(r.relid) is distinct from r.security_hash and row_security_active(h::regclass));
+
+
     return query execute format(
       'select %L, ''interval'', format(''key %%s: version %%s until %%s'', row(%s), rv_version, rv_until)
          from %s where (not rv_deleted and (rv_until is null or rv_until <= rv_version))
@@ -115,7 +175,7 @@ begin
         where (not l.rv_deleted and t.rv_version is distinct from l.rv_until)
            or (l.rv_deleted and t.rv_version <= l.rv_version)',
       r.relid::text, (select string_agg(format('l.%I', c), ', ') from unnest(r.key_columns) c),
-      k, h, k, rowver.qualified(r.relid), rowver.key_join_sql(r.key_columns, 't', 'l'));
+      k, h, k, rowver.qualified(r.relid), rowver.key_join_sql(r.relid, r.key_columns, 't', 'l'));
 
     return query execute format(
       'select %L, ''changeset'', format(''version %%s has no changeset'', x.v)
@@ -159,27 +219,7 @@ begin
     return query
       select r.relid::text, 'definition', 'generated objects are outdated (the table changed); run rowver.refresh'
        where (select x.definition_hash from rowver.versioned x where x.id = r.id)
-             is distinct from md5(array_to_string(rowver.object_ddl(
-               r.relid, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name,
-               r.as_of_name, r.stamp_name, r.capture_name), E';\n'));
-
-    -- whoever may read T may read its history, under the same read policies
-    return query
-      select r.relid::text, 'grants', format('%s may read %s but not its history', g.who, r.relid)
-        from (select case when x.grantee = 0 then 'public' else pg_catalog.pg_get_userbyid(x.grantee) end as who
-                from (select (aclexplode(c.relacl)).* from pg_catalog.pg_class c where c.oid = r.relid) x
-               where x.privilege_type = 'SELECT') g
-       where not has_table_privilege(g.who, h, 'SELECT');
-    return query
-      select r.relid::text, 'policies', format('policy %I of %s is not on its history', p.polname, r.relid)
-        from pg_catalog.pg_policy p
-       where p.polrelid = r.relid and p.polcmd in ('r', '*')
-         and not exists (select from pg_catalog.pg_policy q where q.polrelid = h::regclass and q.polname = p.polname);
-    return query
-      select r.relid::text, 'policies', 'row-level security is on for the table but off for its history'
-        from pg_catalog.pg_class c
-       where c.oid = r.relid and c.relrowsecurity
-         and not (select x.relrowsecurity from pg_catalog.pg_class x where x.oid = h::regclass);
+             is distinct from md5(array_to_string(rowver.object_ddl(r), E';\n'));
 
     -- every trigger in place and enabled, on T and on every partition
     return query
@@ -231,12 +271,33 @@ begin
       left join rowver.versioned v on v.id = ct.table_id
      where tbl is null or v.relid = tbl;
 
-  -- the model store (sql/60_models.sql): every chunk a model version names exists, intact
-  if tbl is null and to_regprocedure('rowver.check_models(boolean)') is not null then
-    return query select * from rowver.check_models(true);
+  if tbl is null then
+    -- rowver_admin opens no table: were it a member of rowver_owner, every admin could
+    -- rewrite the catalog (an install without the right to revoke the old grant leaves it)
+    return query
+      select null::text, 'roles', 'rowver_admin is a member of rowver_owner: REVOKE rowver_owner FROM rowver_admin'
+       where pg_has_role('rowver_admin', 'rowver_owner', 'MEMBER');
+    -- every tag is what its last recorded change made it (a tag changed outside rowver's
+    -- functions, by rowver_owner's members or a superuser, has no record)
+    return query
+      select 'rowver.tag', 'tags', format('tag %s names version %s, but its last recorded change %s', quote_literal(
+               coalesce(t.name, l.name)), coalesce(t.version::text, 'nothing'),
+               case when l.name is null then 'is none' when l.action = 'remove' then 'removed it'
+                    else format('made it name version %s%s', l.new_version,
+                                case when l.protected then ', protected' else '' end) end)
+        from rowver.tag t
+        full join (select distinct on (x.name) * from rowver.tag_log x order by x.name, x.at desc) l on l.name = t.name
+       where (t.name is null and l.action <> 'remove')
+          or (t.name is not null and (l.name is null or l.action = 'remove' or l.new_version <> t.version
+                                      or l.protected <> t.protected));
+    -- the model store (sql/60_models.sql): every chunk a model version names exists, intact
+    if to_regprocedure('rowver.check_models(boolean)') is not null then
+      return query select * from rowver.check_models(true);
+    end if;
   end if;
 end $$;
 
 grant execute on function rowver.status(), rowver.in_flight(), rowver.check(regclass) to public;
 
+reset search_path;
 reset role;

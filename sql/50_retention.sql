@@ -1,12 +1,14 @@
--- The two recorded, privileged exceptions to "history is append-only": retention (prune)
--- and legal erasure (erase). Both need rowver_admin, both leave a changeset, and both are
--- the documented exceptions to repeatable time travel.
+-- The two recorded exceptions to "history is append-only": retention (prune) and legal
+-- erasure (erase). Both leave a changeset, and both are the documented exceptions to
+-- repeatable time travel. Either is done by T's owner, or by rowver_admin through T's admin
+-- function, which runs as T's owner: rowver's own role never touches a user's table.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 -- Raised by T__as_of for a version whose history was pruned.
 create or replace function rowver.before_horizon(tbl text, v bigint) returns boolean
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 begin
   raise exception 'rowver: % was pruned before version %; it cannot be read as of %',
@@ -15,31 +17,75 @@ begin
     using errcode = '22023', hint = 'read a later version, or a tagged one';
 end $$;
 
-create or replace function rowver.require_admin(what text) returns void
-language plpgsql stable
+drop function if exists rowver.require_admin(text);
+
+-- Run op (prune or erase) on tbl with the rights of its owner: directly for the owner, and
+-- through tbl's admin function (EXECUTE granted to rowver_admin, SECURITY DEFINER as the
+-- owner) for rowver_admin. Anyone else is refused.
+create or replace function rowver.as_owner(tbl regclass, op text, args jsonb) returns bigint
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
+declare
+  r  rowver.versioned := rowver.registered(tbl);
+  fn text := format('%I.%I(text, jsonb)', rowver.schema_of(tbl), r.admin_name);
+  n  bigint;
 begin
-  if not pg_catalog.pg_has_role(current_user, 'rowver_admin', 'MEMBER') then
-    raise exception 'rowver: % needs the rowver_admin role', what using errcode = '42501';
+  if rowver.owns(tbl) then
+    return rowver.admin_op(tbl, op, args);
   end if;
+  if not pg_has_role('rowver_admin', 'USAGE') then
+    raise exception 'rowver: % of % needs the rights of its owner, or rowver_admin', op, tbl using errcode = '42501';
+  end if;
+  if r.admin_name is null or to_regprocedure(fn) is null then
+    raise exception 'rowver: % has no admin function', tbl using errcode = '55000',
+      hint = format('its owner runs rowver.refresh(%L) to make one', tbl::text);
+  end if;
+  execute format('select %I.%I($1, $2)', rowver.schema_of(tbl), r.admin_name) into n using op, args;
+  return n;
 end $$;
 
--- Remove tbl's history that no version at or after `before` (and no tagged version) can
--- read. Recorded as its own changeset; old changesets nothing refers to any more go too.
--- Returns the number of history rows removed.
+-- What T's admin function runs, as T's owner. It refuses anyone without the owner's rights
+-- (so calling it directly gains nothing).
+create or replace function rowver.admin_op(tbl regclass, op text, args jsonb) returns bigint
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not rowver.owns(tbl) then
+    raise exception 'rowver: % of % needs the rights of its owner', op, tbl using errcode = '42501';
+  end if;
+  if op = 'prune' then
+    return rowver.prune_history(tbl, (args ->> 'horizon')::bigint);
+  elsif op = 'erase' then
+    return rowver.erase_key(tbl, args -> 'key', args -> 'surrogate');
+  end if;
+  raise exception 'rowver: unknown operation %', quote_literal(op) using errcode = '22023';
+end $$;
+
+-- Retention: remove tbl's history that no version at or after `before` (and no tagged
+-- version) can read. Recorded as its own changeset; old changesets nothing refers to any
+-- more go too. Returns the number of history rows removed.
 create or replace function rowver.prune(tbl regclass, before text) returns bigint
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  h bigint;
+begin
+  perform rowver.registered(tbl);
+  h := rowver.resolve(before);
+  return rowver.as_owner(tbl, 'prune', jsonb_build_object('horizon', h));
+end $$;
+
+create or replace function rowver.prune_history(tbl regclass, h bigint) returns bigint
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   r    rowver.versioned := rowver.registered(tbl);
-  h    bigint := rowver.resolve(before);
-  kept bigint[];
   hist text := format('%I.%I', rowver.schema_of(tbl), r.history_name);
+  kept bigint[];
   n    bigint;
   v    bigint;
   s    text;
 begin
-  perform rowver.require_admin('prune');
   kept := array(select t.version from rowver.tag t where t.version < h order by 1);
   -- a state is needed while it is visible at the horizon or later, or at a kept tag;
   -- tombstones before the horizon are point events nothing can read
@@ -52,56 +98,52 @@ begin
   on conflict (table_id) do update set horizon = greatest(x.horizon, excluded.horizon), kept = excluded.kept,
                                        pruned_at = clock_timestamp();
   -- the as-of function learns the horizon
-  foreach s in array rowver.object_ddl(tbl, r.key_columns, r.ignore_columns, r.triggers, r.history_name,
-                                       r.versions_name, r.as_of_name, r.stamp_name, r.capture_name) loop
+  foreach s in array rowver.object_ddl(r) loop
     execute s;
   end loop;
-  update rowver.versioned x set definition_hash = md5(array_to_string(rowver.object_ddl(
-    tbl, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name, r.as_of_name,
-    r.stamp_name, r.capture_name), E';\n')) where x.id = r.id;
+  update rowver.versioned x set definition_hash = md5(array_to_string(rowver.object_ddl(r), E';\n'))
+   where x.id = r.id;
 
   v := rowver.xact_version();
   if coalesce(current_setting('rowver.message', true), '') = '' then
     perform set_config('rowver.message', format('prune %s before %s: %s history rows', tbl, h, n), true);
   end if;
   perform rowver.record_change(v, tbl, n);
+
+  -- T's changesets before the horizon that none of T's rows names any more (and no tag) no
+  -- longer concern T; the rows they added or removed are kept in the count, for check
+  execute format('create temp table rv_named on commit drop as select rv_version as v from %s union '
+                 'select rv_version from %s union select rv_until from %s where rv_until is not null',
+                 rowver.qualified(tbl), hist, hist);
+  with gone as (
+    delete from rowver.changeset_table c
+     where c.table_id = r.id and c.version < h
+       and not exists (select from pg_temp.rv_named x where x.v = c.version)
+       and not exists (select from rowver.tag t where t.version = c.version)
+    returning c.net)
+  update rowver.retention x
+     set net = x.net + (select case when bool_and(g.net is not null) then sum(g.net) end from gone g)
+   where x.table_id = r.id and exists (select from gone);
+  drop table pg_temp.rv_named;
   perform rowver.prune_changesets();
   return n;
 end $$;
 
--- Changesets below every table's horizon that no row and no tag refers to. Runs as the
--- caller (rowver_admin, a member of rowver_owner), who must be able to read every
--- versioned table to know which changesets they still name.
+-- Changesets below every table's horizon that no table names any more (each table's prune
+-- removed what it no longer refers to) and no tag names. rowver's own catalog only.
 create or replace function rowver.prune_changesets() returns bigint
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
   horizon bigint := (select coalesce(min(coalesce(x.horizon, 0)), 0)
                        from rowver.versioned r left join rowver.retention x on x.table_id = r.id);
-  r       rowver.versioned;
-  sch     name;
-  n       bigint;
+  n bigint;
 begin
-  create temp table rv_unused on commit drop as
-    select c.version from rowver.changeset c
-     where c.version < horizon and not exists (select from rowver.tag t where t.version = c.version);
-  for r in select * from rowver.versioned loop
-    sch := rowver.schema_of(r.relid);
-    execute format('delete from rv_unused u where exists (select from %I.%I v where v.rv_version = u.version or v.rv_until = u.version)',
-                   sch, r.versions_name);
-  end loop;
-  -- the row counts of what goes are kept per table, so check can still account for every row
-  -- (every table has a retention row here: the horizon is the lowest of them all)
-  update rowver.retention x
-     set net = x.net + d.net
-    from (select c.table_id, case when bool_and(c.net is not null) then sum(c.net) end as net
-            from rowver.changeset_table c join rv_unused u on u.version = c.version
-           group by c.table_id) d
-   where x.table_id = d.table_id;
-  delete from rowver.changeset_table c using rv_unused u where c.version = u.version;
-  delete from rowver.changeset c using rv_unused u where c.version = u.version;
+  delete from rowver.changeset c
+   where c.version < horizon
+     and not exists (select from rowver.changeset_table ct where ct.version = c.version)
+     and not exists (select from rowver.tag t where t.version = c.version);
   get diagnostics n = row_count;
-  drop table rv_unused;
   return n;
 end $$;
 
@@ -110,22 +152,33 @@ end $$;
 -- columns, e.g. {"email": "erased-1"}), not even the key. Every other key's history is
 -- untouched. Returns the number of history rows removed.
 create or replace function rowver.erase(tbl regclass, key jsonb, surrogate jsonb default null) returns bigint
-language plpgsql
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r rowver.versioned := rowver.registered(tbl);
+  missing name;
+begin
+  select c into missing from unnest(r.key_columns) c where not (key ? c) or (surrogate is not null and not (surrogate ? c));
+  if found or jsonb_typeof(key) <> 'object' then
+    raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(r.key_columns, ', ')
+      using errcode = '22023';
+  end if;
+  return rowver.as_owner(tbl, 'erase', jsonb_build_object('key', key, 'surrogate', surrogate));
+end $$;
+
+create or replace function rowver.erase_key(tbl regclass, key jsonb, surrogate jsonb) returns bigint
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
   r    rowver.versioned := rowver.registered(tbl);
   hist text := format('%I.%I', rowver.schema_of(tbl), r.history_name);
   t    text := rowver.qualified(tbl);
-  k    text := rowver.key_join_sql(r.key_columns, 'x', 'k');
+  k    text := rowver.key_join_sql(tbl, r.key_columns, 'x', 'k');
   v    bigint;
   n    bigint;
-  missing name;
 begin
-  perform rowver.require_admin('erase');
-  select c into missing from unnest(r.key_columns) c where not (key ? c) or (surrogate is not null and not (surrogate ? c));
-  if found or jsonb_typeof(key) <> 'object' then
-    raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(r.key_columns, ', ')
-      using errcode = '22023';
+  if jsonb_typeof(surrogate) = 'null' then
+    surrogate := null;
   end if;
   perform set_config('rowver.message', 'erase', true);  -- the message names no key
   v := rowver.xact_version();
@@ -143,9 +196,10 @@ begin
   return n;
 end $$;
 
-grant execute on function rowver.before_horizon(text, bigint), rowver.require_admin(text),
-  rowver.prune(regclass, text), rowver.erase(regclass, jsonb, jsonb)
+grant execute on function rowver.before_horizon(text, bigint), rowver.as_owner(regclass, text, jsonb),
+  rowver.admin_op(regclass, text, jsonb), rowver.prune(regclass, text), rowver.prune_history(regclass, bigint),
+  rowver.prune_changesets(), rowver.erase(regclass, jsonb, jsonb), rowver.erase_key(regclass, jsonb, jsonb)
 to public;
-grant execute on function rowver.prune_changesets() to rowver_admin;
 
+reset search_path;
 reset role;

@@ -14,6 +14,7 @@
 -- on every fresh install, before the user has written anything.
 
 set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
 create table if not exists rowver.model (
   name        text primary key check (name ~ '^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$'),
@@ -70,14 +71,26 @@ create table if not exists rowver.model_chunk (
   created_at timestamptz not null default pg_catalog.clock_timestamp()
 );
 alter table rowver.model_chunk alter column data set storage external;
+-- A chunk is stored under its own sha-256 or not at all: the server hashes what it stores,
+-- so nobody can plant other bytes under a hash an honest save will name later. (Not
+-- validated against chunks stored before it existed: rowver check hashes those.)
+do $$
+begin
+  if not exists (select from pg_catalog.pg_constraint c
+                  where c.conrelid = 'rowver.model_chunk'::regclass and c.conname = 'model_chunk_verified') then
+    alter table rowver.model_chunk add constraint model_chunk_verified
+      check (sha256 operator(pg_catalog.=) pg_catalog.sha256(data)) not valid;
+  end if;
+end $$;
 
--- Application roles save and load models as themselves (the capture triggers record who);
--- history stays writable by rowver_owner alone. Chunks may be added, never changed or
--- removed by them: gc is rowver_admin's. SELECT is granted before versioning is enabled,
--- so enable mirrors it onto the history tables.
-grant select, insert, update on rowver.model to public;
-grant select, insert, delete on rowver.model_version, rowver.model_tensor to public;
-grant select, insert, update, delete on rowver.model_alias to public;
+-- Everyone reads the store and adds chunks (COPY, verified above); the metadata changes
+-- only through rowver's functions, which run as rowver_owner and set who and when
+-- themselves (the capture triggers record the session's role). Chunks are never changed
+-- and only gc (rowver_admin's) removes them. SELECT is granted before versioning is
+-- enabled, so enable mirrors it onto the history tables.
+revoke insert, update, delete on rowver.model, rowver.model_version, rowver.model_tensor, rowver.model_alias
+  from public;
+grant select on rowver.model, rowver.model_version, rowver.model_tensor, rowver.model_alias to public;
 grant select, insert on rowver.model_chunk to public;
 
 -- Two-int advisory locks in rowver's tag space, at keys the version sequence never reaches
@@ -111,7 +124,7 @@ end $$;
 -- binary COPY: one index lookup per chunk (the LIMIT keeps the lateral from being turned
 -- into a join over the whole store), so a load costs the same whatever the store holds.
 create or replace function rowver.model_chunk_data(hashes bytea[]) returns table (data bytea)
-language sql stable
+language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select c.data
     from unnest(hashes) with ordinality u(h, i)
@@ -121,7 +134,7 @@ $$;
 
 -- One clear line for a name that cannot be used (the CHECK constraints are the backstop).
 create or replace function rowver.model_check_name(what text, name text) returns void
-language plpgsql immutable
+language plpgsql immutable set search_path = pg_catalog, pg_temp
 as $$
 begin
   if what = 'model' and (name is null or name !~ '^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$') then
@@ -142,7 +155,7 @@ end $$;
 -- A model ref (churn, churn/3, churn@production) -> (model, version). A bare name is its
 -- newest version. Unknown models, versions and aliases raise 22023.
 create or replace function rowver.model_ref(ref text, out model text, out version integer)
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
@@ -196,7 +209,7 @@ end $$;
 -- The data version a model version was trained on: what `model:REF` means as a data ref
 -- (rowver.resolve calls this). It was resolved when the model was saved, so it is <= head.
 create or replace function rowver.model_data_version(ref text) returns bigint
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   r record;
@@ -232,12 +245,26 @@ return pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
 create or replace function rowver.model_manifest_rows(manifest jsonb)
 returns table (kind text, name text, dtype text, shape bigint[], nbytes bigint, chunk_size integer,
                chunks bytea[])
-language sql immutable
+language sql immutable set search_path = pg_catalog, pg_temp
 as $$
   select e.kind, e.name, e.dtype, e.shape, e.nbytes, e.chunk_size,
          array(select pg_catalog.decode(h, 'hex') from unnest(e.chunks) with ordinality u(h, i) order by i)
     from jsonb_to_recordset(manifest)
          as e(kind text, name text, dtype text, shape bigint[], nbytes bigint, chunk_size integer, chunks text[])
+$$;
+
+-- Whether a manifest (as a client read it, in model_manifest_rows' form) and the stored
+-- params hash to the version's content hash: a load checks this before it trusts the
+-- manifest to name its chunks.
+create or replace function rowver.model_manifest_matches(model text, version integer, manifest jsonb)
+returns boolean
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select v.content_hash = rowver.model_content_hash(v.params,
+           array(select rowver.model_manifest_line(m.kind, m.name, m.dtype, m.shape, m.nbytes, m.chunk_size, m.chunks)
+                   from rowver.model_manifest_rows(manifest) m))
+    from rowver.model_version v
+   where v.model = model_manifest_matches.model and v.version = model_manifest_matches.version
 $$;
 
 -- Commit a saved model version: the version row, its manifest and an optional alias move,
@@ -248,7 +275,7 @@ create or replace function rowver.model_commit(model text, params jsonb, metrics
                                                code_revision text, author text, manifest jsonb,
                                                alias text default null, expect_hash text default null,
                                                out version integer, out content_hash text)
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
@@ -348,7 +375,7 @@ end $$;
 -- Point an alias at a version (creating it if need be). Returns its previous target.
 create or replace function rowver.model_alias_set(model text, alias text, version integer,
                                                   out old_version integer, out new_version integer)
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 begin
@@ -372,7 +399,7 @@ end $$;
 -- read from history, so a rollback of a rollback goes forward again.
 create or replace function rowver.model_rollback(model text, alias text,
                                                  out old_version integer, out new_version integer)
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
@@ -406,7 +433,7 @@ end $$;
 -- series (an array of numbers or of {"step": .., "value": ..}). Null when absent.
 create or replace function rowver.model_metric(metrics jsonb, name text, agg text default 'last')
 returns double precision
-language plpgsql immutable parallel safe
+language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp
 as $$
 declare
   v jsonb := metrics -> name;
@@ -441,7 +468,7 @@ create or replace function rowver.model_promote(model text, alias text, version 
                                                 out promoted boolean, out previous integer,
                                                 out candidate_value double precision,
                                                 out holder_value double precision, out reason text)
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 begin
@@ -489,7 +516,7 @@ end $$;
 -- Delete a model version: a tombstone in history, like any delete. Its chunks stay until
 -- retention removes the history that names them.
 create or replace function rowver.model_delete(ref text, out model text, out version integer)
-language plpgsql
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
@@ -518,7 +545,7 @@ create or replace function rowver.model_search(name text default null, params js
                                                metrics jsonb default null, tags text[] default null,
                                                since timestamptz default null, until timestamptz default null)
 returns table (model text, version integer)
-language plpgsql stable
+language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 declare
@@ -549,7 +576,7 @@ end $$;
 
 -- Model versions trained on the data version a ref names (lineage, data -> models).
 create or replace function rowver.models_trained_on(ref text) returns table (model text, version integer)
-language sql volatile
+language sql volatile set search_path = pg_catalog, pg_temp
 as $$
   select v.model, v.version from rowver.model_version v
    where v.data_version = rowver.resolve(ref) order by 1, 2
@@ -585,7 +612,7 @@ end $$;
 -- hash it is stored under; every version's content hash matches its params and manifest.
 create or replace function rowver.check_models(verify_data boolean default true)
 returns table (table_name text, invariant text, detail text)
-language plpgsql volatile
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 begin
   return query
@@ -624,12 +651,19 @@ begin
                                                               t.chunk_size, t.chunks)
                               from rowver.model_tensor t where t.model = v.model and t.version = v.version)) as h) h
      where h.h <> v.content_hash;
+  -- lineage names data that exists: a model is trained on a version at or below head
+  return query
+    select 'rowver.model_version', 'data version',
+           format('%s/%s was trained on version %s, above head %s', v.model, v.version, v.data_version, h.head)
+      from rowver.model_version v, (select rowver.head() as head) h
+     where v.data_version > h.head;
 end $$;
 
-grant execute on function rowver.model_lock_key1(), rowver.model_store_init(), rowver.model_chunk_data(bytea[]),
+grant execute on function rowver.model_lock_key1(), rowver.model_chunk_data(bytea[]),
   rowver.model_check_name(text, text), rowver.model_ref(text), rowver.model_data_version(text),
   rowver.model_manifest_line(text, text, text, bigint[], bigint, integer, bytea[]),
   rowver.model_content_hash(jsonb, text[]), rowver.model_manifest_rows(jsonb),
+  rowver.model_manifest_matches(text, integer, jsonb),
   rowver.model_commit(text, jsonb, jsonb, text[], text, bigint, text, text, text, jsonb, text, text),
   rowver.model_alias_set(text, text, integer), rowver.model_rollback(text, text),
   rowver.model_metric(jsonb, text, text),
@@ -637,7 +671,10 @@ grant execute on function rowver.model_lock_key1(), rowver.model_store_init(), r
   rowver.model_search(text, jsonb, jsonb, text[], timestamptz, timestamptz),
   rowver.models_trained_on(text), rowver.check_models(boolean)
 to public;
--- reclaiming space is maintenance, not an application's business
+-- reclaiming space is maintenance, not an application's business; model_store_init is
+-- called by the functions above
+revoke execute on function rowver.model_store_init() from public;
 grant execute on function rowver.model_gc(interval) to rowver_admin;
 
+reset search_path;
 reset role;

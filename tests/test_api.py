@@ -48,7 +48,7 @@ def test_changeset_counts_and_metadata(prices: rowver.Database) -> None:
     assert (r.inserted, r.updated, r.deleted, r.unchanged) == (1, 1, 1, 1)
     log = prices.log()
     top = log.iloc[0]
-    assert (top.version, top.author, top.message, top.tables, top.rows) == (r.version, "alice", "nightly", ["prices"], 3)
+    assert (top.version, top.author, top.message, top.tables, top.rows) == (r.version, "alice", "nightly", ["public.prices"], 3)
     # the same snapshot again is a no-op: no version
     with prices.changeset() as cs:
         again = cs.sync("prices", prices.as_of("prices", "head").drop(columns=["rv_version"]))
@@ -199,7 +199,8 @@ def test_sql_surface_errors_are_clear(db: rowver.Database) -> None:
 def test_write_layer_only_capture(db: rowver.Database) -> None:
     db.conn.execute("create table fast (id int primary key, x int)")
     db.conn.execute("insert into fast values (1, 1)")
-    db.enable("fast", triggers=False)
+    with pytest.warns(UserWarning, match="Use this mode only where every writer of the table is trusted"):
+        db.enable("fast", triggers=False)
     with db.changeset(message="tracked") as cs:
         r = cs.upsert("fast", [{"id": 1, "x": 2}, {"id": 2, "x": 2}])
     assert (r.inserted, r.updated) == (1, 1)

@@ -29,7 +29,7 @@ def test_existing_rows_become_the_enabling_version(items: psycopg.Connection) ->
     assert changesets(items) == [1]
     assert items.execute("select id, rv_version from items order by id").fetchall() == [(1, 1), (2, 1)]
     msg = items.execute("select message from rowver.changeset").fetchone()[0]
-    assert msg == "enable items"
+    assert msg == "enable public.items"
     assert history(items) == []
 
 
@@ -190,7 +190,7 @@ def test_foreign_keys_keep_working(conn: psycopg.Connection) -> None:
     conn.execute("delete from parent where id = 2")  # cascades into child, captured in both
     v = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
     tables = conn.execute("select tables from rowver.log() where version = %s", (v,)).fetchone()[0]
-    assert sorted(tables) == ["child", "parent"]
+    assert sorted(tables) == ["public.child", "public.parent"]
     assert conn.execute("select id from child__as_of(%s)", (v - 1,)).fetchall() != conn.execute(
         "select id from child__as_of(%s)", (v,)).fetchall()
 
@@ -224,7 +224,7 @@ def test_check_counts_rows_written_without_capture(items: psycopg.Connection) ->
     items.execute("delete from items where id = 2")
     items.execute("alter table items enable trigger user")
     found = items.execute("select table_name, invariant, detail from rowver.check()").fetchall()
-    assert [(t, i) for t, i, _ in found] == [("items", "rows")]
+    assert [(t, i) for t, i, _ in found] == [("public.items", "rows")]
     assert "holds" in found[0][2] and "without capture" in found[0][2]
 
 
@@ -250,4 +250,4 @@ def test_one_transaction_enabling_two_tables_names_both(conn: psycopg.Connection
         conn.execute("set local rowver.message = 'two more'")
         conn.execute("select rowver.enable('c'), rowver.enable('d')")
     assert conn.execute("select message from rowver.changeset order by version").fetchall() == [
-        ("enable a, b",), ("two more",)]
+        ("enable public.a, public.b",), ("two more",)]

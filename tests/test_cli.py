@@ -127,7 +127,7 @@ def test_init_installs_the_catalog(bare_url: str) -> None:
     result = rv(bare_url, "status", code=1)
     assert "rowver init" in error(result)
     out = rv(bare_url, "init").stdout
-    assert "rowver catalog 1 is installed" in out
+    assert "rowver catalog 2 is installed" in out
     assert "No table is versioned yet" in rv(bare_url, "status").stdout
     assert "installed" in rv(bare_url, "init").stdout  # idempotent
 
@@ -159,7 +159,7 @@ def test_enable_options_and_keep_history(conn: psycopg.Connection, db_url: str) 
     rv(db_url, "enable", "codes", "--key", "code", "--no-triggers", "--ignore", "seen")
     [row] = rv_json(db_url, "status")
     assert (row["table_name"], row["key_columns"], row["triggers"], row["ignore_columns"]) == \
-        ("codes", ["code"], False, ["seen"])
+        ("public.codes", ["code"], False, ["seen"])
     assert "its history table is kept" in rv(db_url, "disable", "codes", "--keep-history").stdout
     assert conn.execute("select to_regclass('codes__history')::text").fetchone() == ("codes__history",)
 
@@ -173,10 +173,10 @@ def test_status(shop: psycopg.Connection, db_url: str) -> None:
     assert "head: 4" in out
     assert "in-flight writers: none" in out
     rows = {r["table_name"]: r for r in rv_json(db_url, "status")}
-    assert rows["customers"]["current_rows"] == 3
-    assert rows["customers"]["history_rows"] == 1
-    assert rows["customers"]["head"] == 4
-    assert rows["customers"]["oldest_writer_version"] is None
+    assert rows["public.customers"]["current_rows"] == 3
+    assert rows["public.customers"]["history_rows"] == 1
+    assert rows["public.customers"]["head"] == 4
+    assert rows["public.customers"]["oldest_writer_version"] is None
 
 
 def test_status_names_the_oldest_in_flight_writer(shop: psycopg.Connection, db_url: str) -> None:
@@ -196,7 +196,7 @@ def test_log(shop: psycopg.Connection, db_url: str) -> None:
     entries = rv_json(db_url, "log")
     assert [e["version"] for e in entries] == [5, 4, 3, 2, 1]
     assert (entries[0]["message"], entries[0]["author"], entries[0]["tables"], entries[0]["rows"]) == \
-        ("fix Grace", "ops", ["customers"], 1)
+        ("fix Grace", "ops", ["public.customers"], 1)
     assert [e["version"] for e in rv_json(db_url, "log", "--limit", "2")] == [5, 4]
     assert [e["version"] for e in rv_json(db_url, "log", "--table", "lines")] == [4, 3]
     out = rv(db_url, "log", "-n", "1").stdout
@@ -260,7 +260,7 @@ def test_history(shop: psycopg.Connection, db_url: str) -> None:
     assert rows[2]["id"] == 1  # a tombstone keeps its key
     assert list(rows[0])[:6] == ["rv_version", "rv_until", "rv_deleted", "created_at", "author", "message"]
     out = rv(db_url, "history", "customers", "1").stdout
-    assert "London" in out and "Lisbon" in out and "enable customers" in out
+    assert "London" in out and "Lisbon" in out and "enable public.customers" in out
     rows = rv_json(db_url, "history", "customers", "1", "--columns", "city")
     assert [list(r) for r in rows] == [["rv_version", "rv_until", "rv_deleted", "created_at", "author",
                                         "message", "city"]] * 3
@@ -313,12 +313,22 @@ def test_revert(shop: psycopg.Connection, db_url: str) -> None:
 def test_tag_and_tags(shop: psycopg.Connection, db_url: str) -> None:
     assert "No tags yet" in rv(db_url, "tags").stdout
     assert "before-move is version 1" in rv(db_url, "tag", "before-move", "--at", "1").stdout
-    assert "now is version 4" in rv(db_url, "tag", "now").stdout
-    assert [(t["name"], t["version"]) for t in rv_json(db_url, "tags")] == [("before-move", 1), ("now", 4)]
+    assert "latest is version 4" in rv(db_url, "tag", "latest").stdout
+    assert [(t["name"], t["version"]) for t in rv_json(db_url, "tags")] == [("before-move", 1), ("latest", 4)]
     assert rv_json(db_url, "show", "customers", "--at", "before-move", "--where", "id = 1")[0]["city"] == "London"
     assert "before-move" in rv(db_url, "tags").stdout
-    result = rv(db_url, "tag", "now", code=1)
-    assert "tag 'now' already exists" in error(result)
+    assert "tag 'latest' already exists" in error(rv(db_url, "tag", "latest", "--at", "2", code=1))
+    assert "latest is version 2 (was 4)" in rv(db_url, "tag", "latest", "--at", "2", "--move").stdout
+    assert "invalid tag name 'now'" in error(rv(db_url, "tag", "now", code=1))  # a ref would read it as a time
+    assert "protected latest" in rv(db_url, "protect", "latest").stdout
+    assert "is protected" in error(rv(db_url, "untag", "latest", code=1))
+    assert "unprotected latest" in rv(db_url, "protect", "latest", "--off").stdout
+    assert "removed tag latest (it named version 2)" in rv(db_url, "untag", "latest").stdout
+    log = rv_json(db_url, "tags", "--history")
+    assert [(e["name"], e["action"], e["old_version"], e["new_version"]) for e in log] == [
+        ("before-move", "create", None, 1), ("latest", "create", None, 4), ("latest", "move", 4, 2),
+        ("latest", "protect", 2, 2), ("latest", "unprotect", 2, 2), ("latest", "remove", 2, None)]
+    assert {e["db_user"] for e in log} == {"postgres"}
 
 
 @pytest.mark.corrupts_history
@@ -330,8 +340,8 @@ def test_check(shop: psycopg.Connection, db_url: str) -> None:
     assert "customers" in result.stdout and "interval" in result.stdout
     assert error(result) == "error: 2 invariant violation(s)"
     violations = json.loads(rv(db_url, "check", "customers", "--format", "json", code=1).stdout)
-    assert sorted((v["table_name"], v["invariant"]) for v in violations) == [("customers", "gap"),
-                                                                            ("customers", "interval")]
+    assert sorted((v["table_name"], v["invariant"]) for v in violations) == [("public.customers", "gap"),
+                                                                            ("public.customers", "interval")]
     assert "ok" in rv(db_url, "check", "lines").stdout
 
 
@@ -358,7 +368,7 @@ def test_table_not_versioned(conn: psycopg.Connection, db_url: str) -> None:
     for args in (["show", "plain"], ["history", "plain", "1"], ["revert", "plain", "--to", "head"],
                  ["disable", "plain"], ["diff", "plain", "head"]):
         result = rv(db_url, *args, code=1)
-        assert error(result).startswith("error: plain is not versioned"), args
+        assert error(result).startswith("error: public.plain is not versioned"), args
 
 
 def test_server_unreachable_names_the_url() -> None:

@@ -288,7 +288,7 @@ def damage_by_invariant(url: str, mark: int,
     with psycopg.connect(url, autocommit=True) as restored:
         found: dict[str, set[str]] = {}
         for t, invariant in restored.execute("select table_name, invariant from rowver.check()").fetchall():
-            found.setdefault(t, set()).add(invariant)
+            found.setdefault(t.removeprefix("public."), set()).add(invariant)  # check qualifies every name
         got = as_of_digests(restored, mark)
     return {t for t in expected if got.get(t) != expected[t]}, found
 
@@ -361,7 +361,7 @@ def test_check_names_rows_restamped_under_a_version_another_transaction_wrote(co
     assert {v for (v,) in conn.execute("select rv_version from t")} == {enabled + 1}
     # no key's history contradicts its current row here: the allocation tells, and the row
     # count (the emulated restore's delete went uncaptured, its COPY was captured)
-    found = {("t", "restamped"), ("t", "rows")}
+    found = {("public.t", "restamped"), ("public.t", "rows")}
     assert set(conn.execute("select table_name, invariant from rowver.check()").fetchall()) == found
     assert set(conn.execute("select table_name, invariant from rowver.check('t')").fetchall()) == found
 
@@ -386,7 +386,7 @@ def test_check_names_rows_restamped_under_a_version_head_had_passed(conn: psycop
     conn.execute("select setval('rowver.version_seq', %s)", (head,))
     assert {v for (v,) in conn.execute("select rv_version from t")} == {burnt}
     found = conn.execute("select table_name, invariant, detail from rowver.check() where invariant = 'restamped'")
-    assert [(t, d.split(" was made")[0]) for t, _, d in found] == [("t", f"changeset {burnt}")]
+    assert [(t, d.split(" was made")[0]) for t, _, d in found] == [("public.t", f"changeset {burnt}")]
 
 
 def test_restore_into_another_cluster_keeps_writing(server_url: str, tmp_path: Path) -> None:
@@ -409,7 +409,7 @@ def test_restore_into_another_cluster_keeps_writing(server_url: str, tmp_path: P
     with throwaway(major=major) as target:
         with target.connect() as c:
             c.execute("create role rowver_owner nologin; create role rowver_admin nologin;"
-                      " grant rowver_owner to rowver_admin")
+                      " create role rowver_tagger nologin; grant rowver_tagger to rowver_admin")
         run_ok([str(target.bins.exe("pg_restore")), "--exit-on-error", "-d", target.url(), str(dump)])
         with target.connect() as c:
             xid = max(x for _, x in stale)

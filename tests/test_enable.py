@@ -116,7 +116,7 @@ def test_ddl_is_exactly_what_enable_runs_and_changes_nothing(db: rowver.Database
     # the script is runnable as it stands (as psql would run it)
     with db.conn.transaction():
         db.conn.execute(script)
-    assert db.status().table_name.tolist() == ["t"]
+    assert db.status().table_name.tolist() == ["public.t"]
     assert db.check().empty
 
 
@@ -195,8 +195,8 @@ def test_a_table_dropped_without_disable_is_named_and_forgotten(db: rowver.Datab
 
     db.conn.execute("select rowver.forget(%s)", (oid,))
     assert db.check().empty
-    assert db.status().table_name.tolist() == ["kept"]
-    assert db.log()["tables"].iloc[0] == ["kept"]
+    assert db.status().table_name.tolist() == ["public.kept"]
+    assert db.log()["tables"].iloc[0] == ["public.kept"]
     # what is left of its history is the caller's; versioning a new table of that name needs it gone
     db.conn.execute("drop table gone__history")
     db.conn.execute("create table gone (id int primary key, x int)")

@@ -230,10 +230,10 @@ def test_orm_writes_are_versions_with_author_and_message(engine: Engine, conn: p
             s.delete(s.get(Order, 1))
     log = conn.execute("select version, author, message, tables from rowver.log(4) order by version").fetchall()
     assert [(au, m, sorted(t)) for _, au, m, t in log] == [
-        ("crm-sync", "first customers", ["customers", "orders"]),
-        ("crm-sync", "first customers", ["customers"]),
-        ("crm-sync", "late message", ["orders"]),
-        (None, None, ["orders"]),
+        ("crm-sync", "first customers", ["public.customers", "public.orders"]),
+        ("crm-sync", "first customers", ["public.customers"]),
+        ("crm-sync", "late message", ["public.orders"]),
+        (None, None, ["public.orders"]),
     ]
     first, renamed = log[0][0], log[1][0]
     head(conn)

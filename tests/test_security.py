@@ -76,7 +76,6 @@ FORBIDDEN = [
     ("update rowver.head_mark set head = 1000", psycopg.errors.InsufficientPrivilege),
     ("select nextval('rowver.version_seq')", psycopg.errors.InsufficientPrivilege),
     ("select setval('rowver.version_seq', 1000)", psycopg.errors.InsufficientPrivilege),
-    ("select rowver.xact_version()", psycopg.errors.InsufficientPrivilege),
     ("select rowver.allocate()", psycopg.errors.InsufficientPrivilege),
     ("select rowver.record_change(1, 'items', 1)", psycopg.errors.InsufficientPrivilege),
     ("alter table items disable trigger user", psycopg.errors.InsufficientPrivilege),

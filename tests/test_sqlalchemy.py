@@ -74,7 +74,7 @@ def test_orm_writes_are_versions_with_metadata(engine: Engine, conn: psycopg.Con
         s.delete(s.get(Order, 1))
     v, author, message, tables = conn.execute(
         "select version, author, message, tables from rowver.log(1)").fetchone()
-    assert (author, message, sorted(tables)) == ("svc", "orm edit", ["customers", "orders"])
+    assert (author, message, sorted(tables)) == ("svc", "orm edit", ["public.customers", "public.orders"])
     assert conn.execute("select profile->>'tier' from customers__as_of(%s)", (v - 1,)).fetchone()[0] == "gold"
     assert conn.execute("select item from orders__as_of(%s) order by id", (v,)).fetchall() == [("ink",)]
     # reading through the ORM is unchanged; rv_version is just an unmapped column

@@ -1,0 +1,81 @@
+-- Who may write rowver's catalog, table by table.
+--
+-- rowver_owner owns the catalog and touches nothing else: its SECURITY DEFINER functions
+-- read and write rowver's own tables only (code of a table's owner, such as a policy, a
+-- trigger or an index expression, would run as whoever touches that table). Everything
+-- done to a versioned table T runs as T's owner: T's generated functions belong to T's
+-- owner. So that T's owner can register T and record T's changes without a role that
+-- opens other tables, the registry and the changeset tables take writes from anyone, under
+-- row-level security evaluated as the role running the statement (inside capture: T's
+-- owner). Owning T lets a role write T's rows of the catalog and nothing else.
+
+set role rowver_owner;
+set search_path = pg_catalog, pg_temp;  -- bodies below are bound now, whatever a caller's path
+
+-- Whether the current role has the rights of rel's owner (what ALTER TABLE asks of it).
+create or replace function rowver.owns(rel oid) returns boolean
+language sql stable
+return coalesce((select pg_has_role(c.relowner, 'USAGE') from pg_class c where c.oid = rel), false);
+
+-- The same for a registered table, by its registry id.
+create or replace function rowver.owns_registered(table_id integer) returns boolean
+language sql stable
+return coalesce((select rowver.owns(v.relid) from rowver.versioned v where v.id = table_id), false);
+
+-- The registry: T's rows only by T's owner. The generated names must be T's own objects:
+-- rowver builds SQL from them, so they may not point at another owner's relations.
+create or replace function rowver.registry_names_ok(relid oid, history_name name) returns boolean
+language sql stable
+return exists (select from pg_class t join pg_class h on h.relnamespace = t.relnamespace
+                where t.oid = relid and h.relname = history_name and h.relowner = t.relowner);
+
+alter table rowver.versioned enable row level security;
+drop policy if exists read on rowver.versioned;
+create policy read on rowver.versioned for select using (true);
+drop policy if exists own on rowver.versioned;
+create policy own on rowver.versioned using (rowver.owns(relid))
+  with check (rowver.owns(relid) and rowver.registry_names_ok(relid, history_name));
+
+alter table rowver.column_life enable row level security;
+drop policy if exists read on rowver.column_life;
+create policy read on rowver.column_life for select using (true);
+drop policy if exists own on rowver.column_life;
+create policy own on rowver.column_life using (rowver.owns_registered(table_id))
+  with check (rowver.owns_registered(table_id));
+
+alter table rowver.retention enable row level security;
+drop policy if exists read on rowver.retention;
+create policy read on rowver.retention for select using (true);
+drop policy if exists own on rowver.retention;
+create policy own on rowver.retention using (rowver.owns_registered(table_id))
+  with check (rowver.owns_registered(table_id));
+
+-- A changeset is its own transaction's: the version this transaction allocated, with the
+-- server's account of who and when. Author and message are claims, as documented.
+alter table rowver.changeset enable row level security;
+drop policy if exists read on rowver.changeset;
+create policy read on rowver.changeset for select using (true);
+drop policy if exists own on rowver.changeset;
+create policy own on rowver.changeset using (version = rowver.allocated())
+  with check (version = rowver.allocated() and xid = pg_current_xact_id() and db_user = session_user
+              and db_role = rowver.session_role()
+              and created_at between transaction_timestamp() and clock_timestamp());
+
+-- Which tables a changeset touched: recorded by each table's owner (capture runs as it),
+-- for its own transaction's version; removed by the owner (disable, prune).
+alter table rowver.changeset_table enable row level security;
+drop policy if exists read on rowver.changeset_table;
+create policy read on rowver.changeset_table for select using (true);
+drop policy if exists own on rowver.changeset_table;
+create policy own on rowver.changeset_table using (rowver.owns_registered(table_id))
+  with check (rowver.owns_registered(table_id) and version = rowver.allocated());
+
+grant insert, update, delete on rowver.versioned, rowver.column_life, rowver.retention,
+  rowver.changeset_table to public;
+grant insert, update (author, message) on rowver.changeset to public;
+grant usage on sequence rowver.versioned_id_seq to public;
+grant execute on function rowver.owns(oid), rowver.owns_registered(integer),
+  rowver.registry_names_ok(oid, name) to public;
+
+reset search_path;
+reset role;
