@@ -133,7 +133,7 @@ def test_rowver_admin_prunes_and_erases_a_table_it_does_not_own(teams: dict, log
     assert logins.su.execute(f"select count(*) from {b['schema']}.ledger__versions"
                              " where id = 1 and not rv_deleted").fetchone() == (0,)
     log = logins.su.execute("select message, db_user from rowver.changeset order by version desc limit 2").fetchall()
-    assert [(m.split(" before")[0], who) for m, who in log] == [("erase", admin_role), (f"prune {b['owner']}.ledger", admin_role)]
+    assert [(m.split(" ")[0], who) for m, who in log] == [("erase", admin_role), ("prune", admin_role)]
     # what the table grants readers survives: its writer still reads its history
     assert len(logins.login(b["app"]).execute(f"select * from {b['schema']}.ledger__versions").fetchall()) > 0
     assert violations(logins.su) == []
