@@ -404,9 +404,29 @@ as $$
   )
 $$;
 
+-- (Re)make T's generated objects and mirror T's read security onto them, as T's owner, and
+-- record the hashes status and check compare (refresh and prune).
+create or replace function rowver.regenerate(r rowver.versioned) returns void
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  sch     name := rowver.schema_of(r.relid);
+  objects text[] := rowver.object_ddl(r);
+  s       text;
+begin
+  foreach s in array objects || rowver.mirror_ddl(r.relid, format('%I.%I', sch, r.history_name),
+                                                  format('%I.%I', sch, r.versions_name),
+                                                  format('%I.%I', sch, r.as_of_name)) loop
+    execute s;
+  end loop;
+  update rowver.versioned x set definition_hash = md5(array_to_string(objects, E';\n')),
+                                security_hash = rowver.security_hash(r.relid)
+   where x.id = r.id;
+end $$;
+
 grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
   rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name),
-  rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned),
+  rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned), rowver.regenerate(rowver.versioned),
   rowver.column_added(regclass), rowver.security_hash(regclass), rowver.history_readable(regclass, text),
   rowver.mirror_ddl(regclass, text, text, text)
 to public;

@@ -23,9 +23,6 @@ declare
   v       bigint;    -- allocated only when columns change
   done    text[] := '{}';
   col     record;
-  objects text[];
-  objects_and_grants text[];
-  s       text;
 begin
   select * into r from rowver.versioned x where x.relid = tbl;
   if not found then
@@ -114,15 +111,7 @@ begin
      set admin_name = coalesce(x.admin_name, rowver.generated_name(
                         (select c.relname from pg_class c where c.oid = tbl), '__rv_admin'))
    where x.id = r.id returning * into r;
-  objects := rowver.object_ddl(r);
-  objects_and_grants := objects || rowver.mirror_ddl(tbl, hist::text, format('%I.%I', sch, r.versions_name),
-                                                     format('%I.%I', sch, r.as_of_name));
-  foreach s in array objects_and_grants loop
-    execute s;
-  end loop;
-  update rowver.versioned x set definition_hash = md5(array_to_string(objects, E';\n')),
-                                security_hash = rowver.security_hash(tbl)
-   where x.id = r.id;
+  perform rowver.regenerate(r);
 
   if v is not null then
     if coalesce(current_setting('rowver.message', true), '') = '' then

@@ -84,7 +84,6 @@ declare
   kept bigint[];
   n    bigint;
   v    bigint;
-  s    text;
 begin
   kept := array(select t.version from rowver.tag t where t.version < h order by 1);
   -- a state is needed while it is visible at the horizon or later, or at a kept tag;
@@ -97,12 +96,7 @@ begin
   insert into rowver.retention as x (table_id, horizon, kept, net) values (r.id, h, kept, 0)
   on conflict (table_id) do update set horizon = greatest(x.horizon, excluded.horizon), kept = excluded.kept,
                                        pruned_at = clock_timestamp();
-  -- the as-of function learns the horizon
-  foreach s in array rowver.object_ddl(r) loop
-    execute s;
-  end loop;
-  update rowver.versioned x set definition_hash = md5(array_to_string(rowver.object_ddl(r), E';\n'))
-   where x.id = r.id;
+  perform rowver.regenerate(r);  -- the as-of function learns the horizon
 
   v := rowver.xact_version();
   if coalesce(current_setting('rowver.message', true), '') = '' then
