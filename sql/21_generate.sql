@@ -26,7 +26,7 @@ as $$
 #variable_conflict use_variable
 declare
   -- names that no column can take: rv_ is rowver's prefix, and columns are always qualified
-  rv_v       bigint := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
+  rv_v       bigint;
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
   rv_net     bigint := 0;  -- rows inserted minus rows deleted, for rowver.check
@@ -37,6 +37,7 @@ begin
     raise exception 'rowver: this function captures changes of %% only, not of %%.%%', %8$L, TG_TABLE_SCHEMA, TG_TABLE_NAME
       using errcode = '42501';
   end if;
+  rv_v := currval('rowver.version_seq'::regclass);
   -- T still has the shape this function was generated for: checked whenever this query is
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
   perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;

@@ -167,15 +167,19 @@ begin
     -- each key's last stored event leads to its current row: a state superseded at u is
     -- followed by a current row written at u (or a tombstone at u); a tombstone by no row or
     -- a later one. (A data-only restore that let the stamp rewrite versions breaks this.)
+    -- Below a retention horizon the states in between were pruned: a state kept for a tag
+    -- may be followed by nothing stored.
     return query execute format(
       'select %L, ''gap'', format(''key %%s: history ends at version %%s, the current row is %%s'',
                                   row(%s), coalesce(l.rv_until, l.rv_version), coalesce(t.rv_version::text, ''missing''))
          from (select distinct on (%s) * from %s order by %s, rv_version desc, rv_deleted desc) l
          left join %s t on %s
-        where (not l.rv_deleted and t.rv_version is distinct from l.rv_until)
-           or (l.rv_deleted and t.rv_version <= l.rv_version)',
+        where ((not l.rv_deleted and t.rv_version is distinct from l.rv_until)
+               or (l.rv_deleted and t.rv_version <= l.rv_version))
+          and coalesce(l.rv_until, l.rv_version) >= $1',
       r.relid::text, (select string_agg(format('l.%I', c), ', ') from unnest(r.key_columns) c),
-      k, h, k, rowver.qualified(r.relid), rowver.key_join_sql(r.relid, r.key_columns, 't', 'l'));
+      k, h, k, rowver.qualified(r.relid), rowver.key_join_sql(r.relid, r.key_columns, 't', 'l'))
+    using coalesce((select x.horizon from rowver.retention x where x.table_id = r.id), 0);
 
     return query execute format(
       'select %L, ''changeset'', format(''version %%s has no changeset'', x.v)

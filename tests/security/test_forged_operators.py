@@ -66,7 +66,7 @@ def family(request: pytest.FixtureRequest, logins: Logins) -> dict:
     column_type, first, second = FAMILIES[request.param]
     owner = logins.owner("team")
     attacker = logins.owner("evil")
-    s = sql.Identifier(owner).as_string(logins.su)
+    s = owner  # (role names here need no quotes)
     own = logins.login(owner)
     own.execute(TYPES.replace('{s}', s))
     table = f"{s}.t"
