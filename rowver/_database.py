@@ -142,16 +142,18 @@ class Database:
             return cs.truncate(table, cascade=cascade)
 
     def prune(self, table: str, before: str | int) -> int:
-        """Retention (rowver_admin): drop history no version at or after ``before`` and no tagged
-        version can read; as-of reads before it are refused afterwards. Returns rows removed."""
+        """Retention (the table's owner, or rowver_admin acting as the owner): drop history no
+        version at or after ``before`` and no tagged version can read; as-of reads before it are
+        refused afterwards. Returns rows removed."""
         with translated(), self.conn.transaction():
             removed = int(_sql.value(self.conn, "select rowver.prune(%s::regclass, %s)", (table, str(before))))
         self.publish_head()
         return removed
 
     def erase(self, table: str, key: Any, *, surrogate: Any = None) -> int:
-        """Legal erasure (rowver_admin): remove one key's data from the table and every version
-        of its history, leaving a changeset and a tombstone (keyed by ``surrogate`` if given)."""
+        """Legal erasure (the table's owner, or rowver_admin acting as the owner): remove one key's
+        data from the table and every version of its history, leaving a changeset and a tombstone
+        (keyed by ``surrogate`` if given)."""
         from psycopg.types.json import Jsonb
 
         where = _query.key_object(self, table, key)

@@ -234,7 +234,7 @@ def prune(
                                         show_default=False)],
     url: Url = None,
 ) -> None:
-    """Retention (rowver_admin): drop history older than REF; tagged versions stay readable."""
+    """Retention (the table's owner or rowver_admin): drop history older than REF; tagged versions stay readable."""
     with _database(url) as db, _output.progress(f"pruning {table}"):
         typer.echo(f"{table}: {db.prune(table, before)} history row(s) removed before {before}")
 
@@ -246,7 +246,7 @@ def erase(
         metavar="KEY", help="The row's key values, in key-column order.", show_default=False)],
     url: Url = None,
 ) -> None:
-    """Legal erasure (rowver_admin): remove one key's data from the table and all of its history."""
+    """Legal erasure (the table's owner or rowver_admin): remove one key's data from the table and all of its history."""
     with _database(url) as db:
         typer.echo(f"{table}: {db.erase(table, tuple(key))} stored state(s) of that key erased")
 
@@ -316,7 +316,7 @@ def show(
         "--at", metavar="REF", help="A version, tag, ISO-8601 time or head.")] = "head",
     where: Annotated[str | None, typer.Option(
         "--where", metavar="SQL", help="A condition in SQL, e.g. \"city = 'Lisbon'\". It runs in a "
-        "READ ONLY transaction; ';' is refused.")] = None,
+        "READ ONLY transaction, as part of one SELECT, with your privileges; ';' is refused.")] = None,
     columns: Annotated[str | None, typer.Option(
         "--columns", "-c", metavar="A,B", help="Only these columns, comma-separated.")] = None,
     order_by: Annotated[list[str] | None, typer.Option(

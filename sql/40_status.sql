@@ -3,7 +3,8 @@
 set role rowver_owner;
 set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
--- Versioned tables with their sizes. Counts are exact (they scan).
+-- Versioned tables with their sizes. Counts are exact (they scan), and null where the caller
+-- may not read the table or its history (status runs as its caller).
 create or replace function rowver.status()
 returns table (table_name text, key_columns name[], triggers boolean, ignore_columns name[],
                current_rows bigint, history_rows bigint, versions bigint, enabled_version bigint,
@@ -24,8 +25,14 @@ begin
       select from pg_catalog.pg_trigger t
        where t.tgrelid = r.relid and t.tgname like '%rowver%' and t.tgenabled = 'D');
     ignore_columns := r.ignore_columns;
-    execute format('select count(*) from %s', rowver.qualified(r.relid)) into current_rows;
-    execute format('select count(*) from %I.%I', sch, r.history_name) into history_rows;
+    current_rows := null;
+    history_rows := null;
+    begin
+      execute format('select count(*) from %s', rowver.qualified(r.relid)) into current_rows;
+      execute format('select count(*) from %I.%I', sch, r.history_name) into history_rows;
+    exception when insufficient_privilege or object_not_in_prerequisite_state then
+      null;  -- (not the caller's to count, or history closed to it until refresh: no count)
+    end;
     versions := (select count(*) from rowver.changeset_table ct where ct.table_id = r.id);
     enabled_version := r.enabled_version;
     -- current: what is installed is what the generator would make now

@@ -615,6 +615,11 @@ returns table (table_name text, invariant text, detail text)
 language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- the server verifies every chunk stored from now on (the hash check below, the older ones)
+  return query
+    select 'rowver.model_chunk', 'chunk check', 'the constraint model_chunk_verified is missing: chunks are stored unverified'
+     where not exists (select from pg_constraint c where c.conrelid = 'rowver.model_chunk'::regclass
+                                                    and c.conname = 'model_chunk_verified' and c.contype = 'c');
   return query
     select 'rowver.model_chunk', 'chunk missing',
            format('%s/%s %s %s: chunk %s (sha256 %s) is not stored', t.model, t.version, t.kind,

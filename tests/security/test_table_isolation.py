@@ -145,3 +145,13 @@ def test_an_owner_prunes_and_erases_its_own_table(teams: dict, logins: Logins) -
     assert own.execute("select rowver.prune(%s, 'head')", (a["table"],)).fetchone()[0] > 0
     assert own.execute("select rowver.erase(%s, '{\"id\": 2}')", (a["table"],)).fetchone()[0] >= 1
     assert violations(logins.su) == []
+
+
+def test_status_and_check_work_for_any_owner(teams: dict, logins: Logins) -> None:
+    """Each team sees the state of what it may read, and no error for what it may not."""
+    a, b = teams["a"], teams["b"]
+    own_a = logins.login(a["owner"])
+    counts = {t: (c, h) for t, c, h in own_a.execute(
+        "select table_name, current_rows, history_rows from rowver.status()").fetchall()}
+    assert counts == {f"{a['owner']}.items": (2, 3), f"{b['owner']}.ledger": (None, None)}
+    assert own_a.execute("select * from rowver.check()").fetchall() == []

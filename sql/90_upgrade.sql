@@ -1,0 +1,43 @@
+-- Upgrading tables versioned by rowver 0.1, whose history and generated functions belonged
+-- to rowver_owner (and so to every member of it): each goes to its table's owner, and is
+-- made again as this release makes it (pinned operators, the admin function, history
+-- closed while its mirror is stale). Runs as the installer, which needs the rights of each
+-- table's owner (a superuser has them); a table it cannot upgrade keeps working as before,
+-- and rowver check names it ('owner') until its owner runs rowver.refresh. Nothing to do
+-- on later installs.
+
+set search_path = pg_catalog, pg_temp;
+
+do $$
+declare
+  r     rowver.versioned;
+  sch   name;
+  owner text;
+begin
+  for r in select v.* from rowver.versioned v join pg_class t on t.oid = v.relid
+            where v.admin_name is null or v.security_hash is null
+               or exists (select from pg_class h where h.relnamespace = t.relnamespace
+                             and h.relname = v.history_name and h.relowner <> t.relowner)
+            order by v.id loop
+    begin
+      sch := rowver.schema_of(r.relid);
+      owner := (select c.relowner::regrole::text from pg_class c where c.oid = r.relid);
+      execute format('alter table %I.%I owner to %s', sch, r.history_name, owner);
+      execute format('alter view if exists %I.%I owner to %s', sch, r.versions_name, owner);
+      execute format('alter function %I.%I() owner to %s', sch, r.capture_name, owner);
+      execute format('alter function %I.%I() owner to %s', sch, r.stamp_name, owner);
+      execute format('alter function %I.%I(bigint) owner to %s', sch, r.as_of_name, owner);
+      -- 0.1's capture ran as rowver_owner and read T's rv_version; 0.2's runs as T's owner
+      if owner <> 'rowver_owner' then
+        execute format('revoke select (rv_version) on %s from rowver_owner', rowver.qualified(r.relid));
+        execute format('revoke all on %I.%I from rowver_owner', sch, r.history_name);
+      end if;
+      perform rowver.refresh(r.relid);
+    exception when others then  -- named, never hidden: check reports the table until it is done
+      raise warning 'rowver: % keeps the ownership of rowver 0.1 (%); its owner runs rowver.refresh(%)',
+        r.relid, sqlerrm, quote_literal(r.relid::text);
+    end;
+  end loop;
+end $$;
+
+reset search_path;
