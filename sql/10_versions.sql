@@ -249,6 +249,7 @@ end;
 -- Name a version (needs rowver_tagger). The ref is resolved (so at most head); head is
 -- published first so that a tag of 'head' names what every later reader can see. An
 -- existing tag is refused, unless move: then it names the new version (unless protected).
+drop function if exists rowver.tag(text, text);  -- (0.1's, without move)
 create or replace function rowver.tag(name text, ref text default 'head', move boolean default false)
 returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
@@ -397,7 +398,6 @@ end $$;
 -- owners attach begin_statement and refuse_truncate to their tables and record their
 -- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
 -- allocate() and log_tag() are rowver_owner's alone.
-drop function if exists rowver.tag(text, text);
 grant execute on function rowver.allocated(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
   rowver.resolve(text), rowver.session_role(), rowver.conflict(text, text), rowver.record_change(bigint, regclass, bigint, bigint),
   rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),
