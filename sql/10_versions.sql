@@ -246,6 +246,24 @@ begin atomic
   values (name, action, old_version, new_version, protected, rowver.session_role());
 end;
 
+-- The tag `name`, locked for a change: one clear error when there is none, or when it is
+-- protected and the change is not to its protection.
+create or replace function rowver.tag_to_change(name text, protection boolean default false) returns rowver.tag
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  old rowver.tag;
+begin
+  select * into old from rowver.tag t where t.name = tag_to_change.name for update;
+  if not found then
+    raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
+  elsif old.protected and not protection then
+    raise exception 'rowver: tag % is protected', quote_literal(name) using errcode = '42501',
+      hint = 'only rowver_admin may unprotect it (rowver.protect_tag(name, false))';
+  end if;
+  return old;
+end $$;
+
 -- Name a version (needs rowver_tagger). The ref is resolved (so at most head); head is
 -- published first so that a tag of 'head' names what every later reader can see. An
 -- existing tag is refused, unless move: then it names the new version (unless protected).
@@ -265,17 +283,17 @@ begin
     raise exception 'rowver: version % is before a retention horizon; its history was pruned', v
       using errcode = '22023';
   end if;
-  select * into old from rowver.tag t where t.name = tag.name for update;
-  if not found then
+  if not exists (select from rowver.tag t where t.name = tag.name) then
     insert into rowver.tag (name, version) values (name, v);
     perform rowver.log_tag(name, 'create', null, v, false);
+    return v;
   elsif not move then
-    raise exception 'rowver: tag % already exists (version %)', quote_literal(name), old.version
+    raise exception 'rowver: tag % already exists (version %)', quote_literal(name),
+      (select t.version from rowver.tag t where t.name = tag.name)
       using errcode = '23505', hint = 'move it with rowver tag --move (move => true)';
-  elsif old.protected then
-    raise exception 'rowver: tag % is protected', quote_literal(name) using errcode = '42501',
-      hint = 'only rowver_admin may unprotect it (rowver.protect_tag(name, false))';
-  elsif old.version <> v then
+  end if;
+  old := rowver.tag_to_change(name);
+  if old.version <> v then
     update rowver.tag t set version = v, created_at = clock_timestamp(), db_user = session_user
      where t.name = tag.name;
     perform rowver.log_tag(name, 'move', old.version, v, false);
@@ -291,15 +309,8 @@ create or replace function rowver.untag(name text) returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  old rowver.tag;
+  old rowver.tag := rowver.tag_to_change(name);
 begin
-  select * into old from rowver.tag t where t.name = untag.name for update;
-  if not found then
-    raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
-  elsif old.protected then
-    raise exception 'rowver: tag % is protected', quote_literal(name) using errcode = '42501',
-      hint = 'only rowver_admin may unprotect it (rowver.protect_tag(name, false))';
-  end if;
   delete from rowver.tag t where t.name = untag.name;
   perform rowver.log_tag(name, 'remove', old.version, null, false);
   return old.version;
@@ -311,12 +322,8 @@ create or replace function rowver.protect_tag(name text, protect boolean default
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  old rowver.tag;
+  old rowver.tag := rowver.tag_to_change(name, protection => true);
 begin
-  select * into old from rowver.tag t where t.name = protect_tag.name for update;
-  if not found then
-    raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
-  end if;
   if old.protected is distinct from protect then
     update rowver.tag t set protected = protect where t.name = protect_tag.name;
     perform rowver.log_tag(name, case when protect then 'protect' else 'unprotect' end,

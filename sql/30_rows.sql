@@ -233,6 +233,21 @@ as $$
     from rowver.registered(tbl) r
 $$;
 
+-- One clear error unless key (and surrogate, when given) is a JSON object naming every key
+-- column of tbl.
+create or replace function rowver.check_key(tbl regclass, keys name[], key jsonb, surrogate jsonb default null)
+returns void
+language plpgsql stable set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if jsonb_typeof(key) is distinct from 'object'
+     or (surrogate is not null and jsonb_typeof(surrogate) <> 'object')
+     or exists (select from unnest(keys) k where not (key ? k) or (surrogate is not null and not (surrogate ? k))) then
+    raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(keys, ', ')
+      using errcode = '22023';
+  end if;
+end $$;
+
 -- Every version of one row, oldest first, with its changeset. key: {"column": value, ...}.
 create or replace function rowver.history(tbl regclass, key jsonb)
 returns table (rv_version bigint, rv_until bigint, rv_deleted boolean, created_at timestamptz,
@@ -241,13 +256,8 @@ language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
 declare
   r rowver.versioned := rowver.registered(tbl);
-  missing name;
 begin
-  select k into missing from unnest(r.key_columns) k where not (key ? k);
-  if found or jsonb_typeof(key) <> 'object' then
-    raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(r.key_columns, ', ')
-      using errcode = '22023';
-  end if;
+  perform rowver.check_key(tbl, r.key_columns, key);
   return query execute format(
     'select rv_row.rv_version, rv_row.rv_until, rv_row.rv_deleted, rv_cs.created_at, rv_cs.author, rv_cs.message,
             to_jsonb(rv_row) - ''{rv_version,rv_until,rv_deleted}''::text[]
@@ -396,7 +406,7 @@ grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
-  rowver.history_sql(regclass),
+  rowver.history_sql(regclass), rowver.check_key(regclass, name[], jsonb, jsonb),
   rowver.diff_query(regclass, bigint, bigint, text, text), rowver.diff_sql(regclass, bigint, bigint),
   rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass),
   rowver.as_of(anyelement, text), rowver.jsonb_row_sql(text)

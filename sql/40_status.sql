@@ -84,7 +84,7 @@ begin
   end if;
   return query
     select x.relid::oid::text, 'dropped',
-           format('table %s was dropped without rowver.disable; select rowver.forget(%s) forgets it'
+           format('table %s was dropped without rowver.disable; rowver_admin''s select rowver.forget(%s) forgets it'
                   ' (a history table %I left behind is yours to drop or keep)',
                   x.relid::oid, x.relid::oid, x.history_name)
       from rowver.versioned x

@@ -148,15 +148,8 @@ end $$;
 create or replace function rowver.erase(tbl regclass, key jsonb, surrogate jsonb default null) returns bigint
 language plpgsql set search_path = pg_catalog, pg_temp
 as $$
-declare
-  r rowver.versioned := rowver.registered(tbl);
-  missing name;
 begin
-  select c into missing from unnest(r.key_columns) c where not (key ? c) or (surrogate is not null and not (surrogate ? c));
-  if found or jsonb_typeof(key) <> 'object' then
-    raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(r.key_columns, ', ')
-      using errcode = '22023';
-  end if;
+  perform rowver.check_key(tbl, (rowver.registered(tbl)).key_columns, key, surrogate);
   return rowver.as_owner(tbl, 'erase', jsonb_build_object('key', key, 'surrogate', surrogate));
 end $$;
 
