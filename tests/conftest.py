@@ -139,6 +139,18 @@ def db_url(request: pytest.FixtureRequest, server_url: str, template_db: str) ->
 
 
 @pytest.fixture
+def bare_url(server_url: str) -> Iterator[str]:
+    """A database without rowver's catalog."""
+    name = f"rowver_bare_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    yield server_url_for(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to this test's database."""
     with psycopg.connect(db_url, autocommit=True) as connection:

@@ -10,18 +10,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from typer.testing import CliRunner, Result
 
 import rowver
 from rowver import _output
-from rowver._server import server_url_for, stop_embedded
+from rowver._server import stop_embedded
 from rowver.cli import app
 
 runner = CliRunner(env={"COLUMNS": None, "ROWVER_URL": None, "ROWVER_DEBUG": None})
@@ -64,18 +62,6 @@ def shop(conn: psycopg.Connection) -> psycopg.Connection:
     conn.execute("update lines set qty = 6 where order_id = 1 and line = 2")
     conn.execute("select rowver.publish_head()")
     return conn
-
-
-@pytest.fixture
-def bare_url(server_url: str) -> Iterator[str]:
-    """A database without rowver's catalog."""
-    name = f"rowver_bare_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield server_url_for(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def versioned(conn: psycopg.Connection) -> list[str]:

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from rowver import _install
-from rowver._server import server_url_for
 
 PREVIOUS = "1043d5b"  # the last commit of rowver 0.1's catalog (schema_version 1)
 REPO = Path(__file__).resolve().parent.parent
@@ -34,15 +32,11 @@ def previous_files() -> list[str]:
 
 
 @pytest.fixture
-def old_db(server_url: str) -> Iterator[str]:
-    name = "rowver_upgrade_test"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield server_url_for(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.execute("drop role if exists rv_upgrade_team")
+def old_db(bare_url: str) -> Iterator[str]:
+    yield bare_url
+    with psycopg.connect(bare_url, autocommit=True) as admin:
+        if admin.execute("select 1 from pg_roles where rolname = 'rv_upgrade_team'").fetchone():
+            admin.execute("drop owned by rv_upgrade_team cascade; drop role rv_upgrade_team")
 
 
 def test_tables_versioned_by_the_previous_release_go_to_their_owners(old_db: str) -> None:
