@@ -141,6 +141,9 @@ create table if not exists rowver.changeset_table (
   primary key (version, table_id)
 );
 alter table rowver.changeset_table add column if not exists net bigint;
+-- marked by its table's prune when no row of the table names the version any more; rowver's
+-- own prune_changesets removes marked rows (table owners may update, never delete, here)
+alter table rowver.changeset_table add column if not exists pruned boolean not null default false;
 alter table rowver.changeset_table drop constraint if exists changeset_table_version_fkey,
                                    drop constraint if exists changeset_table_table_id_fkey;
 

@@ -66,23 +66,35 @@ create policy own on rowver.changeset
               and db_user = session_user and db_role = rowver.session_role()
               and created_at between transaction_timestamp() and clock_timestamp());
 
--- Which tables a changeset touched: recorded by each table's owner (capture runs as it),
--- for its own transaction's version; removed by the owner (disable, prune).
+-- Which tables a changeset touched: recorded by each table's owner (capture runs as it), for
+-- its own transaction's version; counted on by the owner's later statements, and marked
+-- by the owner's prune (rowver's prune_changesets removes what is marked).
 alter table rowver.changeset_table enable row level security;
 drop policy if exists read on rowver.changeset_table;
 create policy read on rowver.changeset_table for select using (true);
 drop policy if exists own on rowver.changeset_table;
-create policy own on rowver.changeset_table
-  using (exists (select from rowver.versioned v join pg_class c on c.oid = v.relid
-                  where v.id = changeset_table.table_id and pg_has_role(c.relowner, 'USAGE')))
+create policy own on rowver.changeset_table for insert
   with check (exists (select from rowver.versioned v join pg_class c on c.oid = v.relid
                        where v.id = changeset_table.table_id and pg_has_role(c.relowner, 'USAGE'))
               and exists (select from rowver.allocation a
                            where a.version = changeset_table.version and a.xid = pg_current_xact_id()));
+drop policy if exists counts on rowver.changeset_table;
+create policy counts on rowver.changeset_table for update
+  using (exists (select from rowver.versioned v join pg_class c on c.oid = v.relid
+                  where v.id = changeset_table.table_id and pg_has_role(c.relowner, 'USAGE')));
 
-grant insert, update, delete on rowver.versioned, rowver.column_life, rowver.retention,
-  rowver.changeset_table to public;
-grant insert, update (author, message) on rowver.changeset to public;
+-- INSERT and column UPDATE only: with UPDATE or DELETE on a whole table, any role could LOCK it
+-- in a mode that stops every writer (removing rows is left to rowver's own functions).
+revoke update, delete on rowver.versioned, rowver.column_life, rowver.retention, rowver.changeset_table,
+  rowver.changeset from public;
+grant insert on rowver.versioned, rowver.column_life, rowver.retention, rowver.changeset_table,
+  rowver.changeset to public;
+grant update (key_columns, ignore_columns, admin_name, definition_hash, security_hash) on rowver.versioned
+  to public;
+grant update (name, attnum, added_version, dropped_version) on rowver.column_life to public;
+grant update (horizon, kept, pruned_at, net) on rowver.retention to public;
+grant update (rows, net, pruned) on rowver.changeset_table to public;
+grant update (author, message) on rowver.changeset to public;
 grant usage on sequence rowver.versioned_id_seq to public;
 grant execute on function rowver.owns(oid), rowver.owns_registered(integer),
   rowver.registry_names_ok(oid, name) to public;

@@ -206,12 +206,20 @@ begin
   return next format('select rowver.unregister(%L)', rowver.qualified(tbl));
 end $$;
 
+-- The last step of disable: tbl's registry entry and its changesets' counts go. SECURITY
+-- DEFINER (owners may not delete catalog rows), and only once tbl has lost its rv_version
+-- column, which only tbl's owner can drop: so anyone may finish what the owner began.
 create or replace function rowver.unregister(tbl regclass) returns void
-language sql  -- (as T's owner: row-level security)
-begin atomic
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if exists (select from pg_attribute a where a.attrelid = tbl and a.attname = 'rv_version' and not a.attisdropped) then
+    raise exception 'rowver: % still has its rv_version column; rowver.disable unregisters it', tbl
+      using errcode = '55000';
+  end if;
   delete from rowver.changeset_table c using rowver.versioned v where v.relid = tbl and c.table_id = v.id;
   delete from rowver.versioned v where v.relid = tbl;
-end;
+end $$;
 
 create or replace function rowver.disable(tbl regclass, keep_history boolean default false) returns void
 language plpgsql set client_min_messages = warning  -- no NOTICE per re-created object

@@ -110,8 +110,8 @@ begin
                  'select rv_version from %s union select rv_until from %s where rv_until is not null',
                  rowver.qualified(tbl), hist, hist);
   with gone as (
-    delete from rowver.changeset_table c
-     where c.table_id = r.id and c.version < h
+    update rowver.changeset_table c set pruned = true
+     where c.table_id = r.id and c.version < h and not c.pruned
        and not exists (select from pg_temp.rv_named x where x.v = c.version)
        and not exists (select from rowver.tag t where t.version = c.version)
     returning c.net)
@@ -123,8 +123,9 @@ begin
   return n;
 end $$;
 
--- Changesets below every table's horizon that no table names any more (each table's prune
--- removed what it no longer refers to) and no tag names. rowver's own catalog only.
+-- What the tables' prunes let go: the changeset_table rows they marked, then changesets below
+-- every table's horizon that no table names any more and no tag names. rowver's own catalog
+-- only, so open to all.
 create or replace function rowver.prune_changesets() returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
@@ -133,6 +134,7 @@ declare
                        from rowver.versioned r left join rowver.retention x on x.table_id = r.id);
   n bigint;
 begin
+  delete from rowver.changeset_table c where c.pruned;
   delete from rowver.changeset c
    where c.version < horizon
      and not exists (select from rowver.changeset_table ct where ct.version = c.version)
