@@ -292,6 +292,10 @@ def _non_finite(value: Any, path: str) -> str | None:
 # -- the store ------------------------------------------------------------------------------
 
 
+# How many times (0.05 s apart) a save tries for the gc lock before it goes without it.
+GC_LOCK_TRIES = 40
+
+
 class Models:
     """``db.models``: save, load, alias, rollback, promote, list, compare, search, gc."""
 
@@ -382,18 +386,25 @@ class Models:
         """From the first chunk to the commit, gc (which takes this lock exclusively) waits:
         it cannot reclaim a chunk this save found stored, or wrote, before the version that
         names it commits. A session lock, so only on an idle connection: inside a caller's
-        transaction the commit's own check (and its retries) are the guard."""
+        transaction the commit's own check (and its retries) are the guard. Only tried for a
+        few seconds: anyone may take an advisory lock, and a save must not wait on it."""
         conn = self._conn
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        held = False
         if idle:
             with translated():
-                conn.execute("select pg_advisory_lock_shared(rowver.model_lock_key1(), 1)")
+                for _ in range(GC_LOCK_TRIES):
+                    held = bool(_sql.value(conn, "select pg_try_advisory_lock_shared(key1, key2)"
+                                                 " from rowver.model_gc_lock()"))
+                    if held:
+                        break
+                    time.sleep(0.05)  # (a gc, or a role sitting on the lock)
         try:
             yield
         finally:
-            if idle and not conn.closed:
+            if held and not conn.closed:
                 with contextlib.suppress(psycopg.OperationalError):  # a lost session lost its locks
-                    conn.execute("select pg_advisory_unlock_shared(rowver.model_lock_key1(), 1)")
+                    conn.execute("select pg_advisory_unlock_shared(key1, key2) from rowver.model_gc_lock()")
 
     def _write(self, blobs: list[Blob], chunk_size: int) -> tuple[list[Entry], WriteStats]:
         with translated():

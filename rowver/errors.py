@@ -50,7 +50,8 @@ class InvalidInputError(RowverError):
 
 
 class ConflictError(RowverError):
-    """A concurrent transaction wrote a newer version first (SQLSTATE 40001); retry."""
+    """PostgreSQL could not serialize this transaction with a concurrent one (SQLSTATE 40001,
+    under REPEATABLE READ or SERIALIZABLE) or found a deadlock (40P01); retry."""
 
     sqlstate = "40001"
 

@@ -62,8 +62,18 @@ create table if not exists rowver.meta (
 );
 
 -- One database-wide sequence hands out versions. CACHE 1 keeps them dense and ordered by
--- allocation; MAXVALUE leaves 2^48-1 free for the allocation mutex (see lock_key1).
+-- allocation; 2^48 versions fit in a changeset's bigint with room to spare.
 create sequence if not exists rowver.version_seq as bigint cache 1 maxvalue 281474976710654;
+
+-- In-flight versions are marked by row locks on these rows, which only rowver's functions may
+-- take (they need UPDATE): version v holds slot v % 4096 from before it is handed out until its
+-- transaction ends, and writes v into it (sql/10_versions.sql). Advisory locks would do it
+-- faster, but any role can take any advisory lock and sit on it; these no one else can hold.
+create table if not exists rowver.slot (id integer primary key check (id >= 0 and id < 4096));
+-- the last version that held the slot and committed: which of the versions sharing a slot a
+-- running holder can be (rowver.slot_version)
+alter table rowver.slot add column if not exists version bigint not null default 0;
+insert into rowver.slot select g from generate_series(0, 4095) g on conflict do nothing;
 
 -- A version handed to a running transaction. The stamp trusts currval() only after a
 -- statement has checked the row here for its own transaction id (rowver.allocated). Not
@@ -101,10 +111,12 @@ create table if not exists rowver.versioned (
   enabled_version bigint not null,
   definition_hash text not null,
   security_hash   text,           -- T's read security when it was mirrored onto history (rowver.security_hash)
-  admin_name      name            -- T's admin function (null: registered before there was one)
+  admin_name      name,           -- T's admin function (null: registered before there was one)
+  restamp_name    name            -- T's restamp function (the same)
 );
 alter table rowver.versioned add column if not exists security_hash text,
-                             add column if not exists admin_name name;
+                             add column if not exists admin_name name,
+                             add column if not exists restamp_name name;
 
 -- When each column of a versioned table joined or left it (NULL added_version: there from
 -- the start). attnum follows renames; a column added at version D reads NULL as of

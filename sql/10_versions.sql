@@ -1,9 +1,11 @@
 -- Versions: allocation, the live and published head, refs and tags.
 --
 -- A transaction gets one version, at its first write to a versioned table. Version v is
--- "in flight" while its transaction holds a shared advisory lock on v; head is the newest
--- version at or below which nothing is in flight. Advisory locks use the two-int form
--- with a reserved tag in the high bits: key1 = tag << 16 | v >> 32, key2 = v & 0xffffffff.
+-- "in flight" while its transaction holds a row lock on slot v % 4096 (rowver.slot); head
+-- is the newest version at or below which nothing is in flight. Row locks on rowver's rows
+-- need privileges no other role has, so no one else can hold head or the writers back
+-- (advisory locks, used before, carry no privileges at all); and head sees them from any
+-- transaction, read-only ones included, through the locker's transaction status.
 
 set role rowver_owner;
 set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
@@ -17,19 +19,38 @@ create or replace function rowver.session_role() returns name
 language sql stable
 return case when current_setting('role') = 'none' then session_user else current_setting('role')::name end;
 
-create or replace function rowver.lock_key1(v bigint) returns integer
-language sql immutable parallel safe
-return (x'5256'::integer << 16) | (v >> 32)::integer;
+drop function if exists rowver.lock_key1(bigint);
+drop function if exists rowver.lock_key2(bigint);
+drop function if exists rowver.mutex();
 
-create or replace function rowver.lock_key2(v bigint) returns integer
+create or replace function rowver.slots() returns integer
 language sql immutable parallel safe
-return (v & 4294967295)::bit(32)::integer;
+return 4096;
 
--- The mutex that makes "nextval + register" atomic for head(): the one version the
--- sequence never hands out.
-create or replace function rowver.mutex() returns bigint
-language sql immutable parallel safe
-return 281474976710655;
+-- Whether transaction x (a row's xmax) is still running, live or prepared, given the
+-- current snapshot's xmax n (as a bigint; callers read it once). pg_xact_status takes a full
+-- 64-bit id: x is within 2^31 of n, which gives its epoch. At or above n it counts as
+-- running (it may have ended since: head then waits a moment longer for it).
+-- x's full 64-bit id, given a full id n within 2^31 of it.
+create or replace function rowver.full_xid(x xid, n bigint) returns bigint
+language sql immutable
+return (n & ~4294967295::bigint) + x::text::bigint
+       + case when x::text::bigint - (n & 4294967295) > 2147483648 then -4294967296
+              when (n & 4294967295) - x::text::bigint > 2147483648 then 4294967296
+              else 0 end;
+
+drop function if exists rowver.running(xid);
+create or replace function rowver.running(x xid, n bigint) returns boolean
+language sql stable
+return case when x = '0'::xid then false
+            when rowver.full_xid(x, n) >= n then true
+            when rowver.full_xid(x, n) < 3 then false  -- (bootstrap and frozen ids)
+            else pg_xact_status(rowver.full_xid(x, n)::text::xid8) = 'in progress' end;
+
+-- The current snapshot's xmax, for rowver.running.
+create or replace function rowver.snapshot_xmax() returns bigint
+language sql stable
+return pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
 
 -- The version this transaction has allocated, or null: this session's currval, if the
 -- allocation row for it carries this transaction's id. (Nothing a setting could forge. A
@@ -58,24 +79,43 @@ end $$;
 
 -- Allocate a version to this transaction (callers check rowver.allocated() first). Runs
 -- as rowver_owner, the sequence's only user: called from xact_version and begin_statement.
+-- The slot of the next version is locked before the sequence hands it out, so that head,
+-- which reads the sequence and then walks the slots, can never pass a version whose slot is
+-- not yet held: every version at or below what head read is held by its own slot, or by
+-- the slot its allocator locked first (which is lower). Row locks last until the transaction
+-- ends; an extra one only holds head a little lower meanwhile.
 create or replace function rowver.allocate() returns bigint
 language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v    bigint;
-  done text;  -- (calls are assigned, not PERFORMed: PL/pgSQL then evaluates them without
-              -- starting an executor, which matters on every write)
+  p     bigint;
+  v     bigint;
+  spins integer := 0;
 begin
-  done := pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
-  begin
-    v := nextval('rowver.version_seq');
-    done := pg_advisory_xact_lock_shared(rowver.lock_key1(v), rowver.lock_key2(v));
-  exception when others or query_canceled then  -- (others excludes cancels and timeouts)
-    -- release the session-level mutex, then re-raise the same error
-    perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
-    raise;
-  end;
-  done := pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
+  loop
+    select case when s.is_called then s.last_value else s.last_value - 1 end into p from rowver.version_seq s;
+    perform from rowver.slot s where s.id = (p + 1) % rowver.slots() for update skip locked;
+    if found then
+      v := nextval('rowver.version_seq');
+      exit when v = p + 1;
+      -- another allocation came between: ours is v, whose own slot we still need
+      perform from rowver.slot s where s.id = v % rowver.slots() for update skip locked;
+      exit when found;  -- (else v is burnt, and we go on)
+    else
+      -- another allocator holds it and is about to take p + 1: look again. Held for longer,
+      -- it belongs to a transaction 4096 versions back that is still running: pass over it.
+      spins := spins + 1;
+      if spins % 64 = 0 then
+        if not exists (select from rowver.slot s where s.id = (p + 1) % rowver.slots()) then
+          raise exception 'rowver: rowver.slot has no row %', (p + 1) % rowver.slots() using errcode = '55000',
+            hint = 'the catalog was restored without its data (a data-only restore without --disable-triggers?); '
+                   'run rowver init';
+        end if;
+        v := nextval('rowver.version_seq');
+      end if;
+    end if;
+  end loop;
+  update rowver.slot s set version = v where s.id = v % rowver.slots();
   insert into rowver.allocation (version, xid) values (v, pg_current_xact_id());
   return v;
 end $$;
@@ -91,41 +131,50 @@ begin
   return coalesce(rowver.allocated(), rowver.allocate());
 end $$;
 
--- The live head (primary only): take the mutex to read the sequence, then probe versions
--- upward from the published head and stop at the first one still held by a live or
--- prepared writer. No pg_locks scan: it is slow under load and blind to prepared xacts.
+-- The lowest version a running holder of slot `id` can stand for: the first version above
+-- both the slot's last committed version and the published head that maps to the slot. Any
+-- version sharing the slot in between was rolled back or never handed out, so a held slot
+-- says exactly which version is in flight (head may wait below a rolled-back one only until
+-- the holder ends).
+create or replace function rowver.slot_version(id integer, last bigint, mark bigint) returns bigint
+language sql immutable
+return greatest(last, mark) + 1
+       + ((id - greatest(last, mark) - 1) % rowver.slots() + rowver.slots()) % rowver.slots();
+
+-- The live head (primary only): the sequence's last value, or just below the oldest version
+-- whose slot a running transaction holds (live or prepared), or below this transaction's own
+-- versions, whichever is lowest. No waiting, no lock of its own: it works in read-only
+-- transactions, and nothing another role can lock slows it down.
 create or replace function rowver.head() returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  top bigint;
-  h   bigint;
-  own bigint;
+  mark bigint := (select m.head from rowver.head_mark m);
+  n    bigint := rowver.snapshot_xmax();
+  top  bigint;
+  h    bigint;
+  old  integer;
 begin
   if pg_is_in_recovery() then
-    -- advisory locks are not WAL-logged: a standby only knows the published head
-    return (select m.head from rowver.head_mark m);
+    return mark;  -- a standby knows only the published head (row locks are not replayed)
   end if;
-  perform pg_advisory_lock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
-  begin
-    select case when s.is_called then s.last_value else s.last_value - 1 end
-      into top from rowver.version_seq s;
-  exception when others or query_canceled then  -- as in allocate: never keep the mutex
-    perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
-    raise;
-  end;
-  perform pg_advisory_unlock(rowver.lock_key1(rowver.mutex()), rowver.lock_key2(rowver.mutex()));
-
-  -- our own version does not conflict with our own probe: stop before it explicitly
-  own := rowver.allocated();
-
-  h := (select m.head from rowver.head_mark m);
-  while h < top and h + 1 is distinct from own loop
-    exit when not pg_try_advisory_lock(rowver.lock_key1(h + 1), rowver.lock_key2(h + 1));
-    perform pg_advisory_unlock(rowver.lock_key1(h + 1), rowver.lock_key2(h + 1));
-    h := h + 1;
-  end loop;
-  return h;
+  -- our own slots look free to us (we see our own update of them): our versions count apart
+  top := least((select case when s.is_called then s.last_value else s.last_value - 1 end from rowver.version_seq s),
+               rowver.allocated() - 1, (select min(a) - 1 from unnest(rowver.abandoned()) a));
+  if top - mark <= 64 then
+    -- published a moment ago (the write layer publishes after each commit): walk up from it
+    h := mark;
+    while h < top loop
+      exit when (select rowver.running(s.xmax, n) from rowver.slot s where s.id = (h + 1) % rowver.slots());
+      h := h + 1;
+    end loop;
+    return h;
+  end if;
+  -- long ago (plain SQL writers never publish): one pass over the slots, whatever the length
+  -- of history since. Transactions older than the snapshot's oldest running one have ended.
+  old := age(((pg_snapshot_xmin(pg_current_snapshot())::text::bigint & 4294967295)::text)::xid);
+  return least(top, (select min(rowver.slot_version(s.id, s.version, mark)) - 1 from rowver.slot s
+                      where s.xmax <> '0' and age(s.xmax) <= old and rowver.running(s.xmax, n)));
 end $$;
 
 -- Advance the published head to the live head and log it. Returns the published head.
@@ -144,14 +193,112 @@ begin
   return (select m.head from rowver.head_mark m);
 end $$;
 
--- Raise a serialization failure: the write would supersede a newer version.
-create or replace function rowver.conflict(tbl text, detail text) returns boolean
+drop function if exists rowver.conflict(text, text);
+
+-- A transaction takes its version at its first write. If it then meets a row that a newer
+-- version wrote (it reached a hot row after a later writer committed it), it does not fail:
+-- it renumbers. It takes a new version, above every version handed out so far, moves its
+-- changeset there, and remembers the old one as abandoned (rowver.abandoned). The rows it
+-- wrote under an abandoned version are its own until it commits; just before it commits, a
+-- deferred trigger (rowver.restamp_renumbered) gives them the final version, table by table,
+-- through each table's own restamp function. So every row's versions follow commit order,
+-- and a writer that never sees a serialization failure on plain tables sees none here.
+
+-- Whether version v is one this transaction allocated (its allocation row is ours).
+create or replace function rowver.mine(v bigint) returns boolean
+language sql stable
+return exists (select from rowver.allocation a where a.version = v and a.xid = pg_current_xact_id());
+
+-- The versions this transaction abandoned by renumbering, checked against its allocations
+-- (the setting says which, never what: a version not ours in it is ignored).
+create or replace function rowver.abandoned() returns bigint[]
+language plpgsql stable set search_path = pg_catalog, pg_temp
+as $$
+declare
+  listed text := current_setting('rowver.abandoned', true);
+begin
+  if listed is null or listed = '' then
+    return '{}';
+  end if;
+  return array(select v from unnest(string_to_array(listed, ',')::bigint[]) v where rowver.mine(v));
+end $$;
+
+-- Renumber this transaction, which met a newer version writing tbl (see above); returns its
+-- new version.
+drop function if exists rowver.renumber();
+create or replace function rowver.renumber(tbl regclass) returns bigint
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+  old bigint := rowver.allocated();
+  new bigint;
+begin
+  if old is null then
+    raise exception 'rowver: this transaction has no version to renumber' using errcode = '55000';
+  end if;
+  -- the table being written counts among those restamped at commit, even on its first write
+  perform rowver.record_change(old, tbl, 0);
+  new := rowver.allocate();
+  perform set_config('rowver.abandoned',
+                     concat_ws(',', nullif(current_setting('rowver.abandoned', true), ''), old), true);
+  update rowver.changeset_table c set version = new where c.version = old;
+  update rowver.changeset c set version = new where c.version = old;  -- queues the restamp at commit
+  return new;
+end $$;
+
+-- Remember the keys a statement wrote to tbl (a JSON object per line), so that a renumber can
+-- find them at commit without a scan; past 64 kB (or for a statement of over 256 rows) the
+-- table is scanned instead ('*'). Transaction-local: nothing outlives the transaction.
+create or replace function rowver.track(tbl regclass, keys text, n bigint) returns void
 language plpgsql set search_path = pg_catalog, pg_temp
 as $$
+declare
+  name text := 'rowver.w' || coalesce(pg_partition_root(tbl), tbl)::oid;
+  seen text := current_setting(name, true);
 begin
-  raise exception 'rowver: % was changed by a newer version; retry the transaction', tbl
-    using errcode = '40001', detail = detail;
+  if seen = '*' or n = 0 then
+    return;
+  elsif n > 256 or length(seen) > 65536 then
+    perform set_config(name, '*', true);
+  elsif seen is null or seen = '' then
+    perform set_config(name, keys, true);
+  else
+    perform set_config(name, seen || E'\n' || keys, true);
+  end if;
 end $$;
+
+-- At commit (a deferred constraint trigger on the changeset that renumber moved): every table
+-- the transaction wrote gets its rows' final version, through its own restamp function,
+-- called as the committing role (which wrote those tables, and so already runs their
+-- owners' triggers) and only if it is still what rowver made: SECURITY DEFINER, its table's
+-- owner's.
+create or replace function rowver.restamp_renumbered() returns trigger
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  t record;
+begin
+  for t in select r.relid, r.restamp_name, c.relowner
+             from rowver.changeset_table ct
+             join rowver.versioned r on r.id = ct.table_id
+             join pg_class c on c.oid = r.relid
+            where ct.version = NEW.version
+  loop
+    if not exists (select from pg_proc p
+                    where p.oid = to_regprocedure(format('%I.%I()', rowver.schema_of(t.relid), t.restamp_name))
+                      and p.prosecdef and p.proowner = t.relowner) then
+      raise exception 'rowver: % has no restamp function of its owner''s', t.relid using errcode = '55000',
+        hint = format('its owner runs rowver.refresh(%L)', t.relid::text);
+    end if;
+    execute format('select %I.%I()', rowver.schema_of(t.relid), t.restamp_name);
+  end loop;
+  return null;
+end $$;
+
+drop trigger if exists restamp_renumbered on rowver.changeset;
+create constraint trigger restamp_renumbered after update on rowver.changeset
+  deferrable initially deferred for each row when (old.version is distinct from new.version)
+  execute function rowver.restamp_renumbered();
 
 -- Resolve a ref (a version number, a tag, 'head', or an ISO-8601 timestamp) to a version
 -- number that is at most head. VOLATILE so it is never folded into a query: resolve
@@ -406,9 +553,11 @@ end $$;
 -- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
 -- allocate() and log_tag() are rowver_owner's alone.
 grant execute on function rowver.allocated(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
-  rowver.resolve(text), rowver.session_role(), rowver.conflict(text, text), rowver.record_change(bigint, regclass, bigint, bigint),
+  rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint),
+  rowver.mine(bigint), rowver.abandoned(), rowver.renumber(regclass), rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),
-  rowver.lock_key1(bigint), rowver.lock_key2(bigint), rowver.mutex() to public;
+  rowver.slots(), rowver.slot_version(integer, bigint, bigint), rowver.running(xid, bigint),
+  rowver.full_xid(xid, bigint), rowver.snapshot_xmax() to public;
 revoke execute on function rowver.tag(text, text, boolean), rowver.untag(text) from public;
 grant execute on function rowver.tag(text, text, boolean), rowver.untag(text) to rowver_tagger;
 grant execute on function rowver.protect_tag(text, boolean) to rowver_admin;

@@ -16,7 +16,9 @@ set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whate
 -- The body of the AFTER statement trigger that writes history from the transition tables
 -- rv_old / rv_new. Every statement is set-based and names its columns. It runs as T's owner
 -- (SECURITY DEFINER) with a fixed search_path, and only for T and T's partitions: attached
--- to any other table it raises before it reads or writes anything.
+-- to any other table it raises before it reads or writes anything. A row a newer version
+-- wrote does not fail the statement: the transaction renumbers (rowver.renumber), and its
+-- rows under the abandoned version, its own until it commits, get the final one at commit.
 create or replace function rowver.capture_body(tbl regclass, hist text, keys name[], cols text,
                                                o_cols text, k_cols text, o_k_cols text,
                                                shape text) returns text
@@ -27,9 +29,11 @@ as $$
 declare
   -- names that no column can take: rv_ is rowver's prefix, and columns are always qualified
   rv_v       bigint;
+  rv_ours    bigint[];     -- this transaction's versions: its own, and any it abandoned
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
   rv_net     bigint := 0;  -- rows inserted minus rows deleted, for rowver.check
+  rv_keys    text;
   rv_done    text;
 begin
   if not (TG_TABLE_SCHEMA = %11$L and TG_TABLE_NAME = %12$L)
@@ -42,13 +46,38 @@ begin
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
   perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
 
+  -- the keys this statement wrote, so that a renumber finds them at commit (rowver.track)
+  if TG_OP = 'DELETE' then
+    select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
+      from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
+  else
+    select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
+      from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x;
+  end if;
+  rv_done := rowver.track(TG_RELID, rv_keys, rv_count);
+
+  -- a row a newer version wrote, or a key a newer version deleted: this transaction came
+  -- second to it, so it takes a version above it. (One test per operation: each plans only
+  -- the transition tables its statement has. A row an update left as it was counts for
+  -- nothing; the cheap test goes first.)
   if TG_OP = 'INSERT' then
-    -- a key deleted by a newer version may not come back under an older one
     if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
-      perform rowver.conflict(%8$L, 'a newer version deleted a key this statement inserts');
+      rv_v := rowver.renumber(TG_RELID);
     end if;
+  elsif TG_OP = 'DELETE' then
+    if exists (select from rv_old o where o.rv_version > rv_v) then
+      rv_v := rowver.renumber(TG_RELID);
+    end if;
+  elsif exists (select from rv_old o where o.rv_version > rv_v)
+        and exists (select from rv_old o where o.rv_version > rv_v
+                       and not exists (select from rv_new n where %3$s and n.rv_version = o.rv_version)) then
+    rv_v := rowver.renumber(TG_RELID);
+  end if;
+  rv_ours := rv_v || rowver.abandoned();
+
+  if TG_OP = 'INSERT' then
     -- inserting a key this transaction deleted undoes its own tombstone
-    delete from %1$s h using rv_new n where %2$s and h.rv_version = rv_v and h.rv_deleted;
+    delete from %1$s h using rv_new n where %2$s and h.rv_version = any(rv_ours) and h.rv_deleted;
     select count(*) into rv_changed from rv_new;
     rv_net := rv_changed;
 
@@ -58,38 +87,36 @@ begin
     insert into %1$s (%4$s, rv_version, rv_until)
     select %5$s, o.rv_version, rv_v
       from rv_old o join rv_new n on %3$s
-     where n.rv_version <> o.rv_version
-       and case when o.rv_version > rv_v
-                then rowver.conflict(%8$L, 'a newer version changed a row this statement updates')
-                else o.rv_version < rv_v end;
+     where n.rv_version <> o.rv_version and o.rv_version <> all(rv_ours);
     get diagnostics rv_changed = row_count;
     -- keys that changed (an old key without a new row, hence as many new keys without an
     -- old row): rare, so tested for once and handled apart
     if exists (select from rv_old o where not exists (select from rv_new n where %3$s)) then
+      select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
+        from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
+      rv_done := rowver.track(TG_RELID, rv_keys, rv_count);
+      -- a key changed into behaves like an insert
+      if exists (select from rv_new n join %1$s h on %2$s
+                  where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
+        rv_v := rowver.renumber(TG_RELID);
+        rv_ours := rv_v || rowver.abandoned();
+      end if;
       -- a key changed away: its old state is superseded, and the key ends with a tombstone
       -- if it had a state before this transaction
       insert into %1$s (%4$s, rv_version, rv_until)
       select %5$s, o.rv_version, rv_v
         from rv_old o
-       where not exists (select from rv_new n where %3$s)
-         and case when o.rv_version > rv_v
-                  then rowver.conflict(%8$L, 'a newer version changed a row this statement updates')
-                  else o.rv_version < rv_v end;
+       where not exists (select from rv_new n where %3$s) and o.rv_version <> all(rv_ours);
       get diagnostics rv_count = row_count;
       rv_changed := rv_changed + rv_count;
       insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
       select %7$s, rv_v, rv_v, true
         from rv_old o
        where not exists (select from rv_new n where %3$s)
-         and (o.rv_version < rv_v
-              or exists (select from %1$s h where %9$s and h.rv_until = rv_v and not h.rv_deleted));
-      -- a key changed into behaves like an insert
-      if exists (select from rv_new n join %1$s h on %2$s
-                  where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
-        perform rowver.conflict(%8$L, 'a newer version deleted a key this statement changes into');
-      end if;
+         and (o.rv_version <> all(rv_ours)
+              or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted));
       delete from %1$s h using rv_new n
-       where %2$s and h.rv_version = rv_v and h.rv_deleted
+       where %2$s and h.rv_version = any(rv_ours) and h.rv_deleted
          and not exists (select from rv_old o where %3$s);
       select count(*) into rv_count from rv_new n where not exists (select from rv_old o where %3$s);
       rv_changed := rv_changed + rv_count;
@@ -99,15 +126,13 @@ begin
     insert into %1$s (%4$s, rv_version, rv_until)
     select %5$s, o.rv_version, rv_v
       from rv_old o
-     where case when o.rv_version > rv_v
-                then rowver.conflict(%8$L, 'a newer version changed a row this statement deletes')
-                else o.rv_version < rv_v end;
+     where o.rv_version <> all(rv_ours);
     -- the delete itself: a tombstone, unless the key was born in this transaction
     insert into %1$s (%6$s, rv_version, rv_until, rv_deleted)
     select %7$s, rv_v, rv_v, true
       from rv_old o
-     where o.rv_version < rv_v
-        or exists (select from %1$s h where %9$s and h.rv_until = rv_v and not h.rv_deleted);
+     where o.rv_version <> all(rv_ours)
+        or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted);
     get diagnostics rv_changed = row_count;
     select -count(*) into rv_net from rv_old;
   end if;
@@ -127,15 +152,60 @@ $body$,
     rowver.key_join_sql(tbl, keys, 'h', 'o'),    -- 9
     shape,                                       -- 10
     rowver.schema_of(tbl),                       -- 11
-    (select c.relname from pg_catalog.pg_class c where c.oid = tbl))  -- 12
+    (select c.relname from pg_catalog.pg_class c where c.oid = tbl),  -- 12
+    (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k),  -- 13
+    (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k))  -- 14
+$$;
+
+-- The body of T's restamp function (see rowver.renumber): the rows of T this transaction
+-- wrote under a version it abandoned get its final one, found by the keys it tracked (or,
+-- past what it tracks, by a scan). It runs as T's owner for anyone, but moves only this
+-- transaction's own rows: an abandoned version is verified against its allocations.
+create or replace function rowver.restamp_body(tbl regclass, hist text, keys name[]) returns text
+language sql stable
+as $$
+  select pg_catalog.format($body$
+declare
+  rv_old  bigint[] := rowver.abandoned();
+  rv_new  bigint := rowver.allocated();
+  rv_keys text := current_setting('rowver.w' || %2$L::regclass::oid, true);
+begin
+  if cardinality(rv_old) = 0 or rv_new is null or rv_keys is null or rv_keys = '' then
+    return;
+  end if;
+  if rv_keys = '*' then
+    update %2$s t set rv_version = rv_new where t.rv_version = any(rv_old);
+    update %1$s h set rv_until = rv_new,
+                      rv_version = case when h.rv_deleted and h.rv_version = any(rv_old) then rv_new else h.rv_version end
+     where h.rv_until = any(rv_old);
+  else
+    with k as (select distinct %3$s from regexp_split_to_table(rv_keys, E'\n') line,
+                                          jsonb_populate_record(null::%2$s, line::jsonb) r)
+    update %2$s t set rv_version = rv_new from k
+     where %4$s and t.rv_version = any(rv_old);
+    with k as (select distinct %3$s from regexp_split_to_table(rv_keys, E'\n') line,
+                                          jsonb_populate_record(null::%2$s, line::jsonb) r)
+    update %1$s h set rv_until = rv_new,
+                      rv_version = case when h.rv_deleted and h.rv_version = any(rv_old) then rv_new else h.rv_version end
+      from k
+     where %5$s and h.rv_until = any(rv_old);
+  end if;
+end
+$body$,
+    hist,                                                                         -- 1
+    rowver.qualified(tbl),                                                        -- 2
+    (select string_agg(format('r.%I', k), ', ') from unnest(keys) k),             -- 3
+    rowver.key_join_sql(tbl, keys, 't', 'k'),                                     -- 4
+    rowver.key_join_sql(tbl, keys, 'h', 'k'))                                     -- 5
 $$;
 
 -- The statements that (re)create T's generated objects, in order. Re-runnable: functions
 -- are replaced, the view and triggers dropped and created. (Grants and policies: mirror_ddl.)
 drop function if exists rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name);
+drop function if exists rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name) cascade;
 create or replace function rowver.object_ddl(tbl regclass, keys name[], ignore name[], triggers boolean,
                                              hist name, vers name, as_of name, stamp name, capture name,
-                                             admin name)
+                                             admin name, restamp name)
 returns text[]
 language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
@@ -216,11 +286,16 @@ begin
     hist_q);
 
   -- the per-row stamp: a no-op update keeps its version and makes no history (no SET
-  -- clause, for speed: every operator and function is qualified instead)
+  -- clause, for speed: every operator and function is qualified instead). The one no-op
+  -- that changes rv_version is a restamp of this transaction's own row from a version it
+  -- abandoned to the one it has now (rowver.restamp_body); any other such attempt is ignored.
   stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
                            'begin\n'
                            '  if TG_OP operator(pg_catalog.=) ''UPDATE'' and %s then\n'
-                           '    NEW.rv_version := OLD.rv_version;\n'
+                           '    if NEW.rv_version operator(pg_catalog.=) OLD.rv_version\n'
+                           '       or not (NEW.rv_version operator(pg_catalog.=) rowver.allocated() and rowver.mine(OLD.rv_version)) then\n'
+                           '      NEW.rv_version := OLD.rv_version;\n'
+                           '    end if;\n'
                            '  else\n'
                            '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
                            '  end if;\n'
@@ -238,6 +313,13 @@ begin
                            'as $rv$%s$rv$',
     sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols, rowver.shape(tbl)));
 
+  -- the restamp at commit of a renumbered transaction (rowver.renumber), as T's owner, for
+  -- anyone: it moves only the caller's own rows
+  stmts := stmts || format(E'create or replace function %I.%I() returns void\nlanguage plpgsql\n'
+                           'security definer set search_path = pg_catalog, pg_temp\n'
+                           'as $rv$%s$rv$',
+    sch, restamp, rowver.restamp_body(tbl, hist_q, keys));
+
   -- what rowver_admin may do to T (prune, erase), run as T's owner: rowver's own role never
   -- touches T, whose owner's code (policies, triggers, index expressions) would run as it
   stmts := stmts || format(E'create or replace function %I.%I(op text, args jsonb) returns bigint\n'
@@ -252,9 +334,11 @@ begin
                           format('alter function %I.%I() owner to %s', sch, stamp, owner),
                           format('alter function %I.%I() owner to %s', sch, capture, owner),
                           format('alter function %I.%I(text, jsonb) owner to %s', sch, admin, owner),
+                          format('alter function %I.%I() owner to %s', sch, restamp, owner),
                           format('revoke all on function %I.%I(), %I.%I(), %I.%I(text, jsonb) from public',
                                  sch, stamp, sch, capture, sch, admin),
-                          format('grant execute on function %I.%I(text, jsonb) to rowver_admin', sch, admin)];
+                          format('grant execute on function %I.%I(text, jsonb) to rowver_admin', sch, admin),
+                          format('grant execute on function %I.%I() to public', sch, restamp)];
 
   -- triggers on T, and on each partition (statement triggers fire only on the table a
   -- statement names; the row-level stamp on T is cloned onto partitions by PostgreSQL)
@@ -296,7 +380,9 @@ language sql stable
 return rowver.object_ddl(r.relid, r.key_columns, r.ignore_columns, r.triggers, r.history_name, r.versions_name,
                          r.as_of_name, r.stamp_name, r.capture_name,
                          coalesce(r.admin_name, rowver.generated_name(
-                           (select c.relname from pg_catalog.pg_class c where c.oid = r.relid), '__rv_admin')));
+                           (select c.relname from pg_catalog.pg_class c where c.oid = r.relid), '__rv_admin')),
+                         coalesce(r.restamp_name, rowver.generated_name(
+                           (select c.relname from pg_catalog.pg_class c where c.oid = r.relid), '__rv_restamp')));
 
 -- Before DDL that would change a column the as-of function or the versions view reads
 -- (refresh and alter): the view goes, and the as-of function reads nothing for a moment
@@ -426,7 +512,8 @@ begin
 end $$;
 
 grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
-  rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name),
+  rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name, name),
+  rowver.restamp_body(regclass, text, name[]),
   rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned), rowver.regenerate(rowver.versioned),
   rowver.column_added(regclass), rowver.security_hash(regclass), rowver.history_readable(regclass, text),
   rowver.mirror_ddl(regclass, text, text, text)

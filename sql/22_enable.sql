@@ -105,7 +105,7 @@ end $rv$ $s$, t);
   objects := rowver.object_ddl(tbl, keys, ignore, triggers, hist,
                                rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),
                                rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'),
-                               rowver.generated_name(rel, '__rv_admin'));
+                               rowver.generated_name(rel, '__rv_admin'), rowver.generated_name(rel, '__rv_restamp'));
   return query select unnest(objects);
   return query select unnest(rowver.mirror_ddl(tbl, format('%I.%I', sch, hist),
                                                format('%I.%I', sch, rowver.generated_name(rel, '__versions')),
@@ -131,11 +131,12 @@ declare
 begin
   insert into rowver.versioned (relid, key_columns, ignore_columns, triggers, history_name,
                                 versions_name, as_of_name, stamp_name, capture_name, admin_name,
-                                enabled_version, definition_hash, security_hash)
+                                restamp_name, enabled_version, definition_hash, security_hash)
   values (tbl, keys, ignore, triggers, rowver.generated_name(rel, '__history'),
           rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),
           rowver.generated_name(rel, '__rv_stamp'), rowver.generated_name(rel, '__rv_capture'),
-          rowver.generated_name(rel, '__rv_admin'), v, definition_hash, rowver.security_hash(tbl))
+          rowver.generated_name(rel, '__rv_admin'), rowver.generated_name(rel, '__rv_restamp'), v,
+          definition_hash, rowver.security_hash(tbl))
   returning versioned.id into id;
   insert into rowver.column_life (table_id, name, attnum)
   select id, p.name, p.attnum from rowver.payload_columns(tbl) p;
@@ -195,6 +196,9 @@ begin
   return next format('drop function if exists %I.%I()', sch, r.capture_name);
   if r.admin_name is not null then
     return next format('drop function if exists %I.%I(text, jsonb)', sch, r.admin_name);
+  end if;
+  if r.restamp_name is not null then
+    return next format('drop function if exists %I.%I(bigint, bigint)', sch, r.restamp_name);
   end if;
   return next format('drop function if exists %I.%I()', sch, r.stamp_name);
   return next format('drop function if exists %I.%I(bigint)', sch, r.as_of_name);

@@ -106,10 +106,12 @@ begin
     done := done || format('converted %I to %s', col.name, col.history_type_sql);
   end loop;
 
-  -- keys may have been renamed; a table registered before admin functions gets one now
+  -- keys may have been renamed; a table registered before admin and restamp functions gets them
   update rowver.versioned x
      set admin_name = coalesce(x.admin_name, rowver.generated_name(
-                        (select c.relname from pg_class c where c.oid = tbl), '__rv_admin'))
+                        (select c.relname from pg_class c where c.oid = tbl), '__rv_admin')),
+         restamp_name = coalesce(x.restamp_name, rowver.generated_name(
+                          (select c.relname from pg_class c where c.oid = tbl), '__rv_restamp'))
    where x.id = r.id returning * into r;
   perform rowver.regenerate(r);
 

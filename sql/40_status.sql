@@ -44,23 +44,25 @@ begin
   end loop;
 end $$;
 
--- Writers holding head back: versions whose transaction is still open (live or
--- prepared), oldest first. Their allocation rows are not visible to other sessions, so
--- this reads rowver's advisory locks from pg_locks: fine for a diagnostic, never on the
--- write or read path.
+-- Writers holding head back: the running transactions that hold a version's slot (live or
+-- prepared), oldest version first, with the session (or prepared transaction) to ask. A
+-- diagnostic: it reads pg_locks (every running transaction holds a lock on its own id),
+-- which the write and read paths never do. A slot held for a version not yet handed out is
+-- left out. As its caller, who sees other roles' sessions' start and state only with
+-- pg_read_all_stats.
 create or replace function rowver.in_flight()
 returns table (version bigint, pid integer, xact_start timestamptz, state text, prepared_gid text)
-language sql volatile security definer set search_path = pg_catalog, pg_temp
+language sql volatile set search_path = pg_catalog, pg_temp
 as $$
-  select ((l.classid::bigint & 65535) << 32) | l.objid::bigint, l.pid, coalesce(s.xact_start, p.prepared),
-         case when p.gid is not null then 'prepared' else s.state end, p.gid
+  select v.version, l.pid, coalesce(a.xact_start, p.prepared),
+         case when p.gid is not null then 'prepared' else a.state end, p.gid
     from pg_locks l
-    left join pg_stat_activity s on s.pid = l.pid
-    left join pg_prepared_xacts p
-      on l.pid is null and p.transaction::text = split_part(l.virtualtransaction, '/', 2)
-   where l.locktype = 'advisory' and l.objsubid = 2 and l.mode = 'ShareLock'
-     and l.database = (select d.oid from pg_database d where d.datname = current_database())
-     and (l.classid::bigint >> 16) = x'5256'::bigint
+    join rowver.slot s on s.xmax = l.transactionid
+   cross join lateral (select rowver.slot_version(s.id, s.version, m.head) as version from rowver.head_mark m) v
+    left join pg_stat_activity a on a.pid = l.pid
+    left join pg_prepared_xacts p on p.transaction = l.transactionid
+   where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
+     and v.version <= (select case when q.is_called then q.last_value else q.last_value - 1 end from rowver.version_seq q)
    order by 1
 $$;
 
@@ -143,7 +145,7 @@ begin
                       union all
                       select p.oid::regprocedure::text, p.proowner::regrole
                         from pg_proc p where p.pronamespace = t.relnamespace
-                         and p.proname in (r.as_of_name, r.stamp_name, r.capture_name, r.admin_name)
+                         and p.proname in (r.as_of_name, r.stamp_name, r.capture_name, r.admin_name, r.restamp_name)
                          and p.proowner <> t.relowner) o
        where t.oid = r.relid;
     return query

@@ -93,11 +93,21 @@ revoke insert, update, delete on rowver.model, rowver.model_version, rowver.mode
 grant select on rowver.model, rowver.model_version, rowver.model_tensor, rowver.model_alias to public;
 grant select, insert on rowver.model_chunk to public;
 
--- Two-int advisory locks in rowver's tag space, at keys the version sequence never reaches
--- (versions stay below 2^48 - 2^33; the installer uses (..fffe, 0)).
-create or replace function rowver.model_lock_key1() returns integer
+-- Saves, first-time setup and gc take row locks on these rows (rowver_owner's, so no other
+-- role can hold them): 'models' serialises model numbering and the store's setup, and
+-- 'model_gc' keeps gc out while a save commits (gc locks it FOR UPDATE, a commit FOR SHARE).
+insert into rowver.meta values ('models', ''), ('model_gc', '') on conflict (key) do nothing;
+drop function if exists rowver.model_lock_key1();
+
+-- The one advisory lock of the store: a save holds it shared from its first chunk to its
+-- commit (across transactions, which no row lock can), and gc waits for it exclusively. A
+-- save only tries for it (rowver/_models.py): anyone can take an advisory lock, and a save
+-- that goes without it is still guarded by its commit's check that every chunk is stored.
+create or replace function rowver.model_gc_lock(out key1 integer, out key2 integer)
 language sql immutable parallel safe
-return (x'5256'::integer << 16) | x'fffd'::integer;
+begin atomic
+  select (x'5256'::integer << 16) | x'fffd'::integer, 1;
+end;
 
 -- Version the metadata tables, once, in the transaction of the first write to them.
 create or replace function rowver.model_store_init() returns void
@@ -111,7 +121,7 @@ begin
          'rowver.model_tensor'::regclass, 'rowver.model_alias'::regclass)) = 4 then
     return;
   end if;
-  perform pg_advisory_xact_lock(rowver.model_lock_key1(), 0);  -- two first saves at once
+  perform from rowver.meta m where m.key = 'models' for update;  -- two first saves at once
   foreach t in array array['rowver.model', 'rowver.model_version', 'rowver.model_tensor',
                            'rowver.model_alias']::regclass[] loop
     if not exists (select from rowver.versioned v where v.relid = t) then
@@ -325,8 +335,8 @@ begin
       using errcode = '22023';
   end if;
 
-  -- gc takes this lock exclusively: chunks that exist now stay until we commit
-  perform pg_advisory_xact_lock_shared(rowver.model_lock_key1(), 1);
+  -- gc locks this row FOR UPDATE: chunks that exist now stay until we commit
+  perform from rowver.meta m where m.key = 'model_gc' for share;
   select m.kind, m.name, c.c, c.i into bad
     from rv_model_manifest m, unnest(m.chunks) with ordinality c(c, i)
    where not exists (select from rowver.model_chunk k where k.sha256 = c.c) limit 1;
@@ -345,7 +355,7 @@ begin
   end if;
 
   -- numbers are per model and never reused (deleted versions are in history): serialise
-  perform pg_advisory_xact_lock(rowver.model_lock_key1(), 2 + (hashtext(model) & 1073741823));
+  perform from rowver.meta m where m.key = 'models' for update;
   if to_regclass('rowver.model_version__versions') is null then
     select coalesce(max(v.version), 0) + 1 into version from rowver.model_version v where v.model = model;
   else
@@ -589,7 +599,8 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
   -- waits for saves in flight: each holds this lock shared from its first chunk to its commit
-  perform pg_advisory_xact_lock(rowver.model_lock_key1(), 1);
+  perform pg_advisory_xact_lock(l.key1, l.key2) from rowver.model_gc_lock() l;
+  perform from rowver.meta m where m.key = 'model_gc' for update;
   create temp table rv_model_live (h bytea primary key) on commit drop;
   insert into rv_model_live select distinct c from rowver.model_tensor t, unnest(t.chunks) c
     on conflict do nothing;
@@ -664,7 +675,7 @@ begin
      where v.data_version > h.head;
 end $$;
 
-grant execute on function rowver.model_lock_key1(), rowver.model_chunk_data(bytea[]),
+grant execute on function rowver.model_gc_lock(), rowver.model_chunk_data(bytea[]),
   rowver.model_check_name(text, text), rowver.model_ref(text), rowver.model_data_version(text),
   rowver.model_manifest_line(text, text, text, bigint[], bigint, integer, bytea[]),
   rowver.model_content_hash(jsonb, text[]), rowver.model_manifest_rows(jsonb),

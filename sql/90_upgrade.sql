@@ -15,7 +15,7 @@ declare
   owner text;
 begin
   for r in select v.* from rowver.versioned v join pg_class t on t.oid = v.relid
-            where v.admin_name is null or v.security_hash is null
+            where v.admin_name is null or v.restamp_name is null or v.security_hash is null
                or exists (select from pg_class h where h.relnamespace = t.relnamespace
                              and h.relname = v.history_name and h.relowner <> t.relowner)
             order by v.id loop

@@ -1,6 +1,6 @@
-"""Head and conflicts: head never passes a version still in flight (live or prepared),
-writers that would supersede a newer version get SQLSTATE 40001, and as-of reads of any
-version at or below head never change afterwards."""
+"""Head and renumbering: head never passes a version still in flight (live or prepared), a
+writer that would supersede a newer version takes a version above it instead of failing (and
+its earlier rows follow it), and as-of reads of any version at or below head never change."""
 
 from __future__ import annotations
 
@@ -48,6 +48,29 @@ def test_head_waits_for_an_older_writer(items: psycopg.Connection, db_url: str) 
     slow.close(), fast.close()
 
 
+def test_head_is_exact_long_after_it_was_last_published(items: psycopg.Connection, db_url: str) -> None:
+    # plain SQL writers never publish head: thousands of versions later, a writer in flight
+    # holds head back exactly to below its own version (not to an older version that shares
+    # its slot), and the oldest of several is the one that counts
+    published = items.execute("select rowver.publish_head()").fetchone()[0]
+    items.execute("do $$ begin for i in 1..5000 loop perform rowver.xact_version(); commit; end loop; end $$")
+    assert items.execute("select head from rowver.head_mark").fetchone()[0] == published
+    rolled = psycopg.connect(db_url)  # a rolled-back writer holds nothing
+    rolled.execute("select rowver.xact_version()")
+    rolled.rollback()
+    older, v_older = open_writer(db_url, "update items set n = 1 where id = 1")
+    items.execute("do $$ begin for i in 1..100 loop perform rowver.xact_version(); commit; end loop; end $$")
+    newer, v_newer = open_writer(db_url, "update items set n = 1 where id = 2")
+    assert v_older > published + 5000 and v_newer > v_older + 100
+    assert head(items) == v_older - 1
+    assert [r[0] for r in items.execute("select version from rowver.in_flight()")] == [v_older, v_newer]
+    older.commit()
+    assert head(items) == v_newer - 1
+    newer.commit()
+    assert head(items) == v_newer
+    rolled.close(), older.close(), newer.close()
+
+
 def test_rolled_back_versions_do_not_hold_head(items: psycopg.Connection, db_url: str) -> None:
     c, v = open_writer(db_url, "update items set n = 1 where id = 1")
     c.rollback()
@@ -79,63 +102,68 @@ def test_own_version_is_not_past_head(items: psycopg.Connection, db_url: str) ->
     c.close()
 
 
-def test_a_writer_cancelled_while_allocating_releases_the_mutex(items: psycopg.Connection, db_url: str) -> None:
-    """A statement timeout inside allocation (here: waiting for its version's lock, which
-    another session holds) must not leave the session-level mutex held: head() and the
-    same session's next write would wait on it."""
-    last, called = items.execute("select last_value, is_called from rowver.version_seq").fetchone()
-    v = last + 1 if called else last
-    key1, key2 = items.execute("select rowver.lock_key1(%s), rowver.lock_key2(%s)", (v, v)).fetchone()
-    blocker = psycopg.connect(db_url, autocommit=True)
-    blocker.execute("select pg_advisory_lock(%s, %s)", (key1, key2))
-    writer = psycopg.connect(db_url, autocommit=True)
-    writer.execute("set statement_timeout = '300ms'")
+def test_a_cancelled_writer_holds_head_back_no_longer(items: psycopg.Connection, db_url: str) -> None:
+    """A writer whose statement is cancelled (a timeout) holds nothing from then on, not even
+    before its client rolls back: slot locks end with the transaction, whatever ends it."""
+    writer, v = open_writer(db_url, "update items set n = 5 where id = 5")
+    assert head(items) < v
+    writer.execute("set local statement_timeout = '200ms'")
     with pytest.raises(psycopg.errors.QueryCanceled):
-        writer.execute("update items set n = 5 where id = 5")
-    # released here, not by close(): a closed session's backend lets go of its locks a moment later
-    blocker.execute("select pg_advisory_unlock(%s, %s)", (key1, key2))
-    blocker.close()
-    items.execute("set statement_timeout = '5s'")
-    assert head(items) >= v  # would time out waiting for the mutex
-    writer.execute("update items set n = 5 where id = 5")  # and so would this
+        writer.execute("select pg_sleep(2)")
+    assert head(items) >= v  # the transaction is over (aborted), its block not yet closed
+    writer.rollback()
+    writer.execute("update items set n = 5 where id = 5")
+    writer.commit()
     assert head(items) > v
     writer.close()
 
 
-def test_update_of_a_row_a_newer_version_wrote_is_a_serialization_failure(items: psycopg.Connection, db_url: str) -> None:
-    older, v_old = open_writer(db_url, "insert into other values (1)")
+def test_a_writer_that_meets_a_newer_version_renumbers(items: psycopg.Connection, db_url: str) -> None:
+    """The TPC-B race: a writer allocates (its own row first), a later one commits a hot row,
+    then the first updates that row. It does not fail: it commits above the newer version, and
+    the row it wrote first carries its final version too."""
+    older, v_old = open_writer(db_url, "update items set n = 1 where id = 1")
     newer, v_new = open_writer(db_url, "update items set n = 7 where id = 7")
     newer.commit()
-    with pytest.raises(psycopg.errors.SerializationFailure, match="newer version"):
-        older.execute("update items set n = 8 where id = 7")
-    older.rollback()
-    assert items.execute("select n from items where id = 7").fetchone()[0] == 7
+    older.execute("update items set n = 8 where id = 7")
+    v_final = older.execute("select rowver.current_version()").fetchone()[0]
+    assert v_final > v_new > v_old
+    older.commit()
+    assert items.execute("select id, n, rv_version from items where id in (1, 7) order by id").fetchall() == \
+        [(1, 1, v_final), (7, 8, v_final)]
+    items.execute("select rowver.publish_head()")
+    assert items.execute("select n from items__as_of(%s) where id = 7", (v_new,)).fetchone()[0] == 7
+    assert items.execute("select n from items__as_of(%s) where id = 1", (v_new,)).fetchone()[0] == 0
+    assert items.execute("select version from rowver.changeset where version in (%s, %s, %s) order by 1",
+                         (v_old, v_new, v_final)).fetchall() == [(v_new,), (v_final,)]
     older.close(), newer.close()
 
 
-def test_delete_and_reinsert_race_is_a_serialization_failure(items: psycopg.Connection, db_url: str) -> None:
+def test_a_reinsert_after_a_newer_delete_renumbers(items: psycopg.Connection, db_url: str) -> None:
     older, _ = open_writer(db_url, "insert into other values (3)")
-    newer, _ = open_writer(db_url, "delete from items where id = 9")
+    newer, v_delete = open_writer(db_url, "delete from items where id = 9")
     newer.commit()
-    with pytest.raises(psycopg.errors.SerializationFailure):
-        older.execute("insert into items values (9, 99)")
-    older.rollback()
+    older.execute("insert into items values (9, 99)")
+    v_final = older.execute("select rowver.current_version()").fetchone()[0]
+    older.commit()
     older.close(), newer.close()
-    assert items.execute("select count(*) from items where id = 9").fetchone()[0] == 0
+    assert v_final > v_delete
+    assert items.execute("select n, rv_version from items where id = 9").fetchone() == (99, v_final)
+    assert items.execute("select rv_version from other where id = 3").fetchone() == (v_final,)
 
 
-def test_write_layer_retries_serialization_failures(items: psycopg.Connection, db_url: str) -> None:
+def test_the_write_layer_renumbers_without_replaying(items: psycopg.Connection, db_url: str) -> None:
     db = rowver.connect(db_url)
-    with db.changeset(message="retried") as cs:
+    with db.changeset(message="renumbered", retries=0) as cs:
         cs.upsert("other", [{"id": 10}])  # allocates this changeset's version
         first = cs.version
         newer, v_new = open_writer(db_url, "update items set n = 11 where id = 11")
         newer.commit()
         newer.close()
-        result = cs.upsert("items", [{"id": 11, "n": 12}])  # 40001 inside, replayed
+        result = cs.upsert("items", [{"id": 11, "n": 12}])
     assert result.updated == 1 and result.version > v_new > first
     assert items.execute("select n, rv_version from items where id = 11").fetchone() == (12, result.version)
-    assert items.execute("select count(*) from other where id = 10").fetchone()[0] == 1
+    assert items.execute("select rv_version from other where id = 10").fetchone() == (result.version,)
     db.close()
 
 

@@ -35,6 +35,7 @@ def test_no_generated_function_is_public(items: dict, logins: Logins) -> None:
     assert rows == [("items__as_of", False, True, False),  # readers of items may read its past
                     ("items__rv_admin", False, False, True),
                     ("items__rv_capture", False, False, False),
+                    ("items__rv_restamp", True, True, True),  # moves only its caller's own rows
                     ("items__rv_stamp", False, False, False)]
 
 
@@ -68,3 +69,24 @@ def test_capture_attached_elsewhere_refuses_to_run(items: dict, logins: Logins) 
     assert past(logins.su, items["table"], 1) == before
     own.execute(f"drop table {s}.decoy")
     assert violations(logins.su) == []
+
+
+def test_a_restamp_moves_only_its_callers_own_rows(items: dict, logins: Logins) -> None:
+    """T__rv_restamp is anyone's to call (a renumbered transaction calls it at commit), and
+    moves nothing but rows of a version the calling transaction itself gave up."""
+    app = logins.login(items["app"])
+    app.execute(f"update {items['table']} set name = 'uno' where id = 1")
+    head = logins.su.execute("select rowver.publish_head()").fetchone()[0]
+    before = past(logins.su, items["table"], head)
+    attacker = psycopg.connect(logins.url, user=items["app"])  # a transaction of its own
+    try:
+        attacker.execute(f"insert into {items['table']} values (9, 'mine')")  # it has a version now
+        attacker.execute("select set_config('rowver.abandoned', %s, true), set_config(%s, '*', true)",
+                         (",".join(str(v) for v in range(1, head + 1)),
+                          f"rowver.w{logins.su.execute('select %s::regclass::oid', (items['table'],)).fetchone()[0]}"))
+        attacker.execute(f"select {items['s']}.items__rv_restamp()")
+        attacker.execute(f"update {items['table']} set rv_version = rowver.allocated() where id = 2")  # a no-op
+        attacker.commit()
+    finally:
+        attacker.close()
+    assert past(logins.su, items["table"], head) == before
