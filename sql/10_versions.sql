@@ -224,7 +224,9 @@ begin
 end $$;
 
 -- Renumber this transaction, which met a newer version writing tbl (see above); returns its
--- new version.
+-- new version. The new version takes no slot: the first version's slot, held until the
+-- transaction ends, keeps head below both. So a transaction holds one slot however often it
+-- renumbers, and no role can fill the slots by renumbering in a loop.
 drop function if exists rowver.renumber();
 create or replace function rowver.renumber(tbl regclass) returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
@@ -238,7 +240,8 @@ begin
   end if;
   -- the table being written counts among those restamped at commit, even on its first write
   perform rowver.record_change(old, tbl, 0);
-  new := rowver.allocate();
+  new := nextval('rowver.version_seq');
+  insert into rowver.allocation (version, xid) values (new, pg_current_xact_id());
   perform set_config('rowver.abandoned',
                      concat_ws(',', nullif(current_setting('rowver.abandoned', true), ''), old), true);
   update rowver.changeset_table c set version = new where c.version = old;
