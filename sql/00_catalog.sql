@@ -67,12 +67,10 @@ create sequence if not exists rowver.version_seq as bigint cache 1 maxvalue 2814
 
 -- In-flight versions are marked by row locks on these rows, which only rowver's functions may
 -- take (they need UPDATE): version v holds slot v % 4096 from before it is handed out until its
--- transaction ends, and writes v into it (sql/10_versions.sql). Advisory locks would do it
--- faster, but any role can take any advisory lock and sit on it; these no one else can hold.
+-- transaction ends (sql/10_versions.sql). Advisory locks would do it faster, but any role can
+-- take any advisory lock and sit on it; these no one else can hold. Only ever locked, never
+-- updated: a lock writes no index entry, so under SERIALIZABLE it conflicts with no one.
 create table if not exists rowver.slot (id integer primary key check (id >= 0 and id < 4096));
--- the last version that held the slot and committed: which of the versions sharing a slot a
--- running holder can be (rowver.slot_version)
-alter table rowver.slot add column if not exists version bigint not null default 0;
 insert into rowver.slot select g from generate_series(0, 4095) g on conflict do nothing;
 
 -- A version handed to a running transaction. The stamp trusts currval() only after a

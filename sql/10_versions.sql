@@ -52,29 +52,33 @@ create or replace function rowver.snapshot_xmax() returns bigint
 language sql stable
 return pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
 
--- The version this transaction has allocated, or null: this session's currval, if the
--- allocation row for it carries this transaction's id. (Nothing a setting could forge. A
--- row with our transaction id that this session did not write came with a dump from
--- another cluster; rowver.check reads those as evidence of a restamp.)
+-- Where this transaction's allocation row is (set by allocate and renumber; transaction-local).
+create or replace function rowver.allocation_tid() returns tid
+language sql stable
+return nullif(current_setting('rowver.allocation', true), '')::tid;
+
+-- The version this transaction has allocated, or null: the allocation row the setting points
+-- at, if it carries this transaction's id. (A setting can only point: a forged one finds no
+-- row of ours. A row with our transaction id that this session did not write came with a
+-- dump from another cluster; rowver.check reads those as evidence of a restamp.) Read by row
+-- address, not through the index, which under SERIALIZABLE would conflict with every other
+-- writer's allocation (a row this transaction wrote is no read dependency; an index page is).
 create or replace function rowver.allocated() returns bigint
-language plpgsql stable
+language sql stable
+begin atomic
+  select a.version from rowver.allocation a
+   where a.ctid = rowver.allocation_tid() and a.xid = pg_current_xact_id_if_assigned();
+end;
+
+-- Record version v as this transaction's (its row in rowver.allocation, and where it is).
+create or replace function rowver.record_allocation(v bigint) returns void
+language plpgsql set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v bigint;
+  at tid;
 begin
-  if pg_catalog.pg_current_xact_id_if_assigned() is null then
-    return null;  -- allocating writes a row, so a transaction without an id has no version
-  end if;
-  begin
-    v := pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass);
-  exception when object_not_in_prerequisite_state then  -- no version in this session yet
-    return null;
-  end;
-  if exists (select from rowver.allocation a where a.version operator(pg_catalog.=) v
-                                              and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id()) then
-    return v;
-  end if;
-  return null;
+  insert into rowver.allocation (version, xid) values (v, pg_current_xact_id()) returning ctid into at;
+  perform set_config('rowver.allocation', at::text, true);
 end $$;
 
 -- Allocate a version to this transaction (callers check rowver.allocated() first). Runs
@@ -115,8 +119,7 @@ begin
       end if;
     end if;
   end loop;
-  update rowver.slot s set version = v where s.id = v % rowver.slots();
-  insert into rowver.allocation (version, xid) values (v, pg_current_xact_id());
+  perform rowver.record_allocation(v);
   return v;
 end $$;
 
@@ -131,15 +134,17 @@ begin
   return coalesce(rowver.allocated(), rowver.allocate());
 end $$;
 
--- The lowest version a running holder of slot `id` can stand for: the first version above
--- both the slot's last committed version and the published head that maps to the slot. Any
--- version sharing the slot in between was rolled back or never handed out, so a held slot
--- says exactly which version is in flight (head may wait below a rolled-back one only until
--- the holder ends).
-create or replace function rowver.slot_version(id integer, last bigint, mark bigint) returns bigint
-language sql immutable
-return greatest(last, mark) + 1
-       + ((id - greatest(last, mark) - 1) % rowver.slots() + rowver.slots()) % rowver.slots();
+-- The lowest version that a running holder of slot `id` can stand for, given the published
+-- head and the sequence's last value: the first version above head that maps to the slot and
+-- whose allocation row is not visible (a committed holder's is, until head passes it). Below
+-- it, every version sharing the slot committed, rolled back or was never handed out.
+create or replace function rowver.held_version(id integer, mark bigint, top bigint) returns bigint
+language sql stable
+begin atomic
+  select min(v) from generate_series(mark + 1 + ((id - mark - 1) % rowver.slots() + rowver.slots()) % rowver.slots(),
+                                     top + 1, rowver.slots()) v
+   where not exists (select from rowver.allocation a where a.version = v);
+end;
 
 -- The live head (primary only): the sequence's last value, or just below the oldest version
 -- whose slot a running transaction holds (live or prepared), or below this transaction's own
@@ -170,10 +175,11 @@ begin
     end loop;
     return h;
   end if;
-  -- long ago (plain SQL writers never publish): one pass over the slots, whatever the length
-  -- of history since. Transactions older than the snapshot's oldest running one have ended.
+  -- long ago (plain SQL writers never publish): one pass over the slots, and for each held
+  -- one a look at the allocations above head that share it. Transactions older than the
+  -- snapshot's oldest running one have ended.
   old := age(((pg_snapshot_xmin(pg_current_snapshot())::text::bigint & 4294967295)::text)::xid);
-  return least(top, (select min(rowver.slot_version(s.id, s.version, mark)) - 1 from rowver.slot s
+  return least(top, (select min(rowver.held_version(s.id, mark, top)) - 1 from rowver.slot s
                       where s.xmax <> '0' and age(s.xmax) <= old and rowver.running(s.xmax, n)));
 end $$;
 
@@ -241,7 +247,7 @@ begin
   -- the table being written counts among those restamped at commit, even on its first write
   perform rowver.record_change(old, tbl, 0);
   new := nextval('rowver.version_seq');
-  insert into rowver.allocation (version, xid) values (new, pg_current_xact_id());
+  perform rowver.record_allocation(new);
   perform set_config('rowver.abandoned',
                      concat_ws(',', nullif(current_setting('rowver.abandoned', true), ''), old), true);
   update rowver.changeset_table c set version = new where c.version = old;
@@ -555,11 +561,11 @@ end $$;
 -- owners attach begin_statement and refuse_truncate to their tables and record their
 -- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
 -- allocate() and log_tag() are rowver_owner's alone.
-grant execute on function rowver.allocated(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
+grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
   rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint),
   rowver.mine(bigint), rowver.abandoned(), rowver.renumber(regclass), rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),
-  rowver.slots(), rowver.slot_version(integer, bigint, bigint), rowver.running(xid, bigint),
+  rowver.slots(), rowver.held_version(integer, bigint, bigint), rowver.running(xid, bigint),
   rowver.full_xid(xid, bigint), rowver.snapshot_xmax() to public;
 revoke execute on function rowver.tag(text, text, boolean), rowver.untag(text) from public;
 grant execute on function rowver.tag(text, text, boolean), rowver.untag(text) to rowver_tagger;

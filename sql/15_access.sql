@@ -54,7 +54,9 @@ create policy own on rowver.retention using (rowver.owns_registered(table_id))
 -- server's account of who and when. Author and message are claims, as documented. (These two
 -- policies are checked on every captured statement: plain subqueries, which PostgreSQL plans
 -- once with the statement, where a call of rowver.allocated() or owns_registered() would be
--- prepared again on every row; measured, that tripled their cost on a one-row update.)
+-- prepared again on every row; measured, that tripled their cost on a one-row update. They
+-- find the allocation by its row address, as allocated() does: a read of the allocation
+-- index would make every two SERIALIZABLE writers conflict.)
 alter table rowver.changeset enable row level security;
 drop policy if exists read on rowver.changeset;
 create policy read on rowver.changeset for select using (true);
@@ -62,7 +64,8 @@ drop policy if exists own on rowver.changeset;
 create policy own on rowver.changeset
   using (exists (select from rowver.allocation a where a.version = changeset.version and a.xid = pg_current_xact_id()))
   with check (xid = pg_current_xact_id()
-              and exists (select from rowver.allocation a where a.version = changeset.version and a.xid = changeset.xid)
+              and exists (select from rowver.allocation a where a.ctid = rowver.allocation_tid()
+                                                          and a.version = changeset.version and a.xid = changeset.xid)
               and db_user = session_user and db_role = rowver.session_role()
               and created_at between transaction_timestamp() and clock_timestamp());
 
@@ -76,8 +79,8 @@ drop policy if exists own on rowver.changeset_table;
 create policy own on rowver.changeset_table for insert
   with check (exists (select from rowver.versioned v join pg_class c on c.oid = v.relid
                        where v.id = changeset_table.table_id and pg_has_role(c.relowner, 'USAGE'))
-              and exists (select from rowver.allocation a
-                           where a.version = changeset_table.version and a.xid = pg_current_xact_id()));
+              and exists (select from rowver.allocation a where a.ctid = rowver.allocation_tid()
+                           and a.version = changeset_table.version and a.xid = pg_current_xact_id()));
 drop policy if exists counts on rowver.changeset_table;
 create policy counts on rowver.changeset_table for update
   using (exists (select from rowver.versioned v join pg_class c on c.oid = v.relid

@@ -58,7 +58,9 @@ as $$
          case when p.gid is not null then 'prepared' else a.state end, p.gid
     from pg_locks l
     join rowver.slot s on s.xmax = l.transactionid
-   cross join lateral (select rowver.slot_version(s.id, s.version, m.head) as version from rowver.head_mark m) v
+   cross join lateral (select rowver.held_version(s.id, m.head, q.top) as version from rowver.head_mark m,
+                         (select case when q.is_called then q.last_value else q.last_value - 1 end as top
+                            from rowver.version_seq q) q) v
     left join pg_stat_activity a on a.pid = l.pid
     left join pg_prepared_xacts p on p.transaction = l.transactionid
    where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
