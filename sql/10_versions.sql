@@ -64,21 +64,30 @@ return nullif(current_setting('rowver.allocation', true), '')::tid;
 -- address, not through the index, which under SERIALIZABLE would conflict with every other
 -- writer's allocation (a row this transaction wrote is no read dependency; an index page is).
 create or replace function rowver.allocated() returns bigint
-language sql stable
-begin atomic
-  select a.version from rowver.allocation a
-   where a.ctid = rowver.allocation_tid() and a.xid = pg_current_xact_id_if_assigned();
-end;
+language plpgsql stable
+as $$
+declare
+  at text := pg_catalog.current_setting('rowver.allocation', true);
+  v  bigint;
+begin
+  if at is null or at operator(pg_catalog.=) '' then
+    return null;
+  end if;
+  select a.version into v from rowver.allocation a
+   where a.ctid operator(pg_catalog.=) at::pg_catalog.tid
+     and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned();
+  return v;
+end $$;
 
 -- Record version v as this transaction's (its row in rowver.allocation, and where it is).
 create or replace function rowver.record_allocation(v bigint) returns void
-language plpgsql set search_path = pg_catalog, pg_temp
+language plpgsql
 as $$
 declare
-  at tid;
+  at pg_catalog.tid;
 begin
-  insert into rowver.allocation (version, xid) values (v, pg_current_xact_id()) returning ctid into at;
-  perform set_config('rowver.allocation', at::text, true);
+  insert into rowver.allocation (version, xid) values (v, pg_catalog.pg_current_xact_id()) returning ctid into at;
+  perform pg_catalog.set_config('rowver.allocation', at::pg_catalog.text, true);
 end $$;
 
 -- Allocate a version to this transaction (callers check rowver.allocated() first). Runs
@@ -218,15 +227,16 @@ return exists (select from rowver.allocation a where a.version = v and a.xid = p
 -- The versions this transaction abandoned by renumbering, checked against its allocations
 -- (the setting says which, never what: a version not ours in it is ignored).
 create or replace function rowver.abandoned() returns bigint[]
-language plpgsql stable set search_path = pg_catalog, pg_temp
+language plpgsql stable
 as $$
 declare
-  listed text := current_setting('rowver.abandoned', true);
+  listed text := pg_catalog.current_setting('rowver.abandoned', true);
 begin
-  if listed is null or listed = '' then
+  if listed is null or listed operator(pg_catalog.=) '' then
     return '{}';
   end if;
-  return array(select v from unnest(string_to_array(listed, ',')::bigint[]) v where rowver.mine(v));
+  return array(select v from pg_catalog.unnest(pg_catalog.string_to_array(listed, ',')::bigint[]) v
+                where rowver.mine(v));
 end $$;
 
 -- Renumber this transaction, which met a newer version writing tbl (see above); returns its
@@ -259,20 +269,20 @@ end $$;
 -- find them at commit without a scan; past 64 kB (or for a statement of over 256 rows) the
 -- table is scanned instead ('*'). Transaction-local: nothing outlives the transaction.
 create or replace function rowver.track(tbl regclass, keys text, n bigint) returns void
-language plpgsql set search_path = pg_catalog, pg_temp
+language plpgsql
 as $$
 declare
-  name text := 'rowver.w' || coalesce(pg_partition_root(tbl), tbl)::oid;
-  seen text := current_setting(name, true);
+  name text := 'rowver.w' operator(pg_catalog.||) coalesce(pg_catalog.pg_partition_root(tbl), tbl)::oid;
+  seen text := pg_catalog.current_setting(name, true);
 begin
-  if seen = '*' or n = 0 then
+  if seen operator(pg_catalog.=) '*' or n operator(pg_catalog.=) 0 then
     return;
-  elsif n > 256 or length(seen) > 65536 then
-    perform set_config(name, '*', true);
-  elsif seen is null or seen = '' then
-    perform set_config(name, keys, true);
+  elsif n operator(pg_catalog.>) 256 or pg_catalog.length(seen) operator(pg_catalog.>) 65536 then
+    perform pg_catalog.set_config(name, '*', true);
+  elsif seen is null or seen operator(pg_catalog.=) '' then
+    perform pg_catalog.set_config(name, keys, true);
   else
-    perform set_config(name, seen || E'\n' || keys, true);
+    perform pg_catalog.set_config(name, seen operator(pg_catalog.||) E'\n' operator(pg_catalog.||) keys, true);
   end if;
 end $$;
 
@@ -523,15 +533,16 @@ end $$;
 
 -- Every statement on a versioned table starts here: it allocates (once per transaction),
 -- so that currval(), which the stamp reads, is always this transaction's version.
+-- Invoker's rights and no SET clause, which would cost on every statement: only the first
+-- statement of a transaction calls into rowver_owner's rights.
 create or replace function rowver.begin_statement() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql
 as $$
 declare
   v bigint;
 begin
-  -- (xact_version's body, without a second SECURITY DEFINER call on every write)
   if rowver.allocated() is null then
-    v := rowver.allocate();
+    v := rowver.xact_version();
   end if;
   return null;
 end $$;

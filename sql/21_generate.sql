@@ -48,13 +48,12 @@ begin
 
   -- the keys this statement wrote, so that a renumber finds them at commit (rowver.track)
   if TG_OP = 'DELETE' then
-    select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
-      from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
+    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
+       from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
   else
-    select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
-      from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x;
+    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
+       from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x;
   end if;
-  rv_done := rowver.track(TG_RELID, rv_keys, rv_count);
 
   -- a row a newer version wrote, or a key a newer version deleted: this transaction came
   -- second to it, so it takes a version above it. (One test per operation: each plans only
