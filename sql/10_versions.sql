@@ -215,14 +215,19 @@ drop function if exists rowver.conflict(text, text);
 -- it renumbers. It takes a new version, above every version handed out so far, moves its
 -- changeset there, and remembers the old one as abandoned (rowver.abandoned). The rows it
 -- wrote under an abandoned version are its own until it commits; just before it commits, a
--- deferred trigger (rowver.restamp_renumbered) gives them the final version, table by table,
+-- deferred trigger (rowver.restamp_table) gives them the final version, table by table,
 -- through each table's own restamp function. So every row's versions follow commit order,
 -- and a writer that never sees a serialization failure on plain tables sees none here.
 
 -- Whether version v is one this transaction allocated (its allocation row is ours).
+-- (PL/pgSQL, whose plans are kept: an SQL function with a subquery is planned on every call.)
 create or replace function rowver.mine(v bigint) returns boolean
-language sql stable
-return exists (select from rowver.allocation a where a.version = v and a.xid = pg_current_xact_id());
+language plpgsql stable
+as $$
+begin
+  return exists (select from rowver.allocation a where a.version operator(pg_catalog.=) v
+                                                 and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id());
+end $$;
 
 -- The versions this transaction abandoned by renumbering, checked against its allocations
 -- (the setting says which, never what: a version not ours in it is ignored).
@@ -235,16 +240,19 @@ begin
   if listed is null or listed operator(pg_catalog.=) '' then
     return '{}';
   end if;
-  return array(select v from pg_catalog.unnest(pg_catalog.string_to_array(listed, ',')::bigint[]) v
-                where rowver.mine(v));
+  return array(select a.version from rowver.allocation a
+                where a.version operator(pg_catalog.=) any(pg_catalog.string_to_array(listed, ',')::bigint[])
+                  and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id()
+                order by a.version);
 end $$;
 
--- Renumber this transaction, which met a newer version writing tbl (see above); returns its
--- new version. The new version takes no slot: the first version's slot, held until the
+-- Renumber this transaction, which met a newer version (see above); returns its new version.
+-- (The capture records the table it writes first: its rows under the old version, too, are
+-- restamped at commit.) The new version takes no slot: the first version's slot, held until the
 -- transaction ends, keeps head below both. So a transaction holds one slot however often it
 -- renumbers, and no role can fill the slots by renumbering in a loop.
-drop function if exists rowver.renumber();
-create or replace function rowver.renumber(tbl regclass) returns bigint
+drop function if exists rowver.renumber(regclass);
+create or replace function rowver.renumber() returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -254,15 +262,24 @@ begin
   if old is null then
     raise exception 'rowver: this transaction has no version to renumber' using errcode = '55000';
   end if;
-  -- the table being written counts among those restamped at commit, even on its first write
-  perform rowver.record_change(old, tbl, 0);
   new := nextval('rowver.version_seq');
   perform rowver.record_allocation(new);
   perform set_config('rowver.abandoned',
                      concat_ws(',', nullif(current_setting('rowver.abandoned', true), ''), old), true);
   update rowver.changeset_table c set version = new where c.version = old;
-  update rowver.changeset c set version = new where c.version = old;  -- queues the restamp at commit
+  update rowver.changeset c set version = new where c.version = old;
   return new;
+end $$;
+
+-- What a capture calls when it meets a newer version: the table it writes is recorded under
+-- the version its rows so far carry, in the capture's rights (so that the table's restamp at
+-- commit runs in them), and then the transaction renumbers.
+create or replace function rowver.renumber_for(tbl regclass, v bigint) returns bigint
+language plpgsql
+as $$
+begin
+  perform rowver.record_change(v, tbl, 0);
+  return rowver.renumber();
 end $$;
 
 -- Remember the keys a statement wrote to tbl (a JSON object per line), so that a renumber can
@@ -286,38 +303,45 @@ begin
   end if;
 end $$;
 
--- At commit (a deferred constraint trigger on the changeset that renumber moved): every table
--- the transaction wrote gets its rows' final version, through its own restamp function,
--- called as the committing role (which wrote those tables, and so already runs their
--- owners' triggers) and only if it is still what rowver made: SECURITY DEFINER, its table's
--- owner's.
-create or replace function rowver.restamp_renumbered() returns trigger
-language plpgsql set search_path = pg_catalog, pg_temp
+-- At commit, for each table the transaction wrote (a deferred constraint trigger on the
+-- changeset_table row its first write to the table made): if the transaction renumbered after
+-- that write, the table's rows get the final version, through the table's own restamp
+-- function, if it is still what rowver made (SECURITY DEFINER, its table's owner's). It runs
+-- as the role that wrote the row (PostgreSQL 16 on: the role that queued it, the capture's,
+-- which is the table's owner; before 16: the committing role), who can reach the table's
+-- schema. No SET clause: it runs on every commit of a write.
+drop trigger if exists restamp_renumbered on rowver.changeset;
+drop function if exists rowver.restamp_renumbered();
+create or replace function rowver.restamp_table() returns trigger
+language plpgsql
 as $$
 declare
   t record;
 begin
-  for t in select r.relid, r.restamp_name, c.relowner
-             from rowver.changeset_table ct
-             join rowver.versioned r on r.id = ct.table_id
-             join pg_class c on c.oid = r.relid
-            where ct.version = NEW.version
-  loop
-    if not exists (select from pg_proc p
-                    where p.oid = to_regprocedure(format('%I.%I()', rowver.schema_of(t.relid), t.restamp_name))
-                      and p.prosecdef and p.proowner = t.relowner) then
-      raise exception 'rowver: % has no restamp function of its owner''s', t.relid using errcode = '55000',
-        hint = format('its owner runs rowver.refresh(%L)', t.relid::text);
-    end if;
-    execute format('select %I.%I()', rowver.schema_of(t.relid), t.restamp_name);
-  end loop;
+  if NEW.version operator(pg_catalog.=) rowver.allocated()
+     or pg_catalog.cardinality(rowver.abandoned()) operator(pg_catalog.=) 0 then
+    return null;  -- not renumbered since this table was first written: nothing to restamp
+  end if;
+  select r.relid, r.restamp_name, c.relowner, rowver.schema_of(r.relid) as sch into t
+    from rowver.versioned r join pg_catalog.pg_class c on c.oid operator(pg_catalog.=) r.relid
+   where r.id operator(pg_catalog.=) NEW.table_id;
+  if not found then
+    return null;  -- (disabled since, in this transaction)
+  end if;
+  if not exists (select from pg_catalog.pg_proc p
+                  where p.oid operator(pg_catalog.=)
+                          pg_catalog.to_regprocedure(pg_catalog.format('%I.%I()', t.sch, t.restamp_name))
+                    and p.prosecdef and p.proowner operator(pg_catalog.=) t.relowner) then
+    raise exception 'rowver: % has no restamp function of its owner''s', t.relid using errcode = '55000',
+      hint = pg_catalog.format('its owner runs rowver.refresh(%L)', t.relid::text);
+  end if;
+  execute pg_catalog.format('select %I.%I()', t.sch, t.restamp_name);
   return null;
 end $$;
 
-drop trigger if exists restamp_renumbered on rowver.changeset;
-create constraint trigger restamp_renumbered after update on rowver.changeset
-  deferrable initially deferred for each row when (old.version is distinct from new.version)
-  execute function rowver.restamp_renumbered();
+drop trigger if exists restamp_table on rowver.changeset_table;
+create constraint trigger restamp_table after insert on rowver.changeset_table
+  deferrable initially deferred for each row execute function rowver.restamp_table();
 
 -- Resolve a ref (a version number, a tag, 'head', or an ISO-8601 timestamp) to a version
 -- number that is at most head. VOLATILE so it is never folded into a query: resolve
@@ -574,7 +598,8 @@ end $$;
 -- allocate() and log_tag() are rowver_owner's alone.
 grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
   rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint),
-  rowver.mine(bigint), rowver.abandoned(), rowver.renumber(regclass), rowver.track(regclass, text, bigint),
+  rowver.mine(bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
+  rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),
   rowver.slots(), rowver.held_version(integer, bigint, bigint), rowver.running(xid, bigint),
   rowver.full_xid(xid, bigint), rowver.snapshot_xmax() to public;

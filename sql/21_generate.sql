@@ -13,6 +13,16 @@
 set role rowver_owner;
 set search_path = pg_catalog, pg_temp;  -- SQL bodies below are bound now, whatever a caller's path
 
+-- A floor under the states of a key (joined as `join`, the history aliased x) that this
+-- transaction can have written to its history: they are the key's newest (it holds the key's
+-- row lock from its first write on), at most two per version it holds (`versions`, an array,
+-- and the current one): a superseded state and a tombstone. Bounding a history lookup below
+-- by it keeps a hot key's lookup to a few index entries, however long its history.
+create or replace function rowver.chain_top_sql(hist text, "join" text, versions text) returns text
+language sql immutable
+return pg_catalog.format('coalesce((select x.rv_version from %s x where %s order by x.rv_version desc'
+                         ' offset 2 * cardinality(%s) + 1 limit 1), 0)', hist, "join", versions);
+
 -- The body of the AFTER statement trigger that writes history from the transition tables
 -- rv_old / rv_new. Every statement is set-based and names its columns. It runs as T's owner
 -- (SECURITY DEFINER) with a fixed search_path, and only for T and T's partitions: attached
@@ -61,16 +71,16 @@ begin
   -- nothing; the cheap test goes first.)
   if TG_OP = 'INSERT' then
     if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
-      rv_v := rowver.renumber(TG_RELID);
+      rv_v := rowver.renumber_for(TG_RELID, rv_v);
     end if;
   elsif TG_OP = 'DELETE' then
     if exists (select from rv_old o where o.rv_version > rv_v) then
-      rv_v := rowver.renumber(TG_RELID);
+      rv_v := rowver.renumber_for(TG_RELID, rv_v);
     end if;
   elsif exists (select from rv_old o where o.rv_version > rv_v)
         and exists (select from rv_old o where o.rv_version > rv_v
                        and not exists (select from rv_new n where %3$s and n.rv_version = o.rv_version)) then
-    rv_v := rowver.renumber(TG_RELID);
+    rv_v := rowver.renumber_for(TG_RELID, rv_v);
   end if;
   rv_ours := rv_v || rowver.abandoned();
 
@@ -97,7 +107,7 @@ begin
       -- a key changed into behaves like an insert
       if exists (select from rv_new n join %1$s h on %2$s
                   where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
-        rv_v := rowver.renumber(TG_RELID);
+        rv_v := rowver.renumber_for(TG_RELID, rv_v);
         rv_ours := rv_v || rowver.abandoned();
       end if;
       -- a key changed away: its old state is superseded, and the key ends with a tombstone
@@ -113,7 +123,8 @@ begin
         from rv_old o
        where not exists (select from rv_new n where %3$s)
          and (o.rv_version <> all(rv_ours)
-              or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted));
+              or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted
+                                   and h.rv_version >= %15$s));
       delete from %1$s h using rv_new n
        where %2$s and h.rv_version = any(rv_ours) and h.rv_deleted
          and not exists (select from rv_old o where %3$s);
@@ -131,7 +142,8 @@ begin
     select %7$s, rv_v, rv_v, true
       from rv_old o
      where o.rv_version <> all(rv_ours)
-        or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted);
+        or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted
+                             and h.rv_version >= %15$s);
     get diagnostics rv_changed = row_count;
     select -count(*) into rv_net from rv_old;
   end if;
@@ -153,7 +165,8 @@ $body$,
     rowver.schema_of(tbl),                       -- 11
     (select c.relname from pg_catalog.pg_class c where c.oid = tbl),  -- 12
     (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k),  -- 13
-    (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k))  -- 14
+    (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k),  -- 14
+    rowver.chain_top_sql(hist, rowver.key_join_sql(tbl, keys, 'x', 'o'), 'rv_ours'))  -- 15
 $$;
 
 -- The body of T's restamp function (see rowver.renumber): the rows of T this transaction
@@ -187,7 +200,7 @@ begin
     update %1$s h set rv_until = rv_new,
                       rv_version = case when h.rv_deleted and h.rv_version = any(rv_old) then rv_new else h.rv_version end
       from k
-     where %5$s and h.rv_until = any(rv_old);
+     where %5$s and h.rv_until = any(rv_old) and h.rv_version >= %6$s;
   end if;
 end
 $body$,
@@ -195,7 +208,8 @@ $body$,
     rowver.qualified(tbl),                                                        -- 2
     (select string_agg(format('r.%I', k), ', ') from unnest(keys) k),             -- 3
     rowver.key_join_sql(tbl, keys, 't', 'k'),                                     -- 4
-    rowver.key_join_sql(tbl, keys, 'h', 'k'))                                     -- 5
+    rowver.key_join_sql(tbl, keys, 'h', 'k'),                                     -- 5
+    rowver.chain_top_sql(hist, rowver.key_join_sql(tbl, keys, 'x', 'k'), 'rv_old'))  -- 6
 $$;
 
 -- The statements that (re)create T's generated objects, in order. Re-runnable: functions
@@ -512,7 +526,7 @@ end $$;
 
 grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
   rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name, name),
-  rowver.restamp_body(regclass, text, name[]),
+  rowver.restamp_body(regclass, text, name[]), rowver.chain_top_sql(text, text, text),
   rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned), rowver.regenerate(rowver.versioned),
   rowver.column_added(regclass), rowver.security_hash(regclass), rowver.history_readable(regclass, text),
   rowver.mirror_ddl(regclass, text, text, text)

@@ -122,7 +122,7 @@ def test_a_dml_role_cannot_hold_writers_head_or_status(logins: Logins, db_url: s
     idle_pid = idle.info.backend_pid
     held = idle.execute("select rowver.current_version()").fetchone()[0]
     # renumbering as often as it likes takes no more slots than its first version's
-    idle.execute("select rowver.renumber('acct') from generate_series(1, 5000)")
+    idle.execute("select rowver.renumber() from generate_series(1, 5000)")
     grabber = logins.login(squatter)
     stop = threading.Event()
     grabbing = threading.Thread(target=_grab_what_others_hold, args=(grabber, stop))
