@@ -17,9 +17,12 @@ the model-store figure writes through ``rowver._models_bench`` (see there).
 The figures (targets from the benchmark issue; "ratio" is versioned / plain):
 
 1. bulk UPDATE of 10% of the rows through the triggers, 10 rounds (each a different
-   tenth, so every row changes once): median time ratio <= 3.0;
+   tenth, so every row changes once): median time ratio <= 2.5; the same on a wider row,
+   ``(id int primary key, a int, b text, c float8, d timestamptz)`` with 300,000 rows and
+   ``SET a = a + 1``: <= 2.5;
 2. single-row UPDATEs by primary key from 4 concurrent clients (threads, one connection
-   each, prepared) for a fixed time: throughput ratio >= 0.75;
+   each, prepared) for a fixed time: throughput ratio >= 0.70; beside it, the server's CPU
+   time per single-row UPDATE from one client, where the server runs on this machine;
 3. full scan of the current rows after those 10 rounds: <= 1.10;
 4. as-of full read (``T__as_of``) at the oldest version, where every row must be read from
    history: <= 2.5 against a plain full scan;
@@ -31,7 +34,10 @@ The figures (targets from the benchmark issue; "ratio" is versioned / plain):
    plain table (index bytes reported apart); bytes per unchanged row (a no-op UPDATE):
    0;
 8. model save and load against raw binary COPY of the same bytes into and out of a plain
-   bytea table: each >= 0.8 of its throughput; an unchanged re-save <= 0.2 of the first.
+   bytea table: each >= 0.8 of its throughput; an unchanged re-save <= 0.2 of the first;
+9. PostgreSQL's pgbench, TPC-B (scale 2, 4 clients, 2 threads, no retries) on its four
+   tables, plain in one scratch schema and versioned in another: tps ratio >= 0.60, with
+   failed transactions reported for both (none expected).
 
 A full read is ``count()`` of every column, so that every column of every row is read
 and nothing is sent to the client; point lookups go through the client, one round trip
@@ -55,7 +61,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from . import _frames
+from . import _frames, _pgbench
 from .errors import InvalidInputError, RowverError
 
 if TYPE_CHECKING:
@@ -81,6 +87,17 @@ _FILL = """insert into {} (id, grp, qty, price, name, note, updated_at)
 select i, i %% 100, (i * 7) %% 1000, (i %% 10000) / 100.0, 'item ' || md5(i::text),
        case when i %% 3 = 0 then null else left(md5((i * 31)::text), 16) end,
        timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
+  from generate_series(1, %s) i"""
+# figure 1's wider row (from the writers issue): an int, an md5 text, a float and a time
+_WIDE_CREATE = """create table {} (
+  id integer primary key,
+  a  integer not null,
+  b  text not null,
+  c  double precision not null,
+  d  timestamptz not null
+)"""
+_WIDE_FILL = """insert into {} (id, a, b, c, d)
+select i, i, md5(i::text), i / 7.0, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
   from generate_series(1, %s) i"""
 # every column of every row is read; nothing goes to the client
 _FULL_READ = ("select count(*), count(id), count(grp), count(qty), count(price), count(name),"
@@ -109,6 +126,9 @@ class Settings:
     seconds: float = 5.0        # length of one throughput run (figure 2)
     throughput_reps: int = 3
     sync_reps: int = 3          # figure 6
+    wide_rows: int = 300_000    # figure 1's wider table
+    cpu_updates: int = 3000     # single-row updates timed in the server's CPU (figure 2)
+    tpcb_scale: int = 2         # figure 9
     model_mb: int = 1024        # figure 8
     model_rounds: int = 6       # even: load and the raw read into memory each go first half the time
     rewrite: bool | None = None  # enable's rewrite: None lets enable decide by size
@@ -118,7 +138,7 @@ class Settings:
     def for_run(cls, *, rows: int | None = None, quick: bool = False, rewrite: bool | None = None) -> Settings:
         if quick:
             base = cls(rows=20_000, reps=3, lookups=300, seconds=0.5, throughput_reps=1, sync_reps=2,
-                       model_mb=4, model_rounds=1, quick=True)
+                       wide_rows=5_000, cpu_updates=200, tpcb_scale=1, model_mb=4, model_rounds=1, quick=True)
         else:
             base = cls()
         return replace(base, rows=base.rows if rows is None else rows, rewrite=rewrite)
@@ -131,7 +151,7 @@ class Figure:
     figure: int
     name: str
     title: str
-    unit: str                   # of plain and versioned: s, us, updates/s, bytes/row, MB/s, bytes
+    unit: str                   # of plain and versioned: s, us, updates/s, tps, bytes/row, MB/s, bytes
     plain: float | None
     versioned: float | None
     ratio: float | None         # versioned / plain (for throughputs: higher is better)
@@ -194,6 +214,7 @@ class _Run:
         self.s = settings
         self.say = progress
         self.schema = f"rowver_bench_{secrets.token_hex(4)}"
+        self.schemas = [self.schema]  # and figure 9's two, once made
         self._conns: list[psycopg.Connection] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -261,6 +282,7 @@ class _Run:
         self._hist0 = self._history_size()
 
         figures.append(self._bulk_update())
+        figures.append(self._bulk_update_wide())
         figures.append(self._history_bytes(plain_row_bytes))
         figures.append(self._current_scan())
         figures.append(self._as_of_scan())
@@ -268,6 +290,7 @@ class _Run:
         figures.append(self._unchanged_bytes())
         figures.append(self._throughput())
         figures.append(self._sync())
+        figures.append(self._tpcb())
         figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
         return sorted(figures, key=lambda f: f.figure)
 
@@ -304,22 +327,47 @@ class _Run:
     # -- 1: bulk update ---------------------------------------------------------------
 
     def _bulk_update(self) -> Figure:
-        s = self.s
-        times: dict[str, list[float]] = {"plain": [], "versioned": []}
         update = ("update {} set qty = qty + 1, updated_at = updated_at + interval '1 hour'"
                   " where id %% 10 = %s")
-        for r in range(s.rounds):
-            self.say(f"figure 1: bulk update, round {r + 1} of {s.rounds}")
-            for side, t in (("plain", self.plain), ("versioned", self.ver)):
+        times = self._bulk_rounds("figure 1", update, self.plain, self.ver, self.hist)
+        p, v = _median(times["plain"]), _median(times["versioned"])
+        return Figure(1, "bulk_update", "bulk UPDATE of 10% of rows, through triggers", "s", p, v,
+                      _ratio(v, p), "<=", 2.5,
+                      detail={"rows_per_update": self.s.rows // 10, "rounds": self.s.rounds,
+                              "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
+
+    def _bulk_update_wide(self) -> Figure:
+        s = self.s
+        self.say(f"figure 1: loading {s.wide_rows:,} wider rows into a plain and a versioned table")
+        plain, ver = self._q("wide_plain"), self._q("wide_versioned")
+        for t in (plain, ver):
+            self.conn.execute(sql.SQL(_WIDE_CREATE).format(t))
+            self.conn.execute(sql.SQL(_WIDE_FILL).format(t), (s.wide_rows,))
+            self.conn.execute(sql.SQL("vacuum (freeze, analyze) {}").format(t))
+        name = self._text("wide_versioned")
+        self.conn.execute("select rowver.enable(%s::regclass, rewrite => %s::boolean)", (name, s.rewrite))
+        hist = self.conn.execute("select history_name from rowver.versioned where relid = %s::regclass",
+                                 (name,)).fetchone()[0]  # type: ignore[index]
+        times = self._bulk_rounds("figure 1, wider row", "update {} set a = a + 1 where id %% 10 = %s",
+                                  plain, ver, self._q(hist))
+        p, v = _median(times["plain"]), _median(times["versioned"])
+        return Figure(1, "bulk_update_wide", "bulk UPDATE of 10% of wider rows (int, md5 text, float, time)", "s",
+                      p, v, _ratio(v, p), "<=", 2.5,
+                      detail={"rows_per_update": s.wide_rows // 10, "rounds": s.rounds,
+                              "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
+
+    def _bulk_rounds(self, what: str, update: str, plain: sql.Composable, ver: sql.Composable,
+                     hist: sql.Composable) -> dict[str, list[float]]:
+        """Time `update` (taking the round's remainder) on each side, round by round."""
+        times: dict[str, list[float]] = {"plain": [], "versioned": []}
+        for r in range(self.s.rounds):
+            self.say(f"{what}: bulk update, round {r + 1} of {self.s.rounds}")
+            for side, t in (("plain", plain), ("versioned", ver)):
                 self._checkpoint()
                 times[side].append(self._timed(sql.SQL(update).format(t), (r % 10,)))
             self._after_write()
-            self._vacuum(self.plain, self.ver, self.hist)
-        p, v = _median(times["plain"]), _median(times["versioned"])
-        return Figure(1, "bulk_update", "bulk UPDATE of 10% of rows, through triggers", "s", p, v,
-                      _ratio(v, p), "<=", 3.0,
-                      detail={"rows_per_update": s.rows // 10, "rounds": s.rounds,
-                              "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
+            self._vacuum(plain, ver, hist)
+        return times
 
     # -- 7: history bytes ----------------------------------------------------------------
 
@@ -484,11 +532,36 @@ end $$"""
                 if side == "versioned":
                     self._after_write()
         p, v = _median(rates["plain"]), _median(rates["versioned"])
+        cpu = self._backend_cpu()
         return Figure(2, "concurrent_updates", f"single-row UPDATE throughput, {s.clients} clients, through triggers",
-                      "updates/s", p, v, _ratio(v, p), ">=", 0.75,
+                      "updates/s", p, v, _ratio(v, p), ">=", 0.70,
                       detail={"clients": s.clients, "seconds_per_run": s.seconds, "runs": s.throughput_reps,
                               "plain_per_s": _round(rates["plain"], 1), "versioned_per_s": _round(rates["versioned"], 1),
-                              "serialization_failures": conflicts})
+                              "serialization_failures": conflicts, **cpu})
+
+    def _backend_cpu(self) -> dict[str, float]:
+        """The server's CPU time per single-row UPDATE, one client, each side in turn: read
+        from /proc for the serving backend, where the server runs on this machine (else
+        nothing)."""
+        conn = self._connect(prepared=True)
+        pid = conn.info.backend_pid
+        if not _is_local_backend(conn, pid):
+            return {}
+        spent: dict[str, list[float]] = {"plain": [], "versioned": []}
+        rng = random.Random(7)
+        for i in range(3):
+            for side, t in (("plain", self.plain), ("versioned", self.ver)):
+                self.say(f"figure 2: server CPU per single-row update ({side}), run {i + 1} of 3")
+                update = self._updaters([conn], t)[0]
+                for _ in range(20):
+                    update(rng.randint(1, self.s.rows))
+                before = _cpu_seconds(pid)
+                for _ in range(self.s.cpu_updates):
+                    update(rng.randint(1, self.s.rows))
+                spent[side].append((_cpu_seconds(pid) - before) / self.s.cpu_updates * 1e6)
+        self._after_write()
+        return {"server_cpu_us_per_update_plain": _median(spent["plain"]),
+                "server_cpu_us_per_update_versioned": _median(spent["versioned"])}
 
     def _updaters(self, conns: list[psycopg.Connection], table: sql.Composable) -> list[Callable[[int], None]]:
         """One function per client: update the row with this key, in one prepared statement."""
@@ -504,7 +577,8 @@ end $$"""
 
     @staticmethod
     def _retryable(exc: psycopg.Error) -> bool:
-        """A write another client made first (40001: rowver's own rule); counted, not fatal."""
+        """A serialization failure (40001): counted, not fatal. None is expected: single-row
+        updates in READ COMMITTED raise none on plain tables, and so none on versioned ones."""
         return exc.sqlstate == "40001"
 
     def _clients(self, updaters: list[Callable[[int], None]], seed: int) -> tuple[float, int]:
@@ -644,6 +718,40 @@ end $$"""
             figures.append(Figure(8, name, title, unit, plain, versioned, ratio, op, target, detail=detail))
         return figures
 
+    # -- 9: TPC-B ------------------------------------------------------------------------------------
+
+    def _tpcb(self) -> Figure:
+        s = self.s
+        title = f"pgbench TPC-B, scale {s.tpcb_scale}, {s.clients} clients, no retries"
+        if _pgbench.binary() is None:
+            return Figure(9, "tpcb", title, "tps", None, None, None, ">=", 0.60, status="not available")
+        urls = {}
+        for side in ("plain", "versioned"):
+            schema = f"{self.schema}_tpcb_{side}"
+            self.conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
+            self.schemas.append(schema)
+            urls[side] = psycopg.conninfo.make_conninfo(self.url, options=f"{_OPTIONS} -c search_path={schema}")
+            self.say(f"figure 9: pgbench -i -s {s.tpcb_scale} ({side})")
+            _pgbench.init(urls[side], scale=s.tpcb_scale)
+        for t in _pgbench.TABLES:
+            self.conn.execute("select rowver.enable(%s::regclass)",
+                              (sql.Identifier(f"{self.schema}_tpcb_versioned", t).as_string(self.conn),))
+        tps: dict[str, list[float]] = {"plain": [], "versioned": []}
+        failed = {"plain": 0, "versioned": 0}
+        for i in range(s.throughput_reps):
+            for side in ("plain", "versioned"):
+                self.say(f"figure 9: pgbench TPC-B ({side}), run {i + 1} of {s.throughput_reps}")
+                self._checkpoint()
+                run = _pgbench.run(urls[side], clients=s.clients, jobs=2, seconds=max(1.0, s.seconds))
+                tps[side].append(run.tps)
+                failed[side] += run.failed
+        self._after_write()
+        p, v = _median(tps["plain"]), _median(tps["versioned"])
+        return Figure(9, "tpcb", title, "tps", p, v, _ratio(v, p), ">=", 0.60,
+                      detail={"scale": s.tpcb_scale, "clients": s.clients, "seconds_per_run": max(1.0, s.seconds),
+                              "runs": s.throughput_reps, "plain_tps": _round(tps["plain"], 1),
+                              "versioned_tps": _round(tps["versioned"], 1), "failed_transactions": failed})
+
     # -- afterwards ---------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
@@ -670,11 +778,12 @@ end $$"""
             attempt(self._before_drop, conn)
             tables = conn.execute(
                 "select v.relid::text from rowver.versioned v join pg_catalog.pg_class c on c.oid = v.relid"
-                " join pg_catalog.pg_namespace n on n.oid = c.relnamespace where n.nspname = %s",
-                (self.schema,)).fetchall()
+                " join pg_catalog.pg_namespace n on n.oid = c.relnamespace where n.nspname = any(%s)",
+                (self.schemas,)).fetchall()
             for (table,) in tables:
                 attempt(conn.execute, "select rowver.disable(%s::regclass)", (table,))
-            attempt(conn.execute, sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(self.schema)))
+            for schema in self.schemas:
+                attempt(conn.execute, sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
             attempt(conn.execute, "select rowver.publish_head()")
             attempt(self._after_drop, conn)
         if failed:
@@ -699,6 +808,28 @@ _MODEL_FIGURES = {  # name: title, unit, op, target
 def _models_skipped(status: str) -> list[Figure]:
     return [Figure(8, name, title, unit, None, None, None, op, target, status=status)
             for name, (title, unit, op, target) in _MODEL_FIGURES.items()]
+
+
+def _is_local_backend(conn: psycopg.Connection, pid: int) -> bool:
+    """Whether the session's server process is one on this machine (its /proc entry is a
+    postgres process, and the connection came over a local socket or loopback)."""
+    row = conn.execute("select coalesce(host(inet_server_addr()), 'local')").fetchone()
+    if row is None or row[0] not in ("local", "127.0.0.1", "::1"):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(" ", 2)[1] in ("(postgres)", "(postmaster)")
+    except OSError:
+        return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, from /proc/PID/stat."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _expect(ok: bool, message: str) -> None:
@@ -740,8 +871,8 @@ def _copy_frame(conn: psycopg.Connection, table: sql.Composable, frame: pd.DataF
 
 # -- rendering ------------------------------------------------------------------------------------
 
-_UNITS = {"s": ("s", 3), "us": ("µs", 1), "updates/s": ("/s", 0), "bytes/row": ("B/row", 1), "MB/s": ("MB/s", 0),
-          "bytes": ("B", 0)}
+_UNITS = {"s": ("s", 3), "us": ("µs", 1), "updates/s": ("/s", 0), "tps": ("tps", 0), "bytes/row": ("B/row", 1),
+          "MB/s": ("MB/s", 0), "bytes": ("B", 0)}
 COLUMNS = ["figure", "name", "title", "unit", "plain", "versioned", "ratio", "op", "target", "pass", "status",
            "detail"]
 
@@ -798,6 +929,12 @@ def notes(report: Report) -> list[str]:
             failures = d["serialization_failures"]
             if any(failures.values()):
                 lines.append(f"2: serialization failures (retried by nobody, not counted): {failures}")
+            if "server_cpu_us_per_update_versioned" in d:
+                lines.append(f"2: server CPU per single-row UPDATE, one client: "
+                             f"{d['server_cpu_us_per_update_versioned']:.0f} µs versioned, "
+                             f"{d['server_cpu_us_per_update_plain']:.0f} µs plain")
+        elif f.name == "tpcb" and f.status == "measured":
+            lines.append(f"9: failed transactions (none expected): {d['failed_transactions']}")
         elif f.name == "current_scan" and f.status == "measured" and d["rewrite"] is not None:
             lines.append("3: enable copied the versioned table, so every row stores rv_version" if d["rewrite"] else
                          "3: enable added rv_version without copying the table (a fast default), so PostgreSQL "
