@@ -318,12 +318,14 @@ as $$
 declare
   t record;
 begin
-  if NEW.version operator(pg_catalog.=) rowver.allocated()
-     or pg_catalog.cardinality(rowver.abandoned()) operator(pg_catalog.=) 0 then
+  -- (the setting first: most transactions never renumber, and reading it costs nothing)
+  if coalesce(pg_catalog.current_setting('rowver.abandoned', true), '') operator(pg_catalog.=) ''
+     or NEW.version operator(pg_catalog.=) rowver.allocated() then
     return null;  -- not renumbered since this table was first written: nothing to restamp
   end if;
-  select r.relid, r.restamp_name, c.relowner, rowver.schema_of(r.relid) as sch into t
+  select r.relid, r.restamp_name, c.relowner, n.nspname as sch into t
     from rowver.versioned r join pg_catalog.pg_class c on c.oid operator(pg_catalog.=) r.relid
+    join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace
    where r.id operator(pg_catalog.=) NEW.table_id;
   if not found then
     return null;  -- (disabled since, in this transaction)
