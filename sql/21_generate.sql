@@ -255,12 +255,20 @@ begin
   -- A column added after enable reads NULL as of versions before it was added (also from
   -- older states superseded later, which carry the value the column was given when it was
   -- added). (The filter stands outside the union so that each arm stays a plain scan.)
+  -- At or above T's newest change, T's rows are the answer: the history arm's one-time test
+  -- skips it unread. (Every row of T and every superseded state visible to the reader was
+  -- written by a transaction whose changeset_table row for T is visible too; so no visible
+  -- state is superseded above that version.)
   stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
                            'language sql stable parallel safe\nbegin atomic\n'
                            '  select %s from (\n'
                            '    select %s, null::bigint as rv_until, false as rv_deleted from %s\n'
                            '    union all\n'
-                           '    select %s, h.rv_until, h.rv_deleted from %s h) u\n'
+                           '    select %s, h.rv_until, h.rv_deleted from %s h\n'
+                           '     where $1 operator(pg_catalog.<) coalesce((select max(ct.version)'
+                           ' from rowver.changeset_table ct where ct.table_id operator(pg_catalog.=)'
+                           ' (select r.id from rowver.versioned r where r.relid operator(pg_catalog.=) %L::pg_catalog.regclass)),'
+                           ' 9223372036854775807)) u\n'
                            '   where u.rv_version operator(pg_catalog.<=) $1'
                            ' and (u.rv_until is null or u.rv_until operator(pg_catalog.>) $1)'
                            ' and not u.rv_deleted%s;\nend',
@@ -283,7 +291,7 @@ begin
        left join rowver.payload_columns(tbl) p on p.name = c.name
        left join rowver.column_added(tbl) l on l.name = c.name
        left join rowver.virtual_columns(tbl) g on g.name = c.name),
-    hist_q, guard);
+    hist_q, t, guard);
 
   -- every version of every row; current rows have rv_until null
   stmts := stmts || format('drop view if exists %I.%I', sch, vers);
