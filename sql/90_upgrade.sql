@@ -40,4 +40,25 @@ begin
   end loop;
 end $$;
 
+-- Tables versioned by an earlier build of this release: their generated objects call the
+-- catalog's functions, whose signatures may have changed (0.2's writers renumber instead of
+-- failing). Each outdated table is refreshed, so that its writers keep working; one the
+-- installer cannot refresh is named, and rowver check names it ('definition') until its owner
+-- runs rowver.refresh.
+do $$
+declare
+  r rowver.versioned;
+begin
+  for r in select v.* from rowver.versioned v join pg_class t on t.oid = v.relid
+            where v.definition_hash is distinct from md5(array_to_string(rowver.object_ddl(v), E';\n'))
+            order by v.id loop
+    begin
+      perform rowver.refresh(r.relid);
+    exception when others then
+      raise warning 'rowver: % has generated objects of an earlier rowver (%); its owner runs rowver.refresh(%)',
+        r.relid, sqlerrm, quote_literal(r.relid::text);
+    end;
+  end loop;
+end $$;
+
 reset search_path;

@@ -1,6 +1,7 @@
 """Upgrading a database that rowver 0.1 versioned: the catalog files of this package, run
 over the previous release's, hand each table's history to the table's owner, keep every
-version readable, and leave `rowver check` clean."""
+version readable, and leave `rowver check` clean. Tables versioned by an earlier build of
+this release get this build's generated objects, and their writers keep working."""
 
 from __future__ import annotations
 
@@ -15,19 +16,20 @@ import pytest
 from rowver import _install
 
 PREVIOUS = "1043d5b"  # the last commit of rowver 0.1's catalog (schema_version 1)
+EARLIER_BUILD = "6841a64"  # 0.2 whose captures called rowver.renumber(regclass), since gone
 REPO = Path(__file__).resolve().parent.parent
 
 
-def previous_files() -> list[str]:
-    """The previous release's sql/ files, in install order, from this repository's history."""
+def previous_files(commit: str = PREVIOUS) -> list[str]:
+    """A release's sql/ files, in install order, from this repository's history."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", PREVIOUS, "sql/"],
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", commit, "sql/"],
                             capture_output=True, text=True, check=False)
     if listed.returncode != 0:
-        pytest.skip(f"commit {PREVIOUS} is not in this clone's history (a shallow clone?)")
+        pytest.skip(f"commit {commit} is not in this clone's history (a shallow clone?)")
     names = sorted(n for n in listed.stdout.split() if n.endswith(".sql"))
-    return [subprocess.run(["git", "-C", str(REPO), "show", f"{PREVIOUS}:{n}"], capture_output=True,
+    return [subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:{n}"], capture_output=True,
                            text=True, check=True).stdout for n in names]
 
 
@@ -71,3 +73,24 @@ def test_tables_versioned_by_the_previous_release_go_to_their_owners(old_db: str
         team.execute("update team.items set name = 'dos' where id = 2")
         assert team.execute("select count(*) from team.items__history").fetchone() == (2,)
         assert team.execute("select * from rowver.check()").fetchall() == []
+
+
+def test_tables_versioned_by_an_earlier_build_are_made_again(bare_url: str) -> None:
+    with psycopg.connect(bare_url, autocommit=True) as su:
+        for text in previous_files(EARLIER_BUILD):
+            su.execute(text)
+        su.execute("create table items (id integer primary key, name text)")
+        su.execute("insert into items values (1, 'one'), (2, 'two')")
+        su.execute("select rowver.enable('items')")
+        su.execute("update items set name = 'uno' where id = 1")
+        head = su.execute("select rowver.publish_head()").fetchone()[0]
+        past = [su.execute("select * from items__as_of(%s) order by id", (v,)).fetchall() for v in range(1, head + 1)]
+
+        _install.install(su)
+
+        su.execute("update items set name = 'dos' where id = 2")  # the old capture called a function now gone
+        assert su.execute("select * from rowver.check()").fetchall() == []
+        assert [su.execute("select * from items__as_of(%s) order by id", (v,)).fetchall()
+                for v in range(1, head + 1)] == past
+        assert su.execute("select name from items__as_of(rowver.publish_head()) order by id").fetchall() == [
+            ("uno",), ("dos",)]
