@@ -108,6 +108,9 @@ class PeriodsRun(_bench._Run):
     def _after_write(self) -> None:
         pass
 
+    def _head(self) -> Any:
+        return self.conn.execute("select clock_timestamp()").fetchone()[0]  # type: ignore[index]
+
     @staticmethod
     def _retryable(exc: psycopg.Error) -> bool:
         # periods refuses to update a row created after the transaction started: 2201H
@@ -194,10 +197,14 @@ class ContinuumRun(_bench._Run):
   select * from {} where transaction_id <= v and (end_transaction_id > v or end_transaction_id is null)
      and operation_type <> 2 $$""").format(self.as_of, self.hist, self.hist))
         self._v0 = 1
+        self._transactions = self._q(tt.name)
         self._sessions: list[Any] = []
 
     def _after_write(self) -> None:
         pass
+
+    def _head(self) -> Any:
+        return self.conn.execute(sql.SQL("select max(id) from {}").format(self._transactions)).fetchone()[0]  # type: ignore[index]
 
     def _bulk_update(self) -> Figure:
         from sqlalchemy import select
