@@ -258,14 +258,16 @@ begin
   -- At or above T's newest change, T's rows are the answer: the history arm's one-time test
   -- skips it unread. (Every row of T and every superseded state visible to the reader was
   -- written by a transaction whose changeset_table row for T is visible too; so no visible
-  -- state is superseded above that version.)
+  -- state is superseded above that version.) Below it, the history's BRIN index on rv_until
+  -- skips the pages of states superseded at or before the version asked.
   stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
                            'language sql stable parallel safe\nbegin atomic\n'
                            '  select %s from (\n'
                            '    select %s, null::bigint as rv_until, false as rv_deleted from %s\n'
                            '    union all\n'
                            '    select %s, h.rv_until, h.rv_deleted from %s h\n'
-                           '     where $1 operator(pg_catalog.<) coalesce((select max(ct.version)'
+                           '     where h.rv_until operator(pg_catalog.>) $1'
+                           ' and $1 operator(pg_catalog.<) coalesce((select max(ct.version)'
                            ' from rowver.changeset_table ct where ct.table_id operator(pg_catalog.=)'
                            ' (select r.id from rowver.versioned r where r.relid operator(pg_catalog.=) %L::pg_catalog.regclass)),'
                            ' 9223372036854775807)) u\n'

@@ -65,3 +65,20 @@ def test_check_names_a_version_above_the_newest_recorded_change(conn: psycopg.Co
     conn.execute("alter table t enable trigger user")
     found = conn.execute("select table_name, invariant from rowver.check() where invariant = 'high_water'").fetchall()
     assert found == [("public.t", "high_water")]
+
+
+def test_as_of_through_the_history_index_returns_the_definition(conn: psycopg.Connection) -> None:
+    conn.execute("create table t (id int primary key, v int)")
+    conn.execute("select rowver.enable('t')")
+    conn.execute("insert into t select g, 0 from generate_series(1, 300) g")
+    for r in range(12):  # updates, deletes and re-inserts, each its own version
+        conn.execute("update t set v = v + 1 where id %% 4 = %s", (r % 4,))
+        conn.execute("delete from t where id = %s", (r + 1,))
+        conn.execute("insert into t values (%s, -1) on conflict (id) do update set v = -2", (r + 200,))
+    head = conn.execute("select rowver.publish_head()").fetchone()[0]
+    conn.execute("set enable_seqscan = off")  # the history's BRIN index, however small the table
+    plan = str(conn.execute("explain select * from t__as_of(%s)", (head - 1,)).fetchall())
+    assert "t__history_rv_until" in plan, plan
+    for v in range(1, head + 1):
+        assert conn.execute("select id, v, rv_version from t__as_of(%s) order by id", (v,)).fetchall() == \
+            conn.execute(DEFINITION, {"v": v}).fetchall(), v

@@ -94,3 +94,12 @@ def test_tables_versioned_by_an_earlier_build_are_made_again(bare_url: str) -> N
                 for v in range(1, head + 1)] == past
         assert su.execute("select name from items__as_of(rowver.publish_head()) order by id").fetchall() == [
             ("uno",), ("dos",)]
+
+
+def test_install_passes_over_a_versioned_table_dropped_with_cascade(conn: psycopg.Connection) -> None:
+    conn.execute("create table gone (id integer primary key)")
+    conn.execute("select rowver.enable('gone')")
+    conn.execute("drop table gone cascade")  # its registry entry stays until rowver.forget
+    _install.install(conn)
+    assert conn.execute("select invariant from rowver.check()").fetchall() == [("dropped",)]
+    conn.execute("select rowver.forget(%s)", (conn.execute("select relid::oid from rowver.versioned").fetchone()[0],))
