@@ -81,6 +81,8 @@ create table if not exists rowver.allocation (
   xid     xid8 not null
 );
 alter table rowver.allocation drop constraint if exists allocation_xid_key;
+-- the versions the transaction gave up renumbering (rowver.renumber), on its current row
+alter table rowver.allocation add column if not exists abandoned bigint[] not null default '{}';
 
 -- One row per committed transaction that changed versioned data.
 create table if not exists rowver.changeset (

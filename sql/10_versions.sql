@@ -79,16 +79,7 @@ begin
   return v;
 end $$;
 
--- Record version v as this transaction's (its row in rowver.allocation, and where it is).
-create or replace function rowver.record_allocation(v bigint) returns void
-language plpgsql
-as $$
-declare
-  at pg_catalog.tid;
-begin
-  insert into rowver.allocation (version, xid) values (v, pg_catalog.pg_current_xact_id()) returning ctid into at;
-  perform pg_catalog.set_config('rowver.allocation', at::pg_catalog.text, true);
-end $$;
+drop function if exists rowver.record_allocation(bigint);
 
 -- Allocate a version to this transaction (callers check rowver.allocated() first). Runs
 -- as rowver_owner, the sequence's only user: called from xact_version and begin_statement.
@@ -131,7 +122,7 @@ begin
       end if;
     end if;
   end loop;
-  -- (rowver.record_allocation's body: a call of it costs as much as its insert)
+  -- (its row, and where it is: rowver.allocated reads it by address)
   insert into rowver.allocation (version, xid) values (v, pg_current_xact_id()) returning ctid into at;
   done := set_config('rowver.allocation', at::text, true);
   return v;
@@ -218,37 +209,38 @@ drop function if exists rowver.conflict(text, text);
 -- A transaction takes its version at its first write. If it then meets a row that a newer
 -- version wrote (it reached a hot row after a later writer committed it), it does not fail:
 -- it renumbers. It takes a new version, above every version handed out so far, moves its
--- changeset there, and remembers the old one as abandoned (rowver.abandoned). The rows it
+-- changeset there, and lists the old one as given up on its new allocation row
+-- (rowver.abandoned), which no setting can hide. The rows it
 -- wrote under an abandoned version are its own until it commits; just before it commits, a
 -- deferred trigger (rowver.restamp_table) gives them the final version, table by table,
 -- through each table's own restamp function. So every row's versions follow commit order,
 -- and a writer that never sees a serialization failure on plain tables sees none here.
 
--- Whether version v is one this transaction allocated (its allocation row is ours).
--- (PL/pgSQL, whose plans are kept: an SQL function with a subquery is planned on every call.)
+-- Whether version v is this transaction's: the one it has, or one it gave up renumbering.
 create or replace function rowver.mine(v bigint) returns boolean
 language plpgsql stable
 as $$
 begin
-  return exists (select from rowver.allocation a where a.version operator(pg_catalog.=) v
-                                                 and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id());
+  return v operator(pg_catalog.=) rowver.allocated() or v operator(pg_catalog.=) any(rowver.abandoned());
 end $$;
 
--- The versions this transaction abandoned by renumbering, checked against its allocations
--- (the setting says which, never what: a version not ours in it is ignored).
+-- The versions this transaction gave up renumbering: listed on its allocation row, which only
+-- rowver_owner writes (a setting could be cleared by the writer, to keep its rows below the
+-- state they superseded).
 create or replace function rowver.abandoned() returns bigint[]
 language plpgsql stable
 as $$
 declare
-  listed text := pg_catalog.current_setting('rowver.abandoned', true);
+  at text := pg_catalog.current_setting('rowver.allocation', true);
+  gave_up bigint[];
 begin
-  if listed is null or listed operator(pg_catalog.=) '' then
+  if at is null or at operator(pg_catalog.=) '' then
     return '{}';
   end if;
-  return array(select a.version from rowver.allocation a
-                where a.version operator(pg_catalog.=) any(pg_catalog.string_to_array(listed, ',')::bigint[])
-                  and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id()
-                order by a.version);
+  select a.abandoned into gave_up from rowver.allocation a
+   where a.ctid operator(pg_catalog.=) at::pg_catalog.tid
+     and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned();
+  return coalesce(gave_up, '{}');
 end $$;
 
 -- Renumber this transaction, which met a newer version (see above); returns its new version.
@@ -261,16 +253,21 @@ create or replace function rowver.renumber() returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  old bigint := rowver.allocated();
-  new bigint;
+  old     bigint := rowver.allocated();
+  gave_up bigint[] := rowver.abandoned();
+  new     bigint;
+  at      tid;
 begin
   if old is null then
     raise exception 'rowver: this transaction has no version to renumber' using errcode = '55000';
   end if;
   new := nextval('rowver.version_seq');
-  perform rowver.record_allocation(new);
-  perform set_config('rowver.abandoned',
-                     concat_ws(',', nullif(current_setting('rowver.abandoned', true), ''), old), true);
+  -- the old allocation goes (a setting pointing at it finds nothing); the new one lists
+  -- every version given up
+  delete from rowver.allocation a where a.ctid = rowver.allocation_tid();
+  insert into rowver.allocation (version, xid, abandoned) values (new, pg_current_xact_id(), gave_up || old)
+  returning ctid into at;
+  perform set_config('rowver.allocation', at::text, true);
   update rowver.changeset_table c set version = new where c.version = old;
   update rowver.changeset c set version = new where c.version = old;
   return new;
@@ -323,9 +320,9 @@ as $$
 declare
   t record;
 begin
-  -- (the setting first: most transactions never renumber, and reading it costs nothing)
-  if coalesce(pg_catalog.current_setting('rowver.abandoned', true), '') operator(pg_catalog.=) ''
-     or NEW.version operator(pg_catalog.=) rowver.allocated() then
+  -- (currval moves only when this transaction allocates or renumbers, which a writer cannot
+  -- do at will; cheaper than reading the allocation at every commit)
+  if NEW.version operator(pg_catalog.=) pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass) then
     return null;  -- not renumbered since this table was first written: nothing to restamp
   end if;
   select r.relid, r.restamp_name, c.relowner, n.nspname as sch into t
