@@ -40,7 +40,12 @@ begin
   end loop;
 end $$;
 
--- Histories made before they had a BRIN index on rv_until get one (rowver.history_brin_ddl).
+-- Tables versioned by an earlier build of this release. A history made before it had a BRIN
+-- index on rv_until gets one (rowver.history_brin_ddl). Generated objects that are outdated
+-- call the catalog's functions, whose signatures may have changed (0.2's writers renumber
+-- instead of failing): the table is refreshed, so that its writers keep working. What the
+-- installer cannot do is named, and rowver check names an outdated table ('definition')
+-- until its owner runs rowver.refresh.
 do $$
 declare
   r    rowver.versioned;
@@ -48,33 +53,17 @@ declare
 begin
   for r in select v.* from rowver.versioned v join pg_class t on t.oid = v.relid order by v.id loop
     hist := to_regclass(format('%I.%I', rowver.schema_of(r.relid), r.history_name));
-    continue when hist is null or exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
+    begin
+      if hist is not null and not exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
                                             join pg_am a on a.oid = c.relam
-                                           where i.indrelid = hist and a.amname = 'brin');
-    begin
-      execute rowver.history_brin_ddl(hist::text, r.history_name);
+                                           where i.indrelid = hist and a.amname = 'brin') then
+        execute rowver.history_brin_ddl(hist::text, r.history_name);
+      end if;
+      if r.definition_hash is distinct from md5(array_to_string(rowver.object_ddl(r), E';\n')) then
+        perform rowver.refresh(r.relid);
+      end if;
     exception when others then
-      raise warning 'rowver: the history of % has no index on rv_until (%); reads of recent versions scan it whole',
-        r.relid, sqlerrm;
-    end;
-  end loop;
-end $$;
-
--- Tables versioned by an earlier build of this release: their generated objects call the
--- catalog's functions, whose signatures may have changed (0.2's writers renumber instead of
--- failing). Each outdated table is refreshed, so that its writers keep working; one the
--- installer cannot refresh is named, and rowver check names it ('definition') until its owner
--- runs rowver.refresh.
-do $$
-declare
-  r rowver.versioned;
-begin
-  for r in select v.* from rowver.versioned v join pg_class t on t.oid = v.relid order by v.id loop
-    continue when r.definition_hash = md5(array_to_string(rowver.object_ddl(r), E';\n'));
-    begin
-      perform rowver.refresh(r.relid);
-    exception when others then
-      raise warning 'rowver: % has generated objects of an earlier rowver (%); its owner runs rowver.refresh(%)',
+      raise warning 'rowver: % has objects of an earlier rowver (%); its owner runs rowver.refresh(%)',
         r.relid, sqlerrm, quote_literal(r.relid::text);
     end;
   end loop;
