@@ -309,9 +309,9 @@ end $$;
 -- changeset_table row its first write to the table made): if the transaction renumbered after
 -- that write, the table's rows get the final version, through the table's own restamp
 -- function, if it is still what rowver made (SECURITY DEFINER, its table's owner's). It runs
--- as the role that wrote the row (PostgreSQL 16 on: the role that queued it, the capture's,
--- which is the table's owner; before 16: the committing role), who can reach the table's
--- schema. No SET clause: it runs on every commit of a write.
+-- as a role that can reach the table's schema: from PostgreSQL 18 on, the role that queued
+-- it (the capture's, the table's owner); before 18, the committing role, which wrote the
+-- table. No SET clause: it runs on every commit of a write.
 drop trigger if exists restamp_renumbered on rowver.changeset;
 drop function if exists rowver.restamp_renumbered();
 create or replace function rowver.restamp_table() returns trigger
