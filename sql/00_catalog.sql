@@ -158,8 +158,6 @@ alter table rowver.changeset_table add column if not exists net bigint;
 alter table rowver.changeset_table add column if not exists pruned boolean not null default false;
 alter table rowver.changeset_table drop constraint if exists changeset_table_version_fkey,
                                    drop constraint if exists changeset_table_table_id_fkey;
--- a table's newest change, found at once: as-of reads at or above it need no history
-create index if not exists changeset_table_newest on rowver.changeset_table (table_id, version);
 
 -- The published head: an ordinary row, safe to read in any snapshot and on replicas.
 create table if not exists rowver.head_mark (

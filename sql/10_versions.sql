@@ -318,11 +318,22 @@ create or replace function rowver.restamp_table() returns trigger
 language plpgsql
 as $$
 declare
-  t record;
+  t  record;
+  v  bigint := rowver.allocated();
+  at pg_catalog.tid;
 begin
-  -- (currval moves only when this transaction allocates or renumbers, which a writer cannot
-  -- do at will; cheaper than reading the allocation at every commit)
-  if NEW.version operator(pg_catalog.=) pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass) then
+  if v is null then
+    -- no pointer to the allocation (a writer cleared it, or a restore's COPY loads the
+    -- catalog): find it by transaction id, and point at it again for the restamp
+    select a.ctid, a.version into at, v from rowver.allocation a
+     where a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned()
+     order by a.version desc limit 1;
+    if v is null then
+      return null;  -- no version of this transaction's: nothing to restamp
+    end if;
+    perform pg_catalog.set_config('rowver.allocation', at::pg_catalog.text, true);
+  end if;
+  if NEW.version operator(pg_catalog.=) v then
     return null;  -- not renumbered since this table was first written: nothing to restamp
   end if;
   select r.relid, r.restamp_name, c.relowner, n.nspname as sch into t

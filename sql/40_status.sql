@@ -197,17 +197,6 @@ begin
          from (select distinct rv_version as v from %s union select distinct rv_until from %s where rv_until is not null) x
         where not exists (select from rowver.changeset c where c.version = x.v)', r.relid::text, v, h);
 
-    -- as-of reads at or above T's newest recorded change read T alone (T__as_of): no row of
-    -- T or of its history may name a version above it (one statement: one snapshot, while
-    -- writers commit)
-    return query execute format(
-      'select %L, ''high_water'', format(''version %%s is above the newest change recorded for the table (%%s):''
-                                         '' as-of reads from there on would miss it'', x.v, n.newest)
-         from (select max(rv_version) as v from %s union all select max(rv_until) from %s) x,
-              (select max(ct.version) as newest from rowver.changeset_table ct where ct.table_id = $1) n
-        where x.v > n.newest', r.relid::text, rowver.qualified(r.relid), h)
-    using r.id;
-
     -- the column registry: every column of T has its lifetime recorded (enable and refresh
     -- write it). Without it, refresh would take the column for a new one and hide its past.
     -- A data-only restore of a full dump without --disable-triggers loses every row: the
