@@ -84,6 +84,18 @@ alter table rowver.allocation drop constraint if exists allocation_xid_key;
 -- the versions the transaction gave up renumbering (rowver.renumber), on its current row
 alter table rowver.allocation add column if not exists abandoned bigint[] not null default '{}';
 
+-- The keys each statement wrote to a versioned table (a JSON object per line, or '*' for a
+-- statement of over 256 rows), so that a transaction that renumbers finds its rows at commit
+-- (rowver.track, T's restamp). Written by the capture, as T's owner, under row-level security:
+-- a writer cannot hide keys from its own restamp. Unlogged: nothing in it outlives a crash that
+-- ends the transactions it serves. publish_head clears what finished transactions left.
+create unlogged table if not exists rowver.tracked (
+  xid  xid8 not null,
+  rel  oid not null,
+  keys text not null
+);
+create index if not exists tracked_xid on rowver.tracked (xid, rel);
+
 -- One row per committed transaction that changed versioned data.
 create table if not exists rowver.changeset (
   version     bigint primary key,

@@ -198,8 +198,10 @@ begin
   update rowver.head_mark m set head = h, at = clock_timestamp() where m.head < h;
   if found then
     insert into rowver.head_log (at, head) values (clock_timestamp(), h);
-    -- allocations at or below head belong to finished transactions
+    -- allocations at or below head belong to finished transactions, and so do keys tracked
+    -- by transactions older than every running one
     delete from rowver.allocation a where a.version <= h;
+    delete from rowver.tracked w where w.xid < pg_snapshot_xmin(pg_current_snapshot());
   end if;
   return (select m.head from rowver.head_mark m);
 end $$;
@@ -284,24 +286,17 @@ begin
   return rowver.renumber();
 end $$;
 
--- Remember the keys a statement wrote to tbl (a JSON object per line), so that a renumber can
--- find them at commit without a scan; past 64 kB (or for a statement of over 256 rows) the
--- table is scanned instead ('*'). Transaction-local: nothing outlives the transaction.
+-- Remember the keys a statement wrote to tbl (a JSON object per line, '*' past 256 rows), so
+-- that a renumber can find them at commit without a scan (rowver.tracked). Runs as the
+-- capture's role, T's owner.
 create or replace function rowver.track(tbl regclass, keys text, n bigint) returns void
 language plpgsql
 as $$
-declare
-  name text := 'rowver.w' operator(pg_catalog.||) coalesce(pg_catalog.pg_partition_root(tbl), tbl)::oid;
-  seen text := pg_catalog.current_setting(name, true);
 begin
-  if seen operator(pg_catalog.=) '*' or n operator(pg_catalog.=) 0 then
-    return;
-  elsif n operator(pg_catalog.>) 256 or pg_catalog.length(seen) operator(pg_catalog.>) 65536 then
-    perform pg_catalog.set_config(name, '*', true);
-  elsif seen is null or seen operator(pg_catalog.=) '' then
-    perform pg_catalog.set_config(name, keys, true);
-  else
-    perform pg_catalog.set_config(name, seen operator(pg_catalog.||) E'\n' operator(pg_catalog.||) keys, true);
+  if n operator(pg_catalog.>) 0 then
+    insert into rowver.tracked (xid, rel, keys)
+    values (pg_catalog.pg_current_xact_id(), coalesce(pg_catalog.pg_partition_root(tbl), tbl),
+            case when n operator(pg_catalog.>) 256 then '*' else keys end);
   end if;
 end $$;
 

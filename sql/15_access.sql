@@ -86,6 +86,17 @@ create policy counts on rowver.changeset_table for update
   using (exists (select from rowver.versioned v join pg_class c on c.oid = v.relid
                   where v.id = changeset_table.table_id and pg_has_role(c.relowner, 'USAGE')));
 
+-- The keys a statement wrote: recorded and read by the table's owner (capture and restamp run
+-- as it), for its own transaction; no one else sees them.
+alter table rowver.tracked enable row level security;
+drop policy if exists own on rowver.tracked;
+create policy own on rowver.tracked
+  using (exists (select from pg_class c where c.oid = tracked.rel and pg_has_role(c.relowner, 'USAGE')))
+  with check (xid = pg_current_xact_id()
+              and exists (select from pg_class c where c.oid = tracked.rel and pg_has_role(c.relowner, 'USAGE')));
+revoke all on rowver.tracked from public;
+grant select, insert on rowver.tracked to public;
+
 -- INSERT and column UPDATE only: with UPDATE or DELETE on a whole table, any role could LOCK it
 -- in a mode that stops every writer (removing rows is left to rowver's own functions).
 revoke update, delete on rowver.versioned, rowver.column_life, rowver.retention, rowver.changeset_table,

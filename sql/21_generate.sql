@@ -180,7 +180,8 @@ as $$
 declare
   rv_old  bigint[] := rowver.abandoned();
   rv_new  bigint := rowver.allocated();
-  rv_keys text := current_setting('rowver.w' || %2$L::regclass::oid, true);
+  rv_keys text := (select case when bool_or(w.keys = '*') then '*' else string_agg(w.keys, E'\n') end
+                     from rowver.tracked w where w.xid = pg_current_xact_id() and w.rel = %2$L::regclass);
 begin
   if cardinality(rv_old) = 0 or rv_new is null or rv_keys is null or rv_keys = '' then
     return;
