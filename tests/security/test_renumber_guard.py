@@ -14,7 +14,8 @@ import pytest
 from logins import Logins, violations
 
 
-def test_a_renumbered_writer_cannot_keep_its_abandoned_version(logins: Logins) -> None:
+def _accounts(logins: Logins) -> tuple[str, str]:
+    """A versioned table of two rows, its owner's, and an application role with DML on it."""
     owner, app = logins.owner("owner"), logins.role("app")
     own = logins.login(owner)
     table = f"{owner}.acct"
@@ -22,6 +23,11 @@ def test_a_renumbered_writer_cannot_keep_its_abandoned_version(logins: Logins) -
     own.execute(f"insert into {table} values (1, 0), (2, 0)")
     own.execute(f"grant usage on schema {owner} to {app}; grant select, insert, update, delete on {table} to {app}")
     own.execute(f"select rowver.enable('{table}')")
+    return table, app
+
+
+def test_a_renumbered_writer_cannot_keep_its_abandoned_version(logins: Logins) -> None:
+    table, app = _accounts(logins)
 
     late = psycopg.connect(logins.url, user=app)  # a transaction of its own, left open
     logins.conns.append(late)
@@ -54,13 +60,7 @@ def test_a_renumbered_writer_cannot_hide_the_keys_it_wrote(logins: Logins) -> No
     """The keys each statement wrote are what the restamp at commit finds rows by. They are
     kept where only the table's owner writes and reads (rowver.tracked): the writer cannot
     delete, add or read them, and the setting that once held them changes nothing."""
-    owner, app = logins.owner("owner"), logins.role("app")
-    own = logins.login(owner)
-    table = f"{owner}.acct"
-    own.execute(f"create table {table} (id integer primary key, n integer not null)")
-    own.execute(f"insert into {table} values (1, 0), (2, 0)")
-    own.execute(f"grant usage on schema {owner} to {app}; grant select, insert, update, delete on {table} to {app}")
-    own.execute(f"select rowver.enable('{table}')")
+    table, app = _accounts(logins)
     oid = logins.su.execute("select %s::regclass::oid", (table,)).fetchone()[0]
 
     late = psycopg.connect(logins.url, user=app)
