@@ -266,7 +266,7 @@ begin
   new := nextval('rowver.version_seq');
   -- the old allocation goes (a setting pointing at it finds nothing); the new one lists
   -- every version given up
-  delete from rowver.allocation a where a.ctid = rowver.allocation_tid();
+  delete from rowver.allocation a where a.ctid = rowver.allocation_tid() and a.xid = pg_current_xact_id();
   insert into rowver.allocation (version, xid, abandoned) values (new, pg_current_xact_id(), gave_up || old)
   returning ctid into at;
   perform set_config('rowver.allocation', at::text, true);
@@ -424,7 +424,7 @@ begin
     begin
       perform name::timestamptz;
       is_time := true;
-    exception when others then  -- (not a timestamp: the name is free)
+    exception when data_exception then  -- (not a timestamp: the name is free)
       null;
     end;
   end if;
