@@ -168,6 +168,10 @@ alter table rowver.changeset_table add column if not exists net bigint;
 -- marked by its table's prune when no row of the table names the version any more; rowver's
 -- own prune_changesets removes marked rows (table owners may update, never delete, here)
 alter table rowver.changeset_table add column if not exists pruned boolean not null default false;
+-- rows that entered the table under a key the changeset did not supersede (inserts, keys
+-- changed into): a diff scans the table for keys written in a range only where some
+-- changeset there inserted (null where recorded by a rowver that did not count it)
+alter table rowver.changeset_table add column if not exists inserted bigint;
 alter table rowver.changeset_table drop constraint if exists changeset_table_version_fkey,
                                    drop constraint if exists changeset_table_table_id_fkey;
 

@@ -282,7 +282,7 @@ create or replace function rowver.renumber_for(tbl regclass, v bigint) returns b
 language plpgsql
 as $$
 begin
-  perform rowver.record_change(v, tbl, 0);
+  perform rowver.record_change(v, tbl, 0, 0, 0);
   return rowver.renumber();
 end $$;
 
@@ -539,7 +539,11 @@ end $$;
 -- the caller owns only (sql/15_access.sql). Not SECURITY DEFINER and no SET clause: it runs
 -- on every captured statement, so every name in it is qualified.
 drop function if exists rowver.record_change(bigint, regclass, bigint);
-create or replace function rowver.record_change(v bigint, tbl regclass, n bigint, delta bigint default 0) returns void
+drop function if exists rowver.record_change(bigint, regclass, bigint, bigint);
+-- n: row changes; delta: rows inserted minus deleted; added: rows inserted under a new key
+-- (null: not counted, as by captures generated before it was)
+create or replace function rowver.record_change(v bigint, tbl regclass, n bigint, delta bigint default 0,
+                                                added bigint default null) returns void
 language plpgsql
 as $$
 declare
@@ -557,12 +561,13 @@ begin
     insert into rowver.changeset (version, xid, db_role, author, message)
     values (v, pg_catalog.pg_current_xact_id(), rowver.session_role(), author, message)
     on conflict (version) do nothing)
-  insert into rowver.changeset_table as c (version, table_id, rows, net)
+  insert into rowver.changeset_table as c (version, table_id, rows, net, inserted)
   values (v, (select r.id from rowver.versioned r  -- null, and refused, for an unregistered table
                where r.relid operator(pg_catalog.=)  -- a partition counts for its root
-                     coalesce(pg_catalog.pg_partition_root(tbl), tbl)), n, delta)
+                     coalesce(pg_catalog.pg_partition_root(tbl), tbl)), n, delta, added)
   on conflict (version, table_id) do update
-    set rows = c.rows operator(pg_catalog.+) excluded.rows, net = c.net operator(pg_catalog.+) excluded.net;
+    set rows = c.rows operator(pg_catalog.+) excluded.rows, net = c.net operator(pg_catalog.+) excluded.net,
+        inserted = c.inserted operator(pg_catalog.+) excluded.inserted;
 end $$;
 
 -- Every statement on a versioned table starts here: it allocates (once per transaction),
@@ -608,7 +613,7 @@ end $$;
 -- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
 -- allocate() and log_tag() are rowver_owner's alone.
 grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
-  rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint),
+  rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint, bigint),
   rowver.mine(bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
   rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),

@@ -107,7 +107,7 @@ grant update (key_columns, ignore_columns, admin_name, restamp_name, definition_
   to public;
 grant update (name, attnum, added_version, dropped_version) on rowver.column_life to public;
 grant update (horizon, kept, pruned_at, net) on rowver.retention to public;
-grant update (rows, net, pruned) on rowver.changeset_table to public;
+grant update (rows, net, inserted, pruned) on rowver.changeset_table to public;
 grant update (author, message) on rowver.changeset to public;
 grant usage on sequence rowver.versioned_id_seq to public;
 grant execute on function rowver.owns(oid), rowver.owns_registered(integer),

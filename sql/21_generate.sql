@@ -43,6 +43,7 @@ declare
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
   rv_net     bigint := 0;  -- rows inserted minus rows deleted, for rowver.check
+  rv_added   bigint := 0;  -- rows inserted under a new key, for diffs
   rv_keys    text;
   rv_done    text;
 begin
@@ -89,6 +90,7 @@ begin
     delete from %1$s h using rv_new n where %2$s and h.rv_version = any(rv_ours) and h.rv_deleted;
     select count(*) into rv_changed from rv_new;
     rv_net := rv_changed;
+    rv_added := rv_changed;
 
   elsif TG_OP = 'UPDATE' then
     -- rows that kept their key: a changed row supersedes its old state (a no-op update kept
@@ -130,6 +132,7 @@ begin
          and not exists (select from rv_old o where %3$s);
       select count(*) into rv_count from rv_new n where not exists (select from rv_old o where %3$s);
       rv_changed := rv_changed + rv_count;
+      rv_added := rv_count;
     end if;
 
   else -- DELETE
@@ -150,7 +153,7 @@ begin
 
   -- (a row inserted and deleted in one transaction changes nothing, but still counts)
   if rv_changed > 0 or rv_net <> 0 then
-    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed, rv_net);  -- (assigned: no executor)
+    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed, rv_net, rv_added);  -- (assigned: no executor)
   end if;
   return null;
 end

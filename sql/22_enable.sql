@@ -149,7 +149,7 @@ begin
     update rowver.changeset c set message = msg where c.version = v;  -- made by an earlier enable
   end if;
   execute format('select count(*) from %s', rowver.qualified(tbl)) into n;
-  perform rowver.record_change(v, tbl, n, n);
+  perform rowver.record_change(v, tbl, n, n, n);
 end $$;
 
 -- Enable versioning on tbl; returns the enabling changeset's version.

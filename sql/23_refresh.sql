@@ -119,7 +119,7 @@ begin
     if coalesce(current_setting('rowver.message', true), '') = '' then
       perform set_config('rowver.message', format('refresh %s: %s', tbl, array_to_string(done, ', ')), true);
     end if;
-    perform rowver.record_change(v, tbl, 0);
+    perform rowver.record_change(v, tbl, 0, 0, 0);
   end if;
   return coalesce(nullif(array_to_string(done, ', '), ''), 'up to date');
 end $$;

@@ -275,11 +275,53 @@ create or replace function rowver.jsonb_row_sql(alias text) returns text
 language sql immutable
 return format('(pg_catalog.to_jsonb(%s) operator(pg_catalog.-) ''rv_version''::pg_catalog.text)', alias);
 
+-- The keys of tbl whose state may differ between versions lo and hi (lo <= hi), read from
+-- the version columns, not from two snapshots: every change in (lo, hi] superseded a state
+-- there (history's rv_until, which its BRIN index answers; a tombstone too), wrote a state
+-- that was superseded later (history again), or wrote a key anew (an insert: a current row
+-- with rv_version in (lo, hi], read only when a changeset in the range inserted into tbl, or
+-- a prune took the states that updates in it superseded, since no index on rv_version serves
+-- it: one would cost every write a second index entry and its HOT update). A superset,
+-- distinct: the diff compares each key's two states.
+create or replace function rowver.changed_keys_sql(tbl regclass, lo bigint, hi bigint) returns text
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select format(
+    'select distinct %1$s from (select %1$s from %3$s'
+    ' where rv_until operator(pg_catalog.>) %4$s and rv_version operator(pg_catalog.<=) %5$s'
+    ' and (rv_until operator(pg_catalog.<=) %5$s or rv_version operator(pg_catalog.>) %4$s)%2$s) rv_k',
+    (select string_agg(format('%I', k), ', ') from unnest(r.key_columns) k),
+    case when exists (select from rowver.changeset_table ct
+                       where ct.table_id = r.id and ct.version > lo and ct.version <= hi
+                         and coalesce(ct.inserted, 1) > 0)
+           or exists (select from rowver.retention x where x.table_id = r.id and lo < x.horizon)
+         then format(' union all select %s from %s where rv_version operator(pg_catalog.>) %s'
+                     ' and rv_version operator(pg_catalog.<=) %s',
+                     (select string_agg(format('%I', k), ', ') from unnest(r.key_columns) k),
+                     rowver.qualified(tbl), lo, hi)
+         else '' end,
+    format('%I.%I', rowver.schema_of(tbl), r.history_name), lo, hi)
+  from rowver.registered(tbl) r
+$$;
+
+-- Whether reading the changed keys answers a diff between a and b: not for a version a prune
+-- let go (the full read raises the error that says so). (A column added in between reads NULL
+-- before and its value after in rows no one wrote: a diff, which compares rows whose versions
+-- differ, never showed those, either way.)
+create or replace function rowver.diff_by_keys(tbl regclass, a bigint, b bigint) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select not exists (select from rowver.retention x join rowver.versioned v on v.id = x.table_id
+                      where v.relid = tbl and least(a, b) < x.horizon and least(a, b) <> all (x.kept))
+$$;
+
 -- The query behind both diffs: the rows of tbl that differ between versions a (old, rv_a)
 -- and b (new, rv_b), joined on the key, as op, the key items, changed (the columns whose
 -- values differ, by name), then the row items; ordered by key. Values are compared as
--- jsonb, so types without an equality operator (json, xml, point) compare too. The client
--- runs this SQL on its own search_path: every function and operator in it is qualified.
+-- jsonb, so types without an equality operator (json, xml, point) compare too. Only the
+-- keys that changed between a and b are looked up as of each (rowver.changed_keys_sql), so
+-- the cost follows the changes. The client runs this SQL on its own search_path: every
+-- function and operator in it is qualified.
 create or replace function rowver.diff_query(tbl regclass, a bigint, b bigint,
                                              key_items text, row_items text) returns text
 language sql stable set search_path = pg_catalog, pg_temp
@@ -287,19 +329,31 @@ as $$
   select format(
     'select case when rv_a is null then ''added'' when rv_b is null then ''removed'' else ''changed'' end as op,
             %s,
-            array(select e.key from pg_catalog.jsonb_each(%s) e where not %s order by e.key) as changed,
+            array(select e.key from pg_catalog.jsonb_each(rv_j.a) e
+                   where not %s order by e.key) as changed,
             %s
-       from %s rv_a full join %s rv_b on %s
-      where rv_a is null or rv_b is null
-         or (rv_a.rv_version operator(pg_catalog.<>) rv_b.rv_version and not %s)
+       from %s
+       cross join lateral (select %s as a, %s as b offset 0) rv_j
+      where (rv_a is null or rv_b is null
+             or (rv_a.rv_version operator(pg_catalog.<>) rv_b.rv_version and not %s))
+        and not (rv_a is null and rv_b is null)
       order by %s',
     key_items,
-    rowver.jsonb_row_sql('rv_a'),
-    rowver.same_sql('jsonb'::regtype, 'e.value',
-                    format('%s operator(pg_catalog.->) e.key', rowver.jsonb_row_sql('rv_b'))),
-    row_items, rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b),
-    rowver.key_join_sql(tbl, r.key_columns, 'rv_a', 'rv_b'),
-    rowver.same_sql('jsonb'::regtype, rowver.jsonb_row_sql('rv_a'), rowver.jsonb_row_sql('rv_b')),
+    rowver.same_sql('jsonb'::regtype, 'e.value', 'rv_j.b operator(pg_catalog.->) e.key'),
+    row_items,
+    -- (limit 1: a key has one state as of a version, and the planner, told so, keeps its
+    -- estimates, hence no JIT compilation, small; offset 0 below builds each side's jsonb
+    -- once, where a flattened subquery would build it again for each use)
+    case when rowver.diff_by_keys(tbl, a, b)
+         then format('(%s) rv_k left join lateral (select * from %s x where %s limit 1) rv_a on true'
+                     ' left join lateral (select * from %s x where %s limit 1) rv_b on true',
+                     rowver.changed_keys_sql(tbl, least(a, b), greatest(a, b)),
+                     rowver.as_of_sql(tbl, a), rowver.key_join_sql(tbl, r.key_columns, 'x', 'rv_k'),
+                     rowver.as_of_sql(tbl, b), rowver.key_join_sql(tbl, r.key_columns, 'x', 'rv_k'))
+         else format('%s rv_a full join %s rv_b on %s', rowver.as_of_sql(tbl, a), rowver.as_of_sql(tbl, b),
+                     rowver.key_join_sql(tbl, r.key_columns, 'rv_a', 'rv_b')) end,
+    rowver.jsonb_row_sql('rv_a'), rowver.jsonb_row_sql('rv_b'),
+    rowver.same_sql('jsonb'::regtype, 'rv_j.a', 'rv_j.b'),
     (select string_agg(format('coalesce(rv_a.%I, rv_b.%I)', k, k), ', ') from unnest(r.key_columns) k))
   from rowver.registered(tbl) r
 $$;
@@ -334,13 +388,14 @@ begin
     format('pg_catalog.jsonb_build_object(%s)',
            (select string_agg(format('%L::pg_catalog.text, coalesce(rv_a.%I, rv_b.%I)', k, k, k), ', ')
               from unnest(r.key_columns) k)),
-    format('%s, %s', rowver.jsonb_row_sql('rv_a'), rowver.jsonb_row_sql('rv_b')));
+    'rv_j.a, rv_j.b');
 end $$;
 
 -- The change feed: every row change after version `since` up to `until` (clamped to head,
 -- so a poller that resumes from the last version it saw never misses a lower version that
 -- commits later), in version order, as insert, update or delete. A change is an update
--- when the key had a state the change superseded.
+-- when the key had a state the change superseded. Only the keys that changed in the range
+-- are read (rowver.changed_keys_sql), each through its index: the cost follows the changes.
 create or replace function rowver.changes(tbl regclass, since text, until text default 'head')
 returns table (rv_version bigint, op text, key jsonb, "row" jsonb)
 language plpgsql volatile set search_path = pg_catalog, pg_temp
@@ -351,20 +406,26 @@ declare
   lo   bigint := rowver.resolve(since);
   hi   bigint := least(rowver.resolve(until), rowver.head());
 begin
+  if hi <= lo then
+    return;
+  end if;
   return query execute format(
     'select rv_row.rv_version,
             case when rv_row.rv_deleted then ''delete''
-                 when exists (select from %I.%I rv_prev where %s and rv_prev.rv_until = rv_row.rv_version and not rv_prev.rv_deleted)
+                 when exists (select from %I.%I rv_prev where %s and rv_prev.rv_version <= rv_row.rv_version
+                                 and rv_prev.rv_until = rv_row.rv_version and not rv_prev.rv_deleted)
                  then ''update'' else ''insert'' end,
             jsonb_build_object(%s),
             case when rv_row.rv_deleted then null
                  else to_jsonb(rv_row) - ''{rv_version,rv_until,rv_deleted}''::text[] end
-       from %I.%I rv_row
+       from (%s) rv_k
+       join %I.%I rv_row on %s
       where rv_row.rv_version > $1 and rv_row.rv_version <= $2
       order by rv_row.rv_version, 3',
     sch, r.history_name, rowver.key_join_sql(tbl, r.key_columns, 'rv_prev', 'rv_row'),
     (select string_agg(format('%L, rv_row.%I', k, k), ', ') from unnest(r.key_columns) k),
-    sch, r.versions_name)
+    rowver.changed_keys_sql(tbl, lo, hi),
+    sch, r.versions_name, rowver.key_join_sql(tbl, r.key_columns, 'rv_row', 'rv_k'))
   using lo, hi;
 end $$;
 
@@ -407,7 +468,8 @@ grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
   rowver.history_sql(regclass), rowver.check_key(regclass, name[], jsonb, jsonb),
-  rowver.diff_query(regclass, bigint, bigint, text, text), rowver.diff_sql(regclass, bigint, bigint),
+  rowver.diff_query(regclass, bigint, bigint, text, text), rowver.changed_keys_sql(regclass, bigint, bigint),
+  rowver.diff_by_keys(regclass, bigint, bigint), rowver.diff_sql(regclass, bigint, bigint),
   rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass),
   rowver.as_of(anyelement, text), rowver.jsonb_row_sql(text)
 to public;

@@ -102,7 +102,7 @@ begin
   if coalesce(current_setting('rowver.message', true), '') = '' then
     perform set_config('rowver.message', format('prune %s before %s: %s history rows', tbl, h, n), true);
   end if;
-  perform rowver.record_change(v, tbl, n);
+  perform rowver.record_change(v, tbl, n, 0, 0);
 
   -- T's changesets before the horizon that none of T's rows names any more (and no tag) no
   -- longer concern T; the rows they added or removed are kept in the count, for check
@@ -181,7 +181,7 @@ begin
                  hist, (select string_agg(format('%I', c), ', ') from unnest(r.key_columns) c),
                  (select string_agg(format('k.%I', c), ', ') from unnest(r.key_columns) c), t)
     using coalesce(surrogate, key), v;
-  perform rowver.record_change(v, tbl, 1);
+  perform rowver.record_change(v, tbl, 1, 0, 0);
   return n;
 end $$;
 

@@ -83,4 +83,13 @@ def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transact
             got = dict(conn.execute(sql.SQL("select id, v from {}(%s)").format(
                 sql.Identifier(f"{name}_{n}__as_of")), (v,)).fetchall())
             assert got == expected[name], (name, v)
+    # diffs between neighbouring versions and across the whole run, both ways, as the model has them
+    pairs = list(zip(versions, versions[1:])) + [(versions[0], versions[-1])]
+    for name in tables:
+        for a, b in pairs + [(b, a) for a, b in pairs]:
+            old, new = snapshots[a][name], snapshots[b][name]
+            expected_diff = {k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+            got_diff = {key["id"]: (was and was["v"], now and now["v"]) for key, was, now in conn.execute(
+                "select key, old, new from rowver.diff(%s, %s, %s)", (f"{name}_{n}", str(a), str(b)))}
+            assert got_diff == expected_diff, (name, a, b)
     assert conn.execute("select * from rowver.check()").fetchall() == []
