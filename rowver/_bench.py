@@ -37,7 +37,12 @@ The figures (targets from the benchmark issue; "ratio" is versioned / plain):
    bytea table: each >= 0.8 of its throughput; an unchanged re-save <= 0.2 of the first;
 9. PostgreSQL's pgbench, TPC-B (scale 2, 4 clients, 2 threads, no retries) on its four
    tables, plain in one scratch schema and versioned in another: tps ratio >= 0.60, with
-   failed transactions reported for both (none expected).
+   failed transactions reported for both (none expected);
+10. reads whose cost follows the answer, in milliseconds (absolute targets, no plain side):
+    a diff of two adjacent versions that changed 10 rows, and the change feed between them,
+    each <= 20 ms; one key's history of 5,000 versions as a DataFrame <= 20 ms; and figure 4
+    again (oldest and head) after 50 rounds of 10% updates (200 with ``--deep``): <= 1.5,
+    within 10% of the figure after 10 rounds.
 
 A full read is ``count()`` of every column, so that every column of every row is read
 and nothing is sent to the client; point lookups go through the client, one round trip
@@ -131,17 +136,22 @@ class Settings:
     tpcb_scale: int = 2         # figure 9
     model_mb: int = 1024        # figure 8
     model_rounds: int = 6       # even: load and the raw read into memory each go first half the time
+    key_versions: int = 5000    # versions of one key (figure 10's row history)
+    deep_rounds: int = 50       # rounds of 10% updates before figure 4 is measured again
     rewrite: bool | None = None  # enable's rewrite: None lets enable decide by size
     quick: bool = False
 
     @classmethod
-    def for_run(cls, *, rows: int | None = None, quick: bool = False, rewrite: bool | None = None) -> Settings:
+    def for_run(cls, *, rows: int | None = None, quick: bool = False, rewrite: bool | None = None,
+                deep: bool = False) -> Settings:
         if quick:
             base = cls(rows=20_000, reps=3, lookups=300, seconds=0.5, throughput_reps=1, sync_reps=2,
-                       wide_rows=5_000, cpu_updates=200, tpcb_scale=1, model_mb=4, model_rounds=1, quick=True)
+                       wide_rows=5_000, cpu_updates=200, tpcb_scale=1, model_mb=4, model_rounds=1,
+                       key_versions=200, deep_rounds=20, quick=True)
         else:
             base = cls()
-        return replace(base, rows=base.rows if rows is None else rows, rewrite=rewrite)
+        return replace(base, rows=base.rows if rows is None else rows, rewrite=rewrite,
+                       deep_rounds=200 if deep else base.deep_rounds)
 
 
 @dataclass
@@ -155,16 +165,18 @@ class Figure:
     plain: float | None
     versioned: float | None
     ratio: float | None         # versioned / plain (for throughputs: higher is better)
-    op: str                     # "<=" or ">=": how ratio must compare to target
+    op: str                     # "<=" or ">=": how ratio (versioned, if absolute) must compare to target
     target: float
     status: str = "measured"    # measured | not available | error: ...
     detail: dict[str, Any] = field(default_factory=dict)
+    absolute: bool = False      # the target is in the unit, for the versioned side alone
 
     @property
     def passed(self) -> bool | None:
-        if self.ratio is None or self.status != "measured":
+        value = self.versioned if self.absolute else self.ratio
+        if value is None or self.status != "measured":
             return None
-        return self.ratio <= self.target if self.op == "<=" else self.ratio >= self.target
+        return value <= self.target if self.op == "<=" else value >= self.target
 
 
 @dataclass
@@ -180,10 +192,10 @@ class Report:
 
 
 def bench(db: Database, *, rows: int | None = None, quick: bool = False, models: bool = True,
-          rewrite: bool | None = None, progress: Progress | None = None) -> Report:
+          rewrite: bool | None = None, deep: bool = False, progress: Progress | None = None) -> Report:
     """Measure what versioning costs on ``db``'s server, in a scratch schema dropped afterwards."""
     db.require_catalog()
-    settings = Settings.for_run(rows=rows, quick=quick, rewrite=rewrite)
+    settings = Settings.for_run(rows=rows, quick=quick, rewrite=rewrite, deep=deep)
     if settings.rows < 1000:
         raise InvalidInputError("rowver bench needs at least 1000 rows")
     run = _Run(db.url, settings, progress or (lambda _: None))
@@ -291,6 +303,7 @@ class _Run:
         figures.append(self._unchanged_bytes())
         figures.append(self._throughput())
         figures.append(self._sync())
+        figures.extend(self._reads_at_depth())
         figures.append(self._tpcb())
         figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
         return sorted(figures, key=lambda f: f.figure)
@@ -436,9 +449,11 @@ class _Run:
                               "plain_heap_bytes": self._heap_bytes(self.plain),
                               "versioned_heap_bytes": self._heap_bytes(self.ver)})
 
-    def _as_of_scan(self, at: str) -> Figure:
-        """As-of full read at the oldest version (every row changed since) or at head."""
+    def _as_of_scan(self, at: str, rounds: int | None = None) -> Figure:
+        """As-of full read at the oldest version (every row changed since) or at head, after
+        the first rounds or (given) after that many."""
         version = self._v0 if at == "oldest" else self._head()
+        rounds = rounds or self.s.rounds
         as_of = sql.SQL(_FULL_READ).format(sql.SQL("{}(%s)").format(self.as_of))
         tp, tv, out_p, out_v = self._reads(f"figure 4: as-of full read at {at}", sql.SQL(_FULL_READ).format(self.plain),
                                            as_of, (version,))
@@ -446,9 +461,10 @@ class _Run:
         if at == "head":  # (the plain side has the same rows as the versioned one now)
             _expect(out_p == out_v, f"as of head, the versioned table reads {out_v}, the plain one {out_p}")
         p, v = _median(tp), _median(tv)
-        return Figure(4, "as_of_scan" if at == "oldest" else "as_of_scan_head",
-                      f"as-of full read (T__as_of) at {'the oldest version' if at == 'oldest' else 'head'}"
-                      f" after {self.s.rounds} rounds of 10% updates", "s", p, v, _ratio(v, p), "<=", 1.5,
+        name = ("as_of_scan" if at == "oldest" else "as_of_scan_head") + ("" if rounds == self.s.rounds else
+                                                                        f"_{rounds}_rounds")
+        return Figure(4, name, f"as-of full read (T__as_of) at {'the oldest version' if at == 'oldest' else 'head'}"
+                      f" after {rounds} rounds of 10% updates", "s", p, v, _ratio(v, p), "<=", 1.5,
                       detail={"version": version, "plain_s": _round(tp), "versioned_s": _round(tv)})
 
 
@@ -698,6 +714,66 @@ end $$"""
                       detail={"rows": s.rows, "changed_rows": s.rows // 100,
                               "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
 
+    # -- 10: reads whose cost follows the answer -------------------------------------------------
+
+    def _reads_at_depth(self) -> list[Figure]:
+        """A diff and the change feed of one small version, one key's long history, then
+        figure 4 again after many more rounds."""
+        s, conn = self.s, self.conn
+        name = self._text("bench_versioned")
+        before = self._head()
+        conn.execute(sql.SQL("update {} set qty = qty + 1 where id between 101 and 110").format(self.ver))
+        after = self._head()
+
+        def diff() -> int:
+            query = self.pconn.execute("select rowver.diff_sql(%s::regclass, %s, %s)", (name, before, after))
+            return len(self.pconn.execute(query.fetchone()[0]).fetchall())  # type: ignore[index]
+
+        def changes() -> int:
+            return len(self.pconn.execute("select * from rowver.changes(%s::regclass, %s, %s)",
+                                          (name, str(before), str(after))).fetchall())
+        figures = [self._absolute("diff_adjacent", f"diff of two adjacent versions (10 rows changed), "
+                                  f"{s.rows:,} rows after {s.rounds} rounds", diff, 10),
+                   self._absolute("changes_adjacent", "change feed between the same two versions", changes, 10)]
+
+        key = 101
+        self.say(f"figure 10: {s.key_versions:,} versions of one key")
+        with self._connect() as writer:
+            writer.execute("set synchronous_commit = off")  # (setting up, not measuring)
+            for _ in range(s.key_versions):
+                writer.execute(sql.SQL("update {} set qty = qty + 1 where id = %s").format(self.ver), (key,))
+        self._after_write()
+        from ._database import Database
+
+        with Database(self.url) as db:
+            figures.append(self._absolute("row_history", f"one key's history, {s.key_versions:,} versions, as a "
+                                          "DataFrame (db.history)", lambda: len(db.history(name, key)),
+                                          s.key_versions + 1, at_least=True))
+
+        update = "update {} set qty = qty + 1, updated_at = updated_at + interval '1 hour' where id %% 10 = %s"
+        for r in range(s.rounds, s.deep_rounds):
+            self.say(f"figure 4: bulk update, round {r + 1} of {s.deep_rounds}")
+            for t in (self.plain, self.ver):
+                conn.execute(sql.SQL(update).format(t), (r % 10,))
+        self._after_write()
+        self._vacuum(self.plain, self.ver, self.hist)
+        return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds)]
+
+    def _absolute(self, name: str, title: str, read: Callable[[], int], rows: int, *,
+                  at_least: bool = False) -> Figure:
+        """Milliseconds a read takes (the median of the repetitions, after one to warm up),
+        with figure 10's target of 20 ms; the read returns how many rows it got."""
+        got = read()
+        _expect(got >= rows if at_least else got == rows, f"{name}: {got} rows, not {rows}")
+        times = []
+        for i in range(self.s.reps):
+            self.say(f"figure 10: {name}, repetition {i + 1} of {self.s.reps}")
+            t = time.perf_counter()
+            read()
+            times.append((time.perf_counter() - t) * 1000)
+        return Figure(10, name, title, "ms", None, _median(times), None, "<=", 20.0, absolute=True,
+                      detail={"rows": got, "versioned_ms": _round(times)})
+
     # -- 8: models ----------------------------------------------------------------------------------
 
     def _models(self) -> list[Figure]:
@@ -881,7 +957,7 @@ def _copy_frame(conn: psycopg.Connection, table: sql.Composable, frame: pd.DataF
 
 # -- rendering ------------------------------------------------------------------------------------
 
-_UNITS = {"s": ("s", 3), "us": ("µs", 1), "updates/s": ("/s", 0), "tps": ("tps", 0), "bytes/row": ("B/row", 1),
+_UNITS = {"s": ("s", 3), "ms": ("ms", 1), "us": ("µs", 1), "updates/s": ("/s", 0), "tps": ("tps", 0), "bytes/row": ("B/row", 1),
           "MB/s": ("MB/s", 0), "bytes": ("B", 0)}
 COLUMNS = ["figure", "name", "title", "unit", "plain", "versioned", "ratio", "op", "target", "pass", "status",
            "detail"]
@@ -915,7 +991,8 @@ def table_rows(report: Report) -> list[tuple[str, ...]]:
 
         verdict = {True: "pass", False: "MISS", None: f.status}[f.passed]
         out.append((str(f.figure), f.title, amount(f.plain), amount(f.versioned),
-                    "" if f.ratio is None else f"{f.ratio:.2f}x", f"{f.op} {f.target:g}x", verdict))
+                    "" if f.ratio is None else f"{f.ratio:.2f}x",
+                    f"{f.op} {f.target:g} {unit}" if f.absolute else f"{f.op} {f.target:g}x", verdict))
     return out
 
 

@@ -189,8 +189,9 @@ def register_loaders(conn: psycopg.Connection) -> None:
     from psycopg.pq import Format
 
     def infinite(oid: int, high: Any, low: Any) -> type[Loader]:
-        fast = psycopg.adapters.get_loader(oid, Format.TEXT)
-        assert fast is not None  # psycopg loads every date and time type
+        found = psycopg.adapters.get_loader(oid, Format.TEXT)
+        assert found is not None  # psycopg loads every date and time type
+        fast: type[psycopg.abc.Loader] = found
 
         class Infinite(Loader):
             def __init__(self, oid: int, context: Any = None):

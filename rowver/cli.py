@@ -525,6 +525,8 @@ def bench(
     rewrite: Annotated[bool | None, typer.Option(
         "--rewrite/--no-rewrite", help="Enable the versioned bench table as `rowver enable --rewrite` "
         "(or --no-rewrite) does. Default: as enable decides, by the table's size.", show_default=False)] = None,
+    deep: Annotated[bool, typer.Option(
+        "--deep", help="Measure figure 4 again after 200 rounds of updates instead of 50.")] = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
@@ -537,7 +539,7 @@ def bench(
 
     with _database(url) as db, _bench.status_line() as say:
         report = _bench.bench(db, rows=rows, quick=quick, models=quick if models is None else models,
-                              rewrite=rewrite, progress=say)
+                              rewrite=rewrite, deep=deep, progress=say)
     _bench.emit(report, fmt)
     failed = [f for f in report.figures if f.status.startswith("error")]
     if failed:

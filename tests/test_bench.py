@@ -1,6 +1,6 @@
 """`rowver bench --quick` as CI runs it: a smoke test of the command, not a timing gate.
 
-Its JSON has every figure (1 to 9) with a target and a pass field and numbers for both
+Its JSON has every figure (1 to 10) with a target and a pass field and numbers for both
 sides, and the scratch schema is gone afterwards. No assertion here is about speed.
 """
 
@@ -34,7 +34,7 @@ def test_quick_bench_json(db_url: str) -> None:
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     figures = json.loads(result.stdout)
 
-    assert {f["figure"] for f in figures} == set(range(1, 10))
+    assert {f["figure"] for f in figures} == set(range(1, 11))
     names = [f["name"] for f in figures]
     assert len(names) == len(set(names))
     for f in figures:
@@ -46,12 +46,20 @@ def test_quick_bench_json(db_url: str) -> None:
             assert f["figure"] in (8, 9) and f["pass"] is None, f
             continue
         assert f["status"] == "measured", f
+        assert isinstance(f["pass"], bool), f
+        if f["figure"] == 10:  # milliseconds against an absolute target, no plain side
+            assert f["unit"] == "ms" and f["plain"] is None and _is_number(f["versioned"]), f
+            assert f["pass"] == (f["versioned"] <= f["target"])
+            continue
         for key in ("plain", "versioned", "ratio"):
             assert _is_number(f[key]), (key, f)
-        assert isinstance(f["pass"], bool), f
         assert f["pass"] == (f["ratio"] <= f["target"] if f["op"] == "<=" else f["ratio"] >= f["target"])
 
     by_name = {f["name"]: f for f in figures}
+    # figure 4 again after more rounds, of the same rows; the diff read the 10 rows changed
+    deep = _bench.Settings.for_run(quick=True).deep_rounds
+    assert by_name[f"as_of_scan_{deep}_rounds"]["detail"]["version"] == by_name["as_of_scan"]["detail"]["version"]
+    assert by_name["diff_adjacent"]["detail"]["rows"] == 10
     # as-of reads at the oldest version and at head read different versions of the same rows
     assert by_name["as_of_scan_head"]["detail"]["version"] > by_name["as_of_scan"]["detail"]["version"]
     # what the figures stand on, not how fast: unchanged rows write no history at all

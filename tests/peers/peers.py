@@ -56,6 +56,10 @@ def _models_na(why: str) -> list[Figure]:
     return _bench._models_skipped(f"n/a: {why}")
 
 
+def _reads_at_depth_na(why: str) -> list[Figure]:
+    return [_na(10, "diff_adjacent", "diff of two adjacent versions", "<=", 20.0, why)]
+
+
 def periods_available(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as c:
         return c.execute("select exists (select from pg_available_extensions where name = 'periods')").fetchone()[0]  # type: ignore[index]
@@ -121,6 +125,9 @@ class PeriodsRun(_bench._Run):
 
     def _models(self) -> list[Figure]:
         return _models_na("no model store")
+
+    def _reads_at_depth(self) -> list[Figure]:
+        return _reads_at_depth_na("not compared (rowver's diff and change feed)")
 
     def _before_drop(self, conn: psycopg.Connection) -> None:
         name = self._q("bench_versioned").as_string(conn)
@@ -254,6 +261,9 @@ class ContinuumRun(_bench._Run):
 
     def _models(self) -> list[Figure]:
         return _models_na("no model store")
+
+    def _reads_at_depth(self) -> list[Figure]:
+        return _reads_at_depth_na("not compared (rowver's diff and change feed)")
 
     def _before_drop(self, conn: psycopg.Connection) -> None:
         for session in getattr(self, "_sessions", []):
