@@ -772,7 +772,7 @@ end $$"""
             read()
             times.append((time.perf_counter() - t) * 1000)
         return Figure(10, name, title, "ms", None, _median(times), None, "<=", 20.0, absolute=True,
-                      detail={"rows": got, "versioned_ms": _round(times)})
+                      detail={"rows_read": got, "versioned_ms": _round(times)})
 
     # -- 8: models ----------------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ def test_quick_bench_json(db_url: str) -> None:
     # figure 4 again after more rounds, of the same rows; the diff read the 10 rows changed
     deep = _bench.Settings.for_run(quick=True).deep_rounds
     assert by_name[f"as_of_scan_{deep}_rounds"]["detail"]["version"] == by_name["as_of_scan"]["detail"]["version"]
-    assert by_name["diff_adjacent"]["detail"]["rows"] == 10
+    assert by_name["diff_adjacent"]["detail"]["rows_read"] == 10
     # as-of reads at the oldest version and at head read different versions of the same rows
     assert by_name["as_of_scan_head"]["detail"]["version"] > by_name["as_of_scan"]["detail"]["version"]
     # what the figures stand on, not how fast: unchanged rows write no history at all
