@@ -22,18 +22,29 @@ if TYPE_CHECKING:
     from ._database import Database
 
 
+Rows = list[tuple[Any, ...]]
+Described = list[Any]
+
+
 def frame(db: Database, query: Any, params: Any = None, *, raw: bool = False) -> pd.DataFrame:
     """A query's rows as a frame; ``raw``: SQL rowver generated, with $1-style parameters
     (a % in a quoted name is then no placeholder)."""
-    with translated(), (psycopg.RawCursor(db.conn) if raw else db.conn.cursor()) as cur:
-        cur.execute(query, params)
-        rows = cur.fetchall()
-        described = cur.description or []
-    return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
+    def fetch(fast: bool) -> pd.DataFrame:
+        with (psycopg.RawCursor(db.conn) if raw else db.conn.cursor()) as cur:
+            if fast:
+                _frames.fast_loaders(cur)
+            cur.execute(query, params)
+            rows, described = cur.fetchall(), cur.description or []
+        return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described],
+                                tz=db.conn.info.timezone)
 
-
-Rows = list[tuple[Any, ...]]
-Described = list[Any]
+    with translated():
+        try:
+            return fetch(fast=True)
+        except (psycopg.DataError, _frames.NotISO) as exc:  # (the client's loading failed: nothing changed)
+            if isinstance(exc, psycopg.DataError) and not _frames.is_infinite_value(exc):
+                raise
+            return fetch(fast=False)
 
 
 def _plain_frame(rows: Rows, described: Described) -> pd.DataFrame:

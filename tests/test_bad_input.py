@@ -674,3 +674,24 @@ def test_infinite_timestamps_read_back(db: rowver.Database) -> None:
     db.enable("t")
     assert len(db.as_of("t", "head")) == 2
     assert len(db.history("t", 1)) == 1
+
+
+@pytest.mark.parametrize("values", [
+    ["2024-01-01 10:00:00.123456+00", "1999-12-31 23:59:59+05:30", "2026-07-01 12:00:00-07"],  # parsed as text
+    ["2024-01-01 10:00:00+00", None],                                                         # with NULL
+    ["infinity", "2024-01-01 10:00:00+00"],                                                   # fetched again
+])
+@pytest.mark.parametrize("setting", ["", "set timezone = 'America/New_York'"])
+def test_frames_read_timestamps_as_psycopg_does(db: rowver.Database, values: list[str | None], setting: str) -> None:
+    db.conn.execute("create table t (id int primary key, at timestamptz)")
+    for i, v in enumerate(values):
+        db.conn.execute("insert into t values (%s, %s::timestamptz)", (i, v))
+    db.enable("t")
+    if setting:
+        db.conn.execute(setting)
+    expected = [r[0] for r in db.conn.execute("select at from t order by id")]  # the connection's loaders
+    frame = db.as_of("t", "head")
+    got = [None if pd.isna(v) else v.to_pydatetime() for v in frame["at"]]
+    assert got == expected
+    if "infinity" not in values:  # (beyond datetime64's range: the objects psycopg made)
+        assert str(frame["at"].dtype).endswith(f"{db.conn.info.timezone.key}]")
