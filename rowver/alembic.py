@@ -23,14 +23,13 @@ files for ``install_rowver``) that needs nothing from the live database.
 Refresh hook: after ``add_column``, ``drop_column``, ``alter_column`` and
 ``rename_table``, ``SELECT rowver.refresh('<table>')`` follows, so history, ``T__as_of``
 and ``T__versions`` keep up with the table (refresh is a no-op on unversioned tables).
-Online, the refresh is left out while the catalog is not installed yet (offline it is
-always written, so put ``op.install_rowver()`` first in the history), and dropping a
-column or changing its type on a versioned table runs through ``rowver.alter`` (the
-versions view would block the plain ALTER). Offline, the plain ALTER is written: for
-those two changes on a versioned table, write ``op.execute("SELECT rowver.alter(...)")``
-instead. Inside ``op.batch_alter_table`` the hook stays out of the way: call
-``op.refresh_versioning`` after the block. Turn the hook off with
-``context.configure(..., rowver_refresh=False)``.
+Dropping a column or changing its type runs through ``rowver.alter`` (on a versioned
+table the versions view would block the plain ALTER; on any other table it is the plain
+ALTER): online where the table is versioned, offline always, since the script cannot ask.
+Online, the refresh is left out while the catalog is not installed yet; offline both are
+always written, so put ``op.install_rowver()`` first in the history. Inside
+``op.batch_alter_table`` the hook stays out of the way: call ``op.refresh_versioning``
+after the block. Turn the hook off with ``context.configure(..., rowver_refresh=False)``.
 
 Adding versioning to an existing table with data is one migration::
 
@@ -42,7 +41,6 @@ Adding versioning to an existing table with data is one migration::
 
 It adds the trailing ``rv_version`` column (code that inserts or copies without naming
 columns must name them) and holds a lock on the table while it runs, like any ALTER.
-Writers that would supersede a newer version get SQLSTATE 40001 from then on.
 """
 
 from __future__ import annotations
@@ -253,10 +251,15 @@ def _hooked(operations: Operations) -> bool:
             and not isinstance(operations, BatchOperations))
 
 
-def _versioned_online(operations: Operations, table_name: str, schema: str | None) -> bool:
-    """Whether the table is versioned, where the live database can say (never offline)."""
-    if operations.migration_context.as_sql or not _online_scalar(
-            operations, "SELECT to_regclass('rowver.versioned') IS NOT NULL"):
+def _through_alter(operations: Operations, table_name: str, schema: str | None) -> bool:
+    """Whether a column drop or type change goes through rowver.alter: offline always (the
+    script cannot ask; rowver.alter is the plain ALTER on a table that is not versioned),
+    online where the table is versioned."""
+    if not _hooked(operations):
+        return False
+    if operations.migration_context.as_sql:
+        return True
+    if not _online_scalar(operations, "SELECT to_regclass('rowver.versioned') IS NOT NULL"):
         return False
     return bool(_online_scalar(
         operations, "SELECT EXISTS (SELECT FROM rowver.versioned WHERE relid = to_regclass(:t))",
@@ -283,7 +286,7 @@ def _add_column(operations: Operations, operation: ops.AddColumnOp) -> None:
 
 @Operations.implementation_for(ops.DropColumnOp, replace=True)
 def _drop_column(operations: Operations, operation: ops.DropColumnOp) -> None:
-    if _hooked(operations) and _versioned_online(operations, operation.table_name, operation.schema):
+    if _through_alter(operations, operation.table_name, operation.schema):
         q = operations.migration_context.dialect.identifier_preparer
         exists = "IF EXISTS " if operation.if_exists else ""
         _alter(operations, operation.table_name, operation.schema,
@@ -299,8 +302,7 @@ def _alter_column(operations: Operations, operation: ops.AlterColumnOp) -> None:
     if not _hooked(operations):
         toimpl.alter_column(operations, operation)
         return
-    if operation.modify_type is not None and _versioned_online(
-            operations, operation.table_name, operation.schema):
+    if operation.modify_type is not None and _through_alter(operations, operation.table_name, operation.schema):
         dialect = operations.migration_context.dialect
         rest = copy.copy(operation)
         rest.kw = dict(operation.kw)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,10 +115,15 @@ def scripts(tmp_path: Path) -> Path:
     return write_scripts(tmp_path / "migrations")
 
 
-def offline_script(scripts: Path) -> str:
+def offline_script(scripts: Path, downgrade: str | None = None) -> str:
+    """The upgrade to head in --sql mode, or the downgrade over a range ("r3:r2")."""
     out = io.StringIO()
     # no database is reached in --sql mode: the URL only names the dialect
-    command.upgrade(config(scripts, "postgresql://nobody@localhost:1/none", out), "head", sql=True)
+    cfg = config(scripts, "postgresql://nobody@localhost:1/none", out)
+    if downgrade:
+        command.downgrade(cfg, downgrade, sql=True)
+    else:
+        command.upgrade(cfg, "head", sql=True)
     return out.getvalue()
 
 
@@ -160,9 +166,11 @@ def test_offline_ops_quote_names_and_refresh_after_table_changes() -> None:
     refreshed = [line for line in out.splitlines() if line.startswith("SELECT rowver.refresh(")]
     assert refreshed == ["SELECT rowver.refresh(CAST('\"Crm\".\"Order Items\"' AS regclass));",
                          "SELECT rowver.refresh(CAST('customers' AS regclass));",
-                         "SELECT rowver.refresh(CAST('clients' AS regclass));",
                          "SELECT rowver.refresh(CAST('clients' AS regclass));"]
     assert out.index("RENAME TO clients") < out.index("SELECT rowver.refresh(CAST('clients'")
+    # offline, whether clients is versioned is not known: rowver.alter does the drop either way
+    assert "SELECT rowver.alter(CAST('clients' AS regclass), 'DROP COLUMN note');" in out
+    assert "DROP COLUMN note" not in out.replace("'DROP COLUMN note'", "")
     assert "SELECT rowver.disable(CAST('clients' AS regclass), true);" in out
     assert "rowver.refresh" not in render(table_changes, rowver_refresh=False)
 
@@ -201,6 +209,35 @@ def test_offline_script_runs_on_an_empty_database(scripts: Path, server_url: str
                 ("Ann", "ann@example.com"), ("Bob", "bob@example.com")]
             assert c.execute("select item from shop.orders__as_of(%s) order by id", version).fetchall() == [
                 ("pen",), ("ink's",)]
+            assert c.execute("select * from rowver.check()").fetchall() == []
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_offline_downgrade_drops_a_versioned_column_through_psql(scripts: Path, server_url: str) -> None:
+    """A downgrade that drops a column of a versioned table, written with --sql and run by
+    psql: the drop goes through rowver.alter, which the versions view does not block."""
+    name = f"rowver_offline_down_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = server_url_for(server_url, name)
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(offline_script(scripts))
+        down = offline_script(scripts, downgrade="r3:r2")
+        assert "SELECT rowver.alter(CAST('customers' AS regclass), 'DROP COLUMN email');" in down
+        run = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", "-d", url],
+                             input=down, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        with psycopg.connect(url, autocommit=True) as c:
+            assert c.execute("select version_num from alembic_version").fetchone() == ("r2",)
+            head = c.execute("select rowver.publish_head()").fetchone()[0]
+            assert c.execute("select * from customers__as_of(%s) order by id", (head,)).fetchall() == \
+                c.execute("select * from customers order by id").fetchall()
+            assert [d.name for d in c.execute("select * from customers__versions").description] == [
+                "id", "name", "rv_version", "rv_until", "rv_deleted"]
             assert c.execute("select * from rowver.check()").fetchall() == []
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
