@@ -31,13 +31,18 @@ begin
   return cut || tag || suffix;
 end $$;
 
--- T's history gets a BRIN index on rv_until: history is appended as states are superseded,
--- so its pages follow rv_until, and reads of recent versions skip the older pages. Small
--- ranges, summarized as they fill (autosummarize); pages not yet summarized are always read.
-create or replace function rowver.history_brin_ddl(hist_q text, hist name) returns text
+-- T's history gets BRIN indexes on rv_until and rv_version. History is appended as states
+-- are superseded, so its pages follow rv_until: reads of recent versions skip the older
+-- pages. The states a page holds were mostly written together too (a load, a round of
+-- updates), so its rv_version range is narrow: reads of old versions skip the pages of
+-- states written after them, and read about as much history as they return, however long
+-- it grows. Small ranges, summarized as they fill (autosummarize); pages not yet summarized
+-- are always read. A BRIN index costs a write almost nothing.
+drop function if exists rowver.history_brin_ddl(text, name);
+create or replace function rowver.history_brin_ddl(hist_q text, hist name, col name) returns text
 language sql immutable
-return format('create index if not exists %I on %s using brin (rv_until) with (pages_per_range = 16, autosummarize = on)',
-              rowver.generated_name(hist, '_rv_until'), hist_q);
+return format('create index if not exists %I on %s using brin (%I) with (pages_per_range = 16, autosummarize = on)',
+              rowver.generated_name(hist, '_' || col), hist_q, col);
 
 -- The equality btree uses for values of type t, written so that no caller's search_path
 -- can change what it means (DESIGN §6): OPERATOR(schema.=) from the default btree operator
@@ -359,7 +364,7 @@ as $$
 $$;
 
 -- Planning is read-only and open to all.
-grant execute on function rowver.generated_name(name, text), rowver.history_brin_ddl(text, name), rowver.eq_operator(oid), rowver.has_btree_eq(oid),
+grant execute on function rowver.generated_name(name, text), rowver.history_brin_ddl(text, name, name), rowver.eq_operator(oid), rowver.has_btree_eq(oid),
   rowver.eq_sql(oid, text, text), rowver.same_sql(oid, text, text),
   rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass), rowver.virtual_columns(regclass),
   rowver.same_value_sql(name, oid, text, text), rowver.key_join_sql(regclass, name[], text, text),

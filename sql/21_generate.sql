@@ -259,9 +259,10 @@ begin
   -- A column added after enable reads NULL as of versions before it was added (also from
   -- older states superseded later, which carry the value the column was given when it was
   -- added). (The filter stands outside the union so that each arm stays a plain scan:
-  -- PostgreSQL pulls an arm with a WHERE of its own into a subquery scan.) The test on
-  -- rv_until is one the history's BRIN index answers: a read of a recent version, or of head,
-  -- reads only the pages of states superseded after it.
+  -- PostgreSQL pulls an arm with a WHERE of its own into a subquery scan.) The tests on
+  -- rv_until and rv_version are ones the history's BRIN indexes answer: a read of a recent
+  -- version, or of head, reads only the pages of states superseded after it; a read of an old
+  -- one skips the pages of states written after it.
   stmts := stmts || format(E'create or replace function %I.%I(version bigint) returns setof %s\n'
                            'language sql stable parallel safe\nbegin atomic\n'
                            '  select %s from (\n'

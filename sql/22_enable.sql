@@ -101,7 +101,8 @@ end $rv$ $s$, t);
     (select string_agg(format('%I', k), ', ') from unnest(keys) k));
   return next format('alter table %I.%I owner to %s', sch, hist,
                      (select c.relowner::regrole from pg_class c where c.oid = tbl));
-  return next rowver.history_brin_ddl(format('%I.%I', sch, hist), hist);
+  return next rowver.history_brin_ddl(format('%I.%I', sch, hist), hist, 'rv_until');
+  return next rowver.history_brin_ddl(format('%I.%I', sch, hist), hist, 'rv_version');
 
   objects := rowver.object_ddl(tbl, keys, ignore, triggers, hist,
                                rowver.generated_name(rel, '__versions'), rowver.generated_name(rel, '__as_of'),

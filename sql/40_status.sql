@@ -197,6 +197,30 @@ begin
          from (select distinct rv_version as v from %s union select distinct rv_until from %s where rv_until is not null) x
         where not exists (select from rowver.changeset c where c.version = x.v)', r.relid::text, v, h);
 
+    -- a state that superseded nothing (an insert) was counted as one: diffs and the change
+    -- feed read T for keys written in a range only where its changesets inserted
+    -- (changeset_table.inserted); below a retention horizon a predecessor may be pruned
+    return query execute format(
+      'select %L, ''inserted'', format(''key %%s: inserted at version %%s, which counted no insert'', row(%s), s.rv_version)
+         from %s s
+         join rowver.changeset_table ct on ct.table_id = %s and ct.version = s.rv_version and ct.inserted = 0
+        where not s.rv_deleted and s.rv_version > $1
+          and not exists (select from %s p where %s and p.rv_until = s.rv_version)',
+      r.relid::text, (select string_agg(format('s.%I', c), ', ') from unnest(r.key_columns) c),
+      v, r.id, h, rowver.key_join_sql(r.relid, r.key_columns, 'p', 's'))
+    using coalesce((select x.horizon from rowver.retention x where x.table_id = r.id), 0);
+
+    -- the history's BRIN indexes, which keep as-of reads, diffs and the change feed from
+    -- reading all of it (rowver init adds them to histories made before them)
+    return query
+      select r.relid::text, 'index', format('%s has no BRIN index on %s: reads scan all of it; rowver init adds it',
+                                            h, col)
+        from unnest(array['rv_until', 'rv_version']) col
+       where not exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
+                           join pg_am a on a.oid = c.relam
+                           join pg_attribute at on at.attrelid = i.indrelid and at.attnum = i.indkey[0]
+                          where i.indrelid = h::regclass and a.amname = 'brin' and at.attname = col);
+
     -- the column registry: every column of T has its lifetime recorded (enable and refresh
     -- write it). Without it, refresh would take the column for a new one and hide its past.
     -- A data-only restore of a full dump without --disable-triggers loses every row: the

@@ -40,8 +40,8 @@ begin
   end loop;
 end $$;
 
--- Tables versioned by an earlier build of this release. A history made before it had a BRIN
--- index on rv_until gets one (rowver.history_brin_ddl). Generated objects that are outdated
+-- Tables versioned by an earlier build of this release. A history made before it had BRIN
+-- indexes on rv_until and rv_version gets them (rowver.history_brin_ddl). Generated objects that are outdated
 -- call the catalog's functions, whose signatures may have changed (0.2's writers renumber
 -- instead of failing): the table is refreshed, so that its writers keep working. What the
 -- installer cannot do is named, and rowver check names an outdated table ('definition')
@@ -50,15 +50,19 @@ do $$
 declare
   r    rowver.versioned;
   hist regclass;
+  col  name;
 begin
   for r in select v.* from rowver.versioned v join pg_class t on t.oid = v.relid order by v.id loop
     hist := to_regclass(format('%I.%I', rowver.schema_of(r.relid), r.history_name));
     begin
-      if hist is not null and not exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
-                                            join pg_am a on a.oid = c.relam
-                                           where i.indrelid = hist and a.amname = 'brin') then
-        execute rowver.history_brin_ddl(hist::text, r.history_name);
-      end if;
+      foreach col in array array['rv_until', 'rv_version']::name[] loop
+        if hist is not null and not exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
+                                              join pg_am a on a.oid = c.relam
+                                              join pg_attribute at on at.attrelid = hist and at.attnum = i.indkey[0]
+                                             where i.indrelid = hist and a.amname = 'brin' and at.attname = col) then
+          execute rowver.history_brin_ddl(hist::text, r.history_name, col);
+        end if;
+      end loop;
       if r.definition_hash is distinct from md5(array_to_string(rowver.object_ddl(r), E';\n')) then
         perform rowver.refresh(r.relid);
       end if;
