@@ -1045,7 +1045,7 @@ def emit(report: Report, fmt: Any) -> None:
               f"{', enable --rewrite' if s.rewrite else ', enable --no-rewrite' if s.rewrite is False else ''}, "
               f"{report.seconds:.0f} s; ratio = versioned / plain, median of interleaved runs")
     out.print(_output.to_table(["#", "figure", "plain", "versioned", "ratio", "target", "result"],
-                               table_rows(report), width=out.width))  # type: ignore[arg-type]
+                               table_rows(report), width=out.width))
     for line in notes(report):
         out.print(line)
 

@@ -31,8 +31,8 @@ import psycopg
 
 from . import _model_chunks as chunks
 from . import _sql
-from ._model_chunks import CHUNK_SIZE, Blob, Entry, ModelIntegrityError, WriteStats
-from .errors import ConflictError, InvalidInputError, PromotionRefusedError, translated
+from ._model_chunks import CHUNK_SIZE, Blob, Entry, WriteStats
+from .errors import ConflictError, InvalidInputError, ModelIntegrityError, PromotionRefusedError, translated
 
 if TYPE_CHECKING:
     from ._database import Database

@@ -89,13 +89,13 @@ def _measure(url: str, name: str, size_mb: int, tensors: int, rounds: int, chunk
 
         _settle(conn, nbytes)
         resave = _timed(models.save, name, weights=weights, chunk_size=chunk_size)
-        unchanged_written = models.last_write.written_bytes  # type: ignore[union-attr]
+        unchanged_written = models.last_write.written_bytes
         changed = dict(weights)
         for k in list(weights)[: max(1, tensors // 10)]:
             changed[k] = weights[k] + np.float32(1)
         before = _chunk_bytes(conn)
         models.save(name, weights=changed, chunk_size=chunk_size)
-        written = models.last_write.written_bytes  # type: ignore[union-attr]
+        written = models.last_write.written_bytes
         growth = _chunk_bytes(conn) - before
     finally:
         conn.execute("drop table if exists rowver_bench_raw")

@@ -577,7 +577,7 @@ def read_as_of(db: rowver.Database, table: str, version: int, *, columns: list[s
         sql.SQL(", ").join(map(sql.Identifier, columns)) if columns else sql.SQL("*"), source_sql)
     if where is not None:
         # the user's own SQL, on its own lines so that a trailing -- comment ends there
-        query += sql.SQL(" where (\n{}\n)").format(sql.SQL(where))  # type: ignore[arg-type]
+        query += sql.SQL(" where (\n{}\n)").format(sql.SQL(where))
     query += sql.SQL(" order by {}").format(sql.SQL(", ").join(map(sql.Identifier, order_by or keys)))
     if limit is not None:
         query += sql.SQL(" limit {}").format(sql.Literal(limit))

@@ -84,7 +84,8 @@ class _AsOf:
 
 
 def _as_of(dialect: Dialect) -> _AsOf:
-    return dialect._rowver_as_of  # type: ignore[attr-defined]
+    found: _AsOf = dialect._rowver_as_of  # type: ignore[attr-defined]
+    return found
 
 
 @functools.cache
@@ -99,8 +100,9 @@ def _as_of_compiler(base: type[SQLCompiler]) -> type[SQLCompiler]:
                         ashint: bool = False, enclosing_alias: Any = None, **kw: Any) -> str:
             found = self._as_of_function(table) if asfrom and not (iscrud or ashint) else None
             if found is None:
-                return super().visit_table(table, asfrom=asfrom, iscrud=iscrud, ashint=ashint,
-                                           enclosing_alias=enclosing_alias, **kw)
+                text: str = super().visit_table(table, asfrom=asfrom, iscrud=iscrud, ashint=ashint,
+                                                enclosing_alias=enclosing_alias, **kw)
+                return text
             if kw.get("from_linter"):
                 kw["from_linter"].froms[table] = table.fullname
             schema, name = found
@@ -121,7 +123,8 @@ def _as_of_compiler(base: type[SQLCompiler]) -> type[SQLCompiler]:
                 # function call is, under the alias "orders"
                 rendered = super().visit_column(column, include_table=False, **kw)
                 return f"{self.preparer.quote(table.name)}.{rendered}"
-            return super().visit_column(column, include_table=include_table, **kw)
+            text: str = super().visit_column(column, include_table=include_table, **kw)
+            return text
 
         def _refuse(self, *args: Any, **kw: Any) -> str:
             raise AsOfWriteError(
