@@ -1,7 +1,7 @@
 """`rowver bench`: what versioning costs, measured on the database it is pointed at (DESIGN §10).
 
-Every figure is a ratio: a versioned table against a plain table of the same shape and the
-same data, in the same run, timed interleaved (plain, versioned, plain, versioned, ...),
+Every figure but figure 10 is a ratio: a versioned table against a plain table of the same
+shape and the same data, in the same run, timed interleaved (plain, versioned, plain, versioned, ...),
 the median of several repetitions, with the absolute figures beside it. Every bench
 session runs with parallel query and JIT off (``max_parallel_workers_per_gather = 0``,
 ``jit = off``), so that the ratios compare work rather than worker start-up or code

@@ -209,6 +209,11 @@ class Database:
         """The version a ref names (number, tag, 'head', ISO-8601 timestamp); at most head."""
         return int(self.scalar("select rowver.resolve(%s)", (str(ref),)))
 
+    def resolve_for(self, table: str, ref: str | int) -> int:
+        """``ref`` as the version to read ``table`` at: an error naming the table's first
+        version when it predates it (versions count across all tables)."""
+        return int(self.scalar("select rowver.resolve_for(%s::regclass, %s)", (table, str(ref))))
+
     def tag(self, name: str, ref: str | int = "head", *, move: bool = False) -> int:
         """Name a version; returns it. An existing tag is refused unless ``move`` (a protected
         one even then). Needs rowver_tagger; every change is recorded (``tags(history=True)``)."""

@@ -65,7 +65,7 @@ def chunks(db: Database, query: Any, chunksize: int,
 
 def as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
     """The query that reads ``table`` as of a ref, ordered by key."""
-    version = db.resolve(ref)  # its own statement: the read below then sees every version up to it
+    version = db.resolve_for(table, ref)  # its own statement: the read below sees every version up to it
     with translated():
         fn, keys = _sql.one(
             db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
@@ -107,7 +107,7 @@ def diff_query(db: Database, table: str, ref_a: str | int,
     two versions the refs resolved to."""
     with translated():
         keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
-    a, b = db.resolve(ref_a), db.resolve(ref_b)  # their own statements: the read below sees both
+    a, b = db.resolve_for(table, ref_a), db.resolve_for(table, ref_b)  # (their own statements, as above)
     with translated():
         query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
     return sql.Composed([sql.SQL(query)]), keys, (a, b)  # built by rowver.diff_sql with format('%I')

@@ -22,6 +22,24 @@ begin
   return r;
 end $$;
 
+-- A ref resolved for reading tbl: versions count across all tables, and one before tbl's
+-- first version would read an empty table (and revert to it would delete every row), so it
+-- is refused, naming both.
+create or replace function rowver.resolve_for(tbl regclass, ref text) returns bigint
+language plpgsql volatile set search_path = pg_catalog, pg_temp
+as $$
+declare
+  first bigint := (rowver.registered(tbl)).enabled_version;
+  v     bigint := rowver.resolve(ref);
+begin
+  if v < first then
+    raise exception 'rowver: % was first versioned at version %; version % predates it', tbl, first,
+      case when ref = v::text then v::text else format('%s (%s)', v, ref) end
+      using errcode = '22023', hint = format('read it as of version %s or later', first);
+  end if;
+  return v;
+end $$;
+
 -- T's schema-qualified as-of function, called at version v, as a FROM item.
 create or replace function rowver.as_of_sql(tbl regclass, v bigint) returns text
 language sql stable set search_path = pg_catalog, pg_temp
@@ -208,8 +226,7 @@ as $$
 declare
   v bigint;
 begin
-  perform rowver.registered(tbl);
-  v := rowver.resolve(ref);
+  v := rowver.resolve_for(tbl, ref);
   if coalesce(current_setting('rowver.message', true), '') = '' then
     perform set_config('rowver.message', format('revert %s to %s', tbl, v), true);
   end if;
@@ -381,8 +398,8 @@ language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   r rowver.versioned := rowver.registered(tbl);
-  a bigint := rowver.resolve(ref_a);
-  b bigint := rowver.resolve(ref_b);
+  a bigint := rowver.resolve_for(tbl, ref_a);
+  b bigint := rowver.resolve_for(tbl, ref_b);
 begin
   return query execute rowver.diff_query(tbl, a, b,
     format('pg_catalog.jsonb_build_object(%s)',
@@ -403,8 +420,8 @@ as $$
 declare
   r    rowver.versioned := rowver.registered(tbl);
   sch  name := rowver.schema_of(tbl);
-  lo   bigint := rowver.resolve(since);
-  hi   bigint := least(rowver.resolve(until), rowver.head());
+  lo   bigint := rowver.resolve(since);  -- (from before T's first version: its enabling rows too)
+  hi   bigint := least(rowver.resolve_for(tbl, until), rowver.head());
 begin
   if hi <= lo then
     return;
@@ -456,14 +473,14 @@ language plpgsql volatile set search_path = pg_catalog, pg_temp
 as $$
 declare
   rel regclass := (select t.typrelid from pg_catalog.pg_type t where t.oid = pg_catalog.pg_typeof(tbl))::regclass;
-  v   bigint := rowver.resolve(ref);
+  v   bigint := rowver.resolve_for(rel, ref);
 begin
   return query execute format('select * from %s', rowver.as_of_sql(rel, v));
 end $$;
 
 -- Reading, and writing through the caller's own privileges on the table (the capture
 -- triggers record those writes): open to all.
-grant execute on function rowver.registered(regclass), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
+grant execute on function rowver.registered(regclass), rowver.resolve_for(regclass, text), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),

@@ -21,6 +21,7 @@ import rowver
 from rowver import _output
 from rowver._server import stop_embedded
 from rowver.cli import app
+from rowver.errors import InvalidInputError
 
 runner = CliRunner(env={"COLUMNS": None, "ROWVER_URL": None, "ROWVER_DEBUG": None})
 
@@ -523,3 +524,40 @@ def test_refresh_truncate_changes_prune_erase(shop: psycopg.Connection, db_url: 
     assert "erased" in rv(db_url, "erase", "customers", "2").stdout
     assert shop.execute("select count(*) from customers__versions where id = 2 and not rv_deleted").fetchone()[0] == 0
     assert "pruned" in error(rv(db_url, "show", "customers", "--at", "1", code=1))
+
+
+# -- refs that predate a table -------------------------------------------------------------------
+
+
+def test_a_ref_before_a_tables_first_version_is_refused_and_changes_nothing(shop: psycopg.Connection,
+                                                                             db_url: str) -> None:
+    shop.execute("select rowver.tag('before-late', '1')")
+    shop.execute("create table late (id int primary key, v text)")
+    shop.execute("insert into late values (1, 'a'), (2, 'b')")
+    first = shop.execute("select rowver.enable('late')").fetchone()[0]
+    assert first > 1
+    shop.execute("update late set v = 'c' where id = 1")
+    shop.execute("select rowver.publish_head()")
+    before = (shop.execute("select * from late order by id").fetchall(),
+              shop.execute("select count(*), max(version) from rowver.changeset").fetchone())
+    hint = f" (read it as of version {first} or later)"
+    said = f"error: public.late was first versioned at version {first}; version 1 predates it{hint}"
+    for args in (["show", "late", "--at", "1"], ["diff", "late", "1", "head"], ["diff", "late", "head", "1"],
+                 ["changes", "late", "--since", str(first), "--until", "1"], ["revert", "late", "--to", "1"]):
+        assert error(rv(db_url, *args, code=1)) == said, args
+    assert error(rv(db_url, "revert", "late", "--to", "before-late", code=1)) == \
+        f"error: public.late was first versioned at version {first}; version 1 (before-late) predates it{hint}"
+    # the change feed from before the table: every change since, its enabling rows first
+    assert [c["op"] for c in rv_json(db_url, "changes", "late", "--since", "1")] == ["insert", "insert", "update"]
+    assert (shop.execute("select * from late order by id").fetchall(),
+            shop.execute("select count(*), max(version) from rowver.changeset").fetchone()) == before
+
+    db = rowver.Database(db_url)
+    for call in (lambda: db.as_of("late", 1), lambda: db.diff("late", 1, "head"),
+                 lambda: db.changes("late", since=first, until=1), lambda: db.revert("late", 1)):
+        with pytest.raises(InvalidInputError, match="first versioned at version"):
+            call()
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="predates it"):
+        shop.execute("select * from rowver.as_of(null::late, '1')")
+    assert len(db.as_of("late", first)) == 2 and db.diff("late", first, "head")["op"].tolist() == ["changed"]
+    db.close()
