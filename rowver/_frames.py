@@ -172,7 +172,7 @@ def _column(values: Sequence[Any], oid: int, tz: Any) -> Any:
     if oid in _INTEGER_OIDS and None in values:
         # pandas would make them floats, which round above 2**53
         return pd.array(values, dtype="Int64")
-    if oid == _TIMESTAMPTZ_OID and any(isinstance(v, str) for v in values[:1]):
+    if oid == _TIMESTAMPTZ_OID and isinstance(next((v for v in values if v is not None), None), str):
         try:  # (pandas' parser runs in C, several times faster than making datetimes)
             return pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601", utc=True).dt.tz_convert(tz)
         except (ValueError, OverflowError) as exc:
