@@ -9,10 +9,12 @@ generation, and each side's read is run once untimed first, so caches are warm. 
 writes start after a CHECKPOINT (where the role may ask for one), so that neither side
 pays for the other's dirty pages.
 
-The run lives in a scratch schema of its own (``rowver_bench_<random>``); whatever
-happens, including an error or Ctrl-C, versioning is disabled on its tables and the schema
-is dropped. What stays: the changesets its writes made (history is append-only), and what
-the model-store figure writes through ``rowver._models_bench`` (see there).
+The run lives in a scratch database it creates, with rowver installed, and drops afterwards
+(``rowver_bench_<random>``), so the database it is pointed at is left as it was; whatever
+happens, including an error or Ctrl-C, the database is dropped. In place (``in_place``), it
+lives in a scratch schema of that database: versioning is disabled on its tables and the
+schema dropped, but the changesets its writes made stay in that database's log (history is
+append-only). The model-store figure writes through ``rowver._models_bench`` (see there).
 
 The figures (targets from the benchmark issue; "ratio" is versioned / plain):
 
@@ -186,26 +188,59 @@ class Report:
     schema: str
     seconds: float
     figures: list[Figure]
+    database: str  # "scratch, dropped", or "given" (in place)
 
 
 # -- running it ---------------------------------------------------------------------------
 
 
 def bench(db: Database, *, rows: int | None = None, quick: bool = False, models: bool = True,
-          rewrite: bool | None = None, deep: bool = False, progress: Progress | None = None) -> Report:
-    """Measure what versioning costs on ``db``'s server, in a scratch schema dropped afterwards."""
-    db.require_catalog()
+          rewrite: bool | None = None, deep: bool = False, in_place: bool = False,
+          progress: Progress | None = None) -> Report:
+    """Measure what versioning costs on ``db``'s server, in a scratch database dropped
+    afterwards (``in_place``: in a scratch schema of ``db``'s own database)."""
     settings = Settings.for_run(rows=rows, quick=quick, rewrite=rewrite, deep=deep)
     if settings.rows < 1000:
         raise InvalidInputError("rowver bench needs at least 1000 rows")
-    run = _Run(db.url, settings, progress or (lambda _: None))
+    if in_place:
+        db.require_catalog()
+        return _measured(db.url, settings, models, progress, database="given")
+    with _scratch_database(db.url) as url:
+        return _measured(url, settings, models, progress, database="scratch, dropped")
+
+
+def _measured(url: str, settings: Settings, models: bool, progress: Progress | None, *, database: str) -> Report:
+    run = _Run(url, settings, progress or (lambda _: None))
     started = time.perf_counter()
     try:
         figures = run.measure(models=models)
     finally:
         run.cleanup()
     return Report(server=run.server, settings=settings, schema=run.schema,
-                  seconds=time.perf_counter() - started, figures=figures)
+                  seconds=time.perf_counter() - started, figures=figures, database=database)
+
+
+@contextlib.contextmanager
+def _scratch_database(url: str) -> Iterator[str]:
+    """The URL of a new database on ``url``'s server, with rowver installed; dropped after."""
+    from ._database import Database
+    from ._server import server_url_for
+
+    name = f"rowver_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        try:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise InvalidInputError(
+                "rowver bench works in a scratch database, which this role may not create (it needs CREATEDB); "
+                "--in-place runs it in this database, whose log then keeps the bench's changesets") from None
+        try:
+            scratch = server_url_for(url, name)
+            with Database(scratch) as db:
+                db.init()
+            yield scratch
+        finally:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def _median(values: Sequence[float]) -> float:
@@ -970,6 +1005,7 @@ def rows(report: Report) -> list[tuple[Any, ...]]:
         out.append((f.figure, f.name, f.title, f.unit, _num(f.plain), _num(f.versioned), _num(f.ratio), f.op,
                     f.target, f.passed, f.status,
                     {"rows": report.settings.rows, "quick": report.settings.quick, "server": report.server,
+                     "database": report.database,
                      **{k: _num(v) if isinstance(v, float) else v for k, v in f.detail.items()}}))
     return out
 

@@ -527,20 +527,23 @@ def bench(
         "(or --no-rewrite) does. Default: as enable decides, by the table's size.", show_default=False)] = None,
     deep: Annotated[bool, typer.Option(
         "--deep", help="Measure figure 4 again after 200 rounds of updates instead of 50.")] = False,
+    in_place: Annotated[bool, typer.Option(
+        "--in-place", help="Run in a scratch schema of this database (which needs rowver installed) instead "
+        "of a scratch database; the bench's changesets then stay in this database's log.")] = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Measure what versioning costs here: each figure against a plain table (figure 10's reads
     in milliseconds), with its target.
 
-    Works in a scratch schema (rowver_bench_<random>) that is dropped afterwards, also on
-    error or Ctrl-C.
+    Works in a scratch database (rowver_bench_<random>) that it creates, with rowver
+    installed, and drops afterwards, also on error or Ctrl-C: this database is left as it was.
     """
     from . import _bench
 
     with _database(url) as db, _bench.status_line() as say:
         report = _bench.bench(db, rows=rows, quick=quick, models=quick if models is None else models,
-                              rewrite=rewrite, deep=deep, progress=say)
+                              rewrite=rewrite, deep=deep, in_place=in_place, progress=say)
     _bench.emit(report, fmt)
     failed = [f for f in report.figures if f.status.startswith("error")]
     if failed:

@@ -1,7 +1,8 @@
 """`rowver bench --quick` as CI runs it: a smoke test of the command, not a timing gate.
 
 Its JSON has every figure (1 to 10) with a target and a pass field and numbers for both
-sides, and the scratch schema is gone afterwards. No assertion here is about speed.
+sides; it ran in a scratch database, gone afterwards, and left the user's database as it was
+(in place: its scratch schema is gone). No assertion here is about speed.
 """
 
 from __future__ import annotations
@@ -25,14 +26,29 @@ def _schemas(url: str) -> list[str]:
             "select nspname from pg_namespace where nspname like 'rowver\\_bench\\_%' order by 1")]
 
 
+def _databases(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as c:
+        return int(c.execute("select count(*) from pg_database where datname like 'rowver\\_bench\\_%'").fetchone()[0])
+
+
+def _log(url: str) -> tuple[int, int]:
+    """The user's log: how many changesets, and head."""
+    with psycopg.connect(url, autocommit=True) as c:
+        return c.execute("select (select count(*) from rowver.changeset), rowver.head()").fetchone()
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def test_quick_bench_json(db_url: str) -> None:
+    before = _log(db_url)
     result = runner.invoke(app, ["bench", "--quick", "--format", "json", "--url", db_url])
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     figures = json.loads(result.stdout)
+    # in a scratch database: the user's log and head are as they were, and the database is gone
+    assert _log(db_url) == before and _databases(db_url) == 0
+    assert {f["detail"]["database"] for f in figures} == {"scratch, dropped"}
 
     assert {f["figure"] for f in figures} == set(range(1, 11))
     names = [f["name"] for f in figures]
@@ -76,14 +92,13 @@ def test_quick_bench_json(db_url: str) -> None:
     if by_name["tpcb"]["status"] == "measured":
         assert by_name["tpcb"]["detail"]["failed_transactions"] == {"plain": 0, "versioned": 0}
     assert _schemas(db_url) == []
-    # the model figure's gigabytes went into a scratch database, dropped afterwards
+    # the model figure's gigabytes went into a scratch database of their own, dropped afterwards
     assert by_name["model_load"]["detail"]["database"] == "scratch, dropped"
-    with psycopg.connect(db_url) as c:
-        assert c.execute("select count(*) from pg_database where datname like 'rowver\\_bench\\_%'").fetchone() == (0,)
 
 
-def test_quick_bench_table(db_url: str) -> None:
-    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--no-rewrite", "--url", db_url])
+def test_quick_bench_table_in_place(db_url: str) -> None:
+    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--no-rewrite", "--in-place",
+                                 "--url", db_url])
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert "as-of full read" in result.stdout
     assert "not run (--no-models)" in result.stdout
@@ -92,25 +107,27 @@ def test_quick_bench_table(db_url: str) -> None:
     assert _schemas(db_url) == []
 
 
-def test_bench_leaves_nothing_behind_on_error(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An error halfway (here: in figure 5) still disables versioning and drops the schema."""
+@pytest.mark.parametrize("where", [[], ["--in-place"]])
+def test_bench_leaves_nothing_behind_on_error(db_url: str, monkeypatch: pytest.MonkeyPatch, where: list[str]) -> None:
+    """An error halfway (here: in figure 5) still drops the scratch database, or in place
+    disables versioning and drops the schema."""
 
     def broken(self: object) -> None:
         raise RuntimeError("broken on purpose")
 
     monkeypatch.setattr(_bench._Run, "_point_lookup", broken)
-    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", "--url", db_url])
+    result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", *where, "--url", db_url])
     assert result.exit_code == 1
     assert "broken on purpose" in result.stderr
-    assert _schemas(db_url) == []
+    assert _schemas(db_url) == [] and _databases(db_url) == 0
     with psycopg.connect(db_url, autocommit=True) as c:
         assert c.execute("select count(*) from rowver.versioned").fetchone() == (0,)
 
 
-def test_bench_refuses_a_database_without_rowver(server_url: str, db_url: str) -> None:
+def test_bench_in_place_refuses_a_database_without_rowver(server_url: str, db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as c:
         c.execute("drop schema rowver cascade")
-    result = runner.invoke(app, ["bench", "--quick", "--url", db_url])
+    result = runner.invoke(app, ["bench", "--quick", "--in-place", "--url", db_url])
     assert result.exit_code == 1
     assert "rowver init" in result.stderr
     assert _schemas(db_url) == []
