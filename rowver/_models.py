@@ -32,7 +32,14 @@ import psycopg
 from . import _model_chunks as chunks
 from . import _sql
 from ._model_chunks import CHUNK_SIZE, Blob, Entry, WriteStats
-from .errors import ConflictError, InvalidInputError, ModelIntegrityError, PromotionRefusedError, translated
+from .errors import (
+    ConflictError,
+    InvalidInputError,
+    ModelIntegrityError,
+    PromotionRefusedError,
+    RowverError,
+    translated,
+)
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -292,8 +299,8 @@ def _non_finite(value: Any, path: str) -> str | None:
 # -- the store ------------------------------------------------------------------------------
 
 
-# How many times (0.05 s apart) a save tries for the gc lock before it goes without it.
-GC_LOCK_TRIES = 40
+# How long a save waits for the gc lock before it goes without it.
+GC_LOCK_WAIT = "2s"
 
 
 class Models:
@@ -386,19 +393,20 @@ class Models:
         """From the first chunk to the commit, gc (which takes this lock exclusively) waits:
         it cannot reclaim a chunk this save found stored, or wrote, before the version that
         names it commits. A session lock, so only on an idle connection: inside a caller's
-        transaction the commit's own check (and its retries) are the guard. Only tried for a
-        few seconds: anyone may take an advisory lock, and a save must not wait on it."""
+        transaction the commit's own check (and its retries) are the guard. Waited for in the
+        lock's queue, so a gc that runs back to back cannot starve it, and for GC_LOCK_WAIT at
+        most: anyone may take an advisory lock, and a save must not wait on it."""
         conn = self._conn
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         held = False
-        if idle:
-            with translated():
-                for _ in range(GC_LOCK_TRIES):
-                    held = bool(_sql.value(conn, "select pg_try_advisory_lock_shared(key1, key2)"
-                                                 " from rowver.model_gc_lock()"))
-                    if held:
-                        break
-                    time.sleep(0.05)  # (a gc, or a role sitting on the lock)
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            try:  # (a session lock: it outlasts the transaction that sets the timeout)
+                with translated(), conn.transaction():
+                    conn.execute("select set_config('lock_timeout', %s, true)", (GC_LOCK_WAIT,))
+                    conn.execute("select pg_advisory_lock_shared(key1, key2) from rowver.model_gc_lock()")
+                held = True
+            except RowverError as exc:
+                if exc.sqlstate != "55P03":  # lock_not_available: a gc, or a role sitting on the lock
+                    raise
         try:
             yield
         finally:
