@@ -406,7 +406,9 @@ begin
   end;
   select l.head into v from rowver.head_log l where l.at <= ts order by l.at desc, l.head desc limit 1;
   if not found then
-    raise exception 'rowver: no head was published at or before %', ts using errcode = '22023';
+    raise exception 'rowver: no head was published at or before %', ts using errcode = '22023',
+      hint = coalesce((select format('the first was published at %s (version %s)', l.at, l.head)
+                         from rowver.head_log l order by l.at, l.head limit 1), 'no head was published yet');
   end if;
   return v;
 end $$;

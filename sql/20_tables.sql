@@ -248,7 +248,8 @@ begin
      where i.indrelid = tbl and i.indisprimary;
     if k is null then
       raise exception 'rowver: table % has no primary key', tbl using errcode = '42P10',
-        hint = 'pass key => ARRAY[...] naming NOT NULL columns with a unique index';
+        hint = 'name NOT NULL columns with a unique index as its key: rowver enable --key COL (repeatable), '
+               'db.enable(..., key=[...]), or key => ARRAY[...] in SQL';
     end if;
     return k;
   end if;

@@ -561,3 +561,16 @@ def test_a_ref_before_a_tables_first_version_is_refused_and_changes_nothing(shop
         shop.execute("select * from rowver.as_of(null::late, '1')")
     assert len(db.as_of("late", first)) == 2 and db.diff("late", first, "head")["op"].tolist() == ["changed"]
     db.close()
+
+
+def test_first_steps_say_what_to_type(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("create table nokey (a int, b text)")
+    said = error(rv(db_url, "enable", "nokey", code=1))
+    assert said.startswith("error: table public.nokey has no primary key") and "rowver enable --key COL" in said
+    # a time before the first published head says when that was
+    conn.execute("create table t (id int primary key)")
+    conn.execute("select rowver.enable('t')")
+    first = conn.execute("select head from rowver.head_log order by at, head limit 1").fetchone()[0]
+    said = error(rv(db_url, "show", "t", "--at", "2001-01-01T00:00:00Z", code=1))
+    assert said.startswith("error: no head was published at or before 2001-01-01") and \
+        f"(version {first})" in said and "the first was published at" in said, said
