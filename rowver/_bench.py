@@ -106,6 +106,8 @@ _WIDE_CREATE = """create table {} (
 _WIDE_FILL = """insert into {} (id, a, b, c, d)
 select i, i, md5(i::text), i / 7.0, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second'
   from generate_series(1, %s) i"""
+# a round of figure 1: a tenth of the rows, by the remainder given
+_ROUND_UPDATE = "update {} set qty = qty + 1, updated_at = updated_at + interval '1 hour' where id %% 10 = %s"
 # every column of every row is read; nothing goes to the client
 _FULL_READ = ("select count(*), count(id), count(grp), count(qty), count(price), count(name),"
               " count(note), count(updated_at) from {}")
@@ -380,9 +382,7 @@ class _Run:
     # -- 1: bulk update ---------------------------------------------------------------
 
     def _bulk_update(self) -> Figure:
-        update = ("update {} set qty = qty + 1, updated_at = updated_at + interval '1 hour'"
-                  " where id %% 10 = %s")
-        times = self._bulk_rounds("figure 1", update, self.plain, self.ver, self.hist)
+        times = self._bulk_rounds("figure 1", _ROUND_UPDATE, self.plain, self.ver, self.hist)
         p, v = _median(times["plain"]), _median(times["versioned"])
         return Figure(1, "bulk_update", "bulk UPDATE of 10% of rows, through triggers", "s", p, v,
                       _ratio(v, p), "<=", 2.5,
@@ -785,11 +785,10 @@ end $$"""
                                           "DataFrame (db.history)", lambda: len(db.history(name, key)),
                                           s.key_versions + 1, at_least=True))
 
-        update = "update {} set qty = qty + 1, updated_at = updated_at + interval '1 hour' where id %% 10 = %s"
         for r in range(s.rounds, s.deep_rounds):
             self.say(f"figure 4: bulk update, round {r + 1} of {s.deep_rounds}")
             for t in (self.plain, self.ver):
-                conn.execute(sql.SQL(update).format(t), (r % 10,))
+                conn.execute(sql.SQL(_ROUND_UPDATE).format(t), (r % 10,))
         self._after_write()
         self._vacuum(self.plain, self.ver, self.hist)
         return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds)]
