@@ -44,6 +44,15 @@ language sql immutable
 return format('create index if not exists %I on %s using brin (%I) with (pages_per_range = 16, autosummarize = on)',
               rowver.generated_name(hist, '_' || col), hist_q, col);
 
+-- Whether hist has a BRIN index on col (install adds the missing ones, check names them).
+create or replace function rowver.has_brin(hist regclass, col name) returns boolean
+language sql stable
+return exists (select from pg_catalog.pg_index i
+                 join pg_catalog.pg_class c on c.oid = i.indexrelid
+                 join pg_catalog.pg_am a on a.oid = c.relam
+                 join pg_catalog.pg_attribute at on at.attrelid = i.indrelid and at.attnum = i.indkey[0]
+                where i.indrelid = hist and a.amname = 'brin' and at.attname = col);
+
 -- The equality btree uses for values of type t, written so that no caller's search_path
 -- can change what it means (DESIGN §6): OPERATOR(schema.=) from the default btree operator
 -- class of t (or of its base type, or of a type it converts to without a function, such as
@@ -365,7 +374,7 @@ as $$
 $$;
 
 -- Planning is read-only and open to all.
-grant execute on function rowver.generated_name(name, text), rowver.history_brin_ddl(text, name, name), rowver.eq_operator(oid), rowver.has_btree_eq(oid),
+grant execute on function rowver.generated_name(name, text), rowver.history_brin_ddl(text, name, name), rowver.has_brin(regclass, name), rowver.eq_operator(oid), rowver.has_btree_eq(oid),
   rowver.eq_sql(oid, text, text), rowver.same_sql(oid, text, text),
   rowver.payload_columns(regclass, name[]), rowver.qualified(regclass), rowver.schema_of(regclass), rowver.row_columns(regclass), rowver.virtual_columns(regclass),
   rowver.same_value_sql(name, oid, text, text), rowver.key_join_sql(regclass, name[], text, text),

@@ -215,11 +215,8 @@ begin
     return query
       select r.relid::text, 'index', format('%s has no BRIN index on %s: reads scan all of it; rowver init adds it',
                                             h, col)
-        from unnest(array['rv_until', 'rv_version']) col
-       where not exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
-                           join pg_am a on a.oid = c.relam
-                           join pg_attribute at on at.attrelid = i.indrelid and at.attnum = i.indkey[0]
-                          where i.indrelid = h::regclass and a.amname = 'brin' and at.attname = col);
+        from unnest(array['rv_until', 'rv_version']::name[]) col
+       where not rowver.has_brin(h::regclass, col);
 
     -- the column registry: every column of T has its lifetime recorded (enable and refresh
     -- write it). Without it, refresh would take the column for a new one and hide its past.

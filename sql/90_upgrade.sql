@@ -41,8 +41,8 @@ begin
 end $$;
 
 -- Tables versioned by an earlier build of this release. A history made before it had BRIN
--- indexes on rv_until and rv_version gets them (rowver.history_brin_ddl). Generated objects that are outdated
--- call the catalog's functions, whose signatures may have changed (0.2's writers renumber
+-- indexes on rv_until and rv_version gets them (rowver.history_brin_ddl). Generated objects
+-- that are outdated call the catalog's functions, whose signatures may have changed (0.2's writers renumber
 -- instead of failing): the table is refreshed, so that its writers keep working. What the
 -- installer cannot do is named, and rowver check names an outdated table ('definition')
 -- until its owner runs rowver.refresh.
@@ -56,10 +56,7 @@ begin
     hist := to_regclass(format('%I.%I', rowver.schema_of(r.relid), r.history_name));
     begin
       foreach col in array array['rv_until', 'rv_version']::name[] loop
-        if hist is not null and not exists (select from pg_index i join pg_class c on c.oid = i.indexrelid
-                                              join pg_am a on a.oid = c.relam
-                                              join pg_attribute at on at.attrelid = hist and at.attnum = i.indkey[0]
-                                             where i.indrelid = hist and a.amname = 'brin' and at.attname = col) then
+        if hist is not null and not rowver.has_brin(hist, col) then
           execute rowver.history_brin_ddl(hist::text, r.history_name, col);
         end if;
       end loop;
