@@ -266,11 +266,15 @@ def _through_alter(operations: Operations, table_name: str, schema: str | None) 
         t=_regclass(operations, table_name, schema)))
 
 
-def _alter(operations: Operations, table_name: str, schema: str | None, action: str) -> None:
-    # rowver.alter drops the versions view, runs the DDL (on history too, for a type
-    # change, with the same USING) and refreshes
-    _run(operations, text("SELECT rowver.alter(CAST(:tbl AS regclass), :action)").bindparams(
-        _tbl(operations, table_name, schema), bindparam("action", action, type_=String())))
+def _alter(operations: Operations, table_name: str, schema: str | None, head: str, column: str,
+           tail: str = "") -> None:
+    """rowver.alter with the action ``head <column> tail``, the column quoted by the server
+    (quote_ident): it drops the versions view, runs the DDL (on history too, for a type
+    change, with the same USING) and refreshes."""
+    _run(operations, text("SELECT rowver.alter(CAST(:tbl AS regclass), "
+                          ":head || pg_catalog.quote_ident(:col) || :tail)").bindparams(
+        _tbl(operations, table_name, schema), bindparam("head", head, type_=String()),
+        bindparam("col", column, type_=String()), bindparam("tail", tail, type_=String())))
 
 
 def _then_refresh(operations: Operations, table_name: str, schema: str | None) -> None:
@@ -287,10 +291,8 @@ def _add_column(operations: Operations, operation: ops.AddColumnOp) -> None:
 @Operations.implementation_for(ops.DropColumnOp, replace=True)
 def _drop_column(operations: Operations, operation: ops.DropColumnOp) -> None:
     if _through_alter(operations, operation.table_name, operation.schema):
-        q = operations.migration_context.dialect.identifier_preparer
-        exists = "IF EXISTS " if operation.if_exists else ""
         _alter(operations, operation.table_name, operation.schema,
-               f"DROP COLUMN {exists}{q.quote(operation.column_name)}")
+               "DROP COLUMN IF EXISTS " if operation.if_exists else "DROP COLUMN ", operation.column_name)
         return
     toimpl.drop_column(operations, operation)
     if _hooked(operations):
@@ -307,10 +309,9 @@ def _alter_column(operations: Operations, operation: ops.AlterColumnOp) -> None:
         rest = copy.copy(operation)
         rest.kw = dict(operation.kw)
         using = rest.kw.pop("postgresql_using", None)
-        action = (f"ALTER COLUMN {dialect.identifier_preparer.quote(operation.column_name)} TYPE "
-                  f"{dialect.type_compiler_instance.process(operation.modify_type)}"
-                  + (f" USING {using}" if using else ""))
-        _alter(operations, operation.table_name, operation.schema, action)
+        new_type = dialect.type_compiler_instance.process(operation.modify_type)  # type SQL, not a name
+        _alter(operations, operation.table_name, operation.schema, "ALTER COLUMN ", operation.column_name,
+               f" TYPE {new_type}" + (f" USING {using}" if using else ""))
         rest.modify_type = None  # nullability, default, comment, name: as Alembic does them
         operation = rest
     toimpl.alter_column(operations, operation)
