@@ -69,12 +69,12 @@ import psycopg.conninfo
 from psycopg import sql
 
 from . import _frames, _pgbench
+from ._database import Database
+from ._server import server_url_for
 from .errors import InvalidInputError, RowverError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from ._database import Database
 
 Progress = Callable[[str], None]
 
@@ -225,9 +225,6 @@ def _measured(url: str, settings: Settings, models: bool, progress: Progress | N
 @contextlib.contextmanager
 def _scratch_database(url: str) -> Iterator[str]:
     """The URL of a new database on ``url``'s server, with rowver installed; dropped after."""
-    from ._database import Database
-    from ._server import server_url_for
-
     name = f"rowver_bench_{secrets.token_hex(4)}"
     with psycopg.connect(url, autocommit=True) as admin:
         try:
@@ -778,8 +775,6 @@ end $$"""
             for _ in range(s.key_versions):
                 writer.execute(sql.SQL("update {} set qty = qty + 1 where id = %s").format(self.ver), (key,))
         self._after_write()
-        from ._database import Database
-
         with Database(self.url) as db:
             figures.append(self._absolute("row_history", f"one key's history, {s.key_versions:,} versions, as a "
                                           "DataFrame (db.history)", lambda: len(db.history(name, key)),

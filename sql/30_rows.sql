@@ -304,21 +304,19 @@ create or replace function rowver.changed_keys_sql(tbl regclass, lo bigint, hi b
 language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select format(
-    'select distinct %1$s from (select %1$s from %3$s'
-    ' where rv_until operator(pg_catalog.>) %4$s and rv_version operator(pg_catalog.<=) %5$s'
-    ' and (rv_until operator(pg_catalog.<=) %5$s or rv_version operator(pg_catalog.>) %4$s)%2$s) rv_k',
-    (select string_agg(format('%I', k), ', ') from unnest(r.key_columns) k),
+    'select distinct %1$s from (select %1$s from %2$s'
+    ' where rv_until operator(pg_catalog.>) %3$s and rv_version operator(pg_catalog.<=) %4$s'
+    ' and (rv_until operator(pg_catalog.<=) %4$s or rv_version operator(pg_catalog.>) %3$s)%5$s) rv_k',
+    k.cols, format('%I.%I', rowver.schema_of(tbl), r.history_name), lo, hi,
     case when exists (select from rowver.changeset_table ct
                        where ct.table_id = r.id and ct.version > lo and ct.version <= hi
                          and coalesce(ct.inserted, 1) > 0)
            or exists (select from rowver.retention x where x.table_id = r.id and lo < x.horizon)
          then format(' union all select %s from %s where rv_version operator(pg_catalog.>) %s'
-                     ' and rv_version operator(pg_catalog.<=) %s',
-                     (select string_agg(format('%I', k), ', ') from unnest(r.key_columns) k),
-                     rowver.qualified(tbl), lo, hi)
-         else '' end,
-    format('%I.%I', rowver.schema_of(tbl), r.history_name), lo, hi)
-  from rowver.registered(tbl) r
+                     ' and rv_version operator(pg_catalog.<=) %s', k.cols, rowver.qualified(tbl), lo, hi)
+         else '' end)
+  from rowver.registered(tbl) r,
+       lateral (select string_agg(format('%I', c), ', ') as cols from unnest(r.key_columns) c) k
 $$;
 
 -- Whether reading the changed keys answers a diff between a and b: not for a version a prune
