@@ -307,6 +307,13 @@ end $$;
 -- as a role that can reach the table's schema: from PostgreSQL 18 on, the role that queued
 -- it (the capture's, the table's owner); before 18, the committing role, which wrote the
 -- table. No SET clause: it runs on every commit of a write.
+--
+-- Most commits never renumbered, and learn it from currval alone: only allocate and renumber
+-- move the sequence, and this session's currval is still the version the table was first
+-- written under only if neither ran since (no writer can move it back). Measured: reading the
+-- allocation row instead cost 84 us of backend CPU per single-row UPDATE (417 -> 333).
+-- (Where this transaction never allocated, as in a restore's COPY, currval would fail: the
+-- setting allocate makes tells, and such a commit takes the long way.)
 drop trigger if exists restamp_renumbered on rowver.changeset;
 drop function if exists rowver.restamp_renumbered();
 create or replace function rowver.restamp_table() returns trigger
@@ -314,9 +321,15 @@ language plpgsql
 as $$
 declare
   t  record;
-  v  bigint := rowver.allocated();
+  v  bigint;
   at pg_catalog.tid;
 begin
+  if coalesce(pg_catalog.current_setting('rowver.allocation', true), '') operator(pg_catalog.<>) '' then
+    if NEW.version operator(pg_catalog.=) pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass) then
+      return null;  -- not renumbered since this table was first written
+    end if;
+  end if;
+  v := rowver.allocated();
   if v is null then
     -- no pointer to the allocation (a writer cleared it, or a restore's COPY loads the
     -- catalog): find it by transaction id, and point at it again for the restamp
