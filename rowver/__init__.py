@@ -11,6 +11,8 @@ Importing rowver connects to nothing and imports neither pandas nor SQLAlchemy.
 """
 
 from ._database import Database, connect
+from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
+from ._query import Result
 from ._write import Changeset, WriteResult
 from .errors import (
     ConflictError,
@@ -29,17 +31,25 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AliasMove",
     "Changeset",
+    "Comparison",
     "ConflictError",
     "Database",
     "InvalidInputError",
+    "Lineage",
+    "Model",
     "ModelIntegrityError",
+    "ModelSummary",
+    "ModelVersion",
     "NotInstalledError",
     "NotVersionedError",
     "PermissionDeniedError",
     "PromotionRefusedError",
+    "Result",
     "RowverError",
     "ServerError",
+    "Tensor",
     "UnknownTableError",
     "UnsupportedError",
     "WriteResult",

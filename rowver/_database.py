@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _frames, _install, _query, _schema, _server, _sql, _write
+from . import _frames, _install, _query, _refs, _schema, _server, _sql, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ._models import Models
 
 # What enable says of a table versioned without triggers (DESIGN §6: a trusted-writer mode).
 TRUSTED_WRITERS = ("{table} is versioned without triggers: only rowver's write layer is captured, and every "
@@ -189,7 +191,7 @@ class Database:
         return result
 
     @functools.cached_property
-    def models(self) -> Any:
+    def models(self) -> Models:
         """The model-as-rows store: ``db.models.save(...)``, ``load``, ``alias``, ``rollback``."""
         from ._models import Models
 
@@ -207,12 +209,12 @@ class Database:
 
     def resolve(self, ref: str | int) -> int:
         """The version a ref names (number, tag, 'head', ISO-8601 timestamp); at most head."""
-        return int(self.scalar("select rowver.resolve(%s)", (str(ref),)))
+        return _refs.resolve(self.conn, ref)
 
     def resolve_for(self, table: str, ref: str | int) -> int:
         """``ref`` as the version to read ``table`` at: an error naming the table's first
         version when it predates it (versions count across all tables)."""
-        return int(self.scalar("select rowver.resolve_for(%s::regclass, %s)", (table, str(ref))))
+        return _refs.resolve_for(self.conn, table, ref)
 
     def tag(self, name: str, ref: str | int = "head", *, move: bool = False) -> int:
         """Name a version; returns it. An existing tag is refused unless ``move`` (a protected
@@ -229,7 +231,17 @@ class Database:
 
     def tags(self, *, history: bool = False) -> pd.DataFrame:
         """The tags, or with ``history`` every change to them: who, when, old and new version."""
-        return _query.tag_log(self) if history else _query.tags(self)
+        return (_query.tag_log(self) if history else _query.tags(self)).frame()
+
+    def read(self, table: str, ref: str | int = "head", *, columns: Sequence[str] | None = None,
+             where: str | None = None, order_by: Sequence[str] | None = None,
+             limit: int | None = None) -> _query.Result:
+        """``table`` as of a ref, rows first (``.rows``, ``.columns``, ``.version``; ``.frame()``
+        for a DataFrame): only ``columns``, rows meeting ``where`` (one SQL condition, run in a
+        READ ONLY transaction with your privileges), ordered by ``order_by`` (default: the
+        key), at most ``limit``."""
+        return _query.read(self, table, ref, columns=list(columns) if columns is not None else None,
+                           where=where, order_by=list(order_by) if order_by is not None else None, limit=limit)
 
     def as_of(self, table: str, ref: str | int = "head", *, chunksize: int | None = None) -> Any:
         """``table`` as of a ref, as a DataFrame ordered by key; with ``chunksize``, an iterator of
@@ -259,19 +271,19 @@ class Database:
 
     def log(self, limit: int = 50, table: str | None = None) -> pd.DataFrame:
         """Changesets, newest first."""
-        return _query.log(self, limit=limit, table=table)
+        return _query.log(self, limit=limit, table=table).frame()
 
     def status(self) -> pd.DataFrame:
         """Versioned tables: key, triggers, current and history rows, versions, definition."""
-        return _query.frame(self, "select * from rowver.status()")
+        return _query.status(self).frame()
 
     def in_flight(self) -> pd.DataFrame:
         """Open transactions holding versions (so holding head back), oldest first."""
-        return _query.frame(self, "select * from rowver.in_flight()")
+        return _query.in_flight(self).frame()
 
     def check(self, table: str | None = None) -> pd.DataFrame:
         """Violations of rowver's invariants (DESIGN §7); empty when all hold."""
-        return _query.frame(self, "select * from rowver.check(%s::regclass)", (table,))
+        return _query.check(self, table).frame()
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ class Blob:
 
     kind: str                                   # 'weight' or 'artifact'
     name: str
-    dtype: str                                  # see _models.dtype_text
+    dtype: str                                  # see _model_blobs.dtype_text
     shape: tuple[int, ...]
     nbytes: int
     slices: Callable[[int], Iterator[Any]]      # chunk_size -> successive byte buffers

@@ -22,18 +22,17 @@ import numpy as np
 import psycopg
 
 from . import _model_chunks as chunks
+from ._model_blobs import dtype_from_text, file_blob
 from ._model_chunks import Blob, Entry
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from ._models import ModelVersion
+    from ._model_types import ModelVersion
 
 FORMAT = "rowver-model-export/1"
 
 
 def export(conn: psycopg.Connection, info: ModelVersion, entries: list[Entry], directory: Path) -> None:
-    from ._models import dtype_from_text
-
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInputError(f"{directory} exists and is not an empty directory")
     files = []
@@ -86,8 +85,6 @@ def _write_npy_header(f: IO[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> 
 def read(directory: Path) -> tuple[dict[str, Any], list[Blob]]:
     """The export's metadata and one streaming blob per file, each checked against the
     manifest for size, dtype and shape (chunk hashes are checked as they stream)."""
-    from ._models import _file_blob, dtype_from_text
-
     manifest = directory / "manifest.json"
     if not manifest.is_file():
         raise InvalidInputError(f"{directory} has no manifest.json: not a rowver model export, "
@@ -125,7 +122,7 @@ def read(directory: Path) -> tuple[dict[str, Any], list[Blob]]:
             if size > nbytes:
                 raise InvalidInputError(f"{spec['file']} ({kind} {name!r}) has {size - nbytes} bytes more "
                                         "than its manifest says")
-            blobs.append(_file_blob(kind, name, dtype, shape, path, offset, nbytes, expect))
+            blobs.append(file_blob(kind, name, dtype, shape, path, offset, nbytes, expect))
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, InvalidInputError):
             raise

@@ -22,16 +22,18 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import psycopg
 
+from . import _model_blobs, _refs, _sql
 from . import _model_chunks as chunks
-from . import _sql
 from ._model_chunks import CHUNK_SIZE, Blob, Entry, WriteStats
+from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
+from ._sql import Connected
+from ._write import Changeset
 from .errors import (
     ConflictError,
     InvalidInputError,
@@ -41,220 +43,8 @@ from .errors import (
     translated,
 )
 
-if TYPE_CHECKING:
-    from ._database import Database
-
 __all__ = ["AliasMove", "Comparison", "Lineage", "Model", "ModelIntegrityError", "ModelSummary",
            "ModelVersion", "Models", "PromotionRefusedError", "Tensor"]
-
-
-# -- what the store returns -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """A weight or artifact of a model version, as its manifest records it."""
-
-    kind: str
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-    chunk_size: int
-    chunks: tuple[bytes, ...] = field(repr=False)
-
-    @property
-    def same_bytes_as(self) -> tuple[str, tuple[int, ...], tuple[bytes, ...]]:
-        """What makes two tensors equal: dtype, shape and content."""
-        return (self.dtype, self.shape, self.chunks)
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One saved version of a model: its metadata and manifest (no weights)."""
-
-    model: str
-    version: int
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    tags: list[str]
-    description: str | None
-    data_version: int | None
-    data_ref: str | None
-    code_revision: str | None
-    author: str | None
-    db_user: str
-    created_at: dt.datetime
-    nbytes: int
-    content_hash: str
-    changeset: int                 # the rowver version that recorded this model version
-    aliases: list[str]
-    tensors: list[Tensor] = field(repr=False)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.model}/{self.version}"
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """Where a model version came from: its data version and the changesets around it."""
-
-    model: str
-    version: int
-    data_version: int | None
-    data_ref: str | None
-    data_changeset: dict[str, Any] | None   # the newest changeset at or below data_version
-    saved_in: dict[str, Any]                # the changeset that recorded the model version
-    code_revision: str | None
-
-
-@dataclass(frozen=True)
-class Model(ModelVersion):
-    """A loaded model version: metadata plus weights (numpy arrays) and artifacts (bytes)."""
-
-    weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
-    lineage: Lineage | None = None
-
-    def state_dict(self) -> Any:
-        """The weights as a PyTorch state dict (needs torch)."""
-        from . import _model_torch
-
-        return _model_torch.state_dict(self.weights, {t.name: t.dtype for t in self.tensors})
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    versions: int
-    latest: int | None
-    aliases: dict[str, int]
-    description: str | None
-    updated_at: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    model: str
-    alias: str
-    old_version: int | None
-    new_version: int
-    changeset: int | None          # None: nothing moved, so no changeset
-
-
-@dataclass(frozen=True)
-class Comparison:
-    a: ModelVersion
-    b: ModelVersion
-    params: list[tuple[str, Any, Any]]      # (key, a, b) for every key in either
-    metrics: list[tuple[str, Any, Any]]
-    tensors: list[tuple[str, str, str]]     # (kind/name, 'same'|'changed'|'added'|'removed', detail)
-
-    @property
-    def changed_tensors(self) -> list[str]:
-        return [name for name, state, _ in self.tensors if state != "same"]
-
-
-# -- dtypes: text both ways, never pickle ---------------------------------------------------
-
-
-def dtype_text(dtype: np.dtype) -> str:
-    """numpy's dtype.str ('<f4'); a structured dtype as its JSON descr."""
-    if dtype.hasobject:
-        raise InvalidInputError(f"dtype {dtype} holds Python objects, which cannot be stored as raw bytes")
-    if dtype.fields is None and dtype.subdtype is None:
-        return dtype.str
-    return json.dumps(np.lib.format.dtype_to_descr(dtype))
-
-
-def dtype_from_text(text: str) -> np.dtype:
-    """The numpy dtype stored as ``text``; raw unsigned ints for torch-only dtypes."""
-    from . import _model_torch
-
-    if text.startswith("torch."):
-        return np.dtype(_model_torch.raw_dtype(text))
-    try:
-        dtype = np.lib.format.descr_to_dtype(_tuples(json.loads(text))) if text.startswith("[") else np.dtype(text)
-    except (TypeError, ValueError) as exc:
-        raise ModelIntegrityError(f"unknown stored dtype {text!r}") from exc
-    if dtype.hasobject:
-        raise ModelIntegrityError(f"stored dtype {text!r} holds Python objects; refusing to load it")
-    return dtype
-
-
-def _tuples(descr: Any) -> Any:
-    """A JSON descr back in numpy's shape: fields are tuples, shapes tuples of ints."""
-    if not isinstance(descr, list):
-        return descr
-    out = []
-    for name, fmt, *rest in descr:
-        out.append((tuple(name) if isinstance(name, list) else name, _tuples(fmt),
-                    *(tuple(r) for r in rest)))
-    return out
-
-
-# -- blobs: what save streams from --------------------------------------------------------------
-
-
-def _array_blob(name: str, value: Any) -> Blob:
-    if type(value).__module__.split(".")[0] == "torch":
-        from . import _model_torch
-
-        value, label = _model_torch.to_numpy(value)
-    else:
-        label = None
-    if not isinstance(value, np.ndarray):
-        raise InvalidInputError(f"weights[{name!r}] is a {type(value).__name__}, not a numpy array "
-                                "(weights map names to numpy arrays or torch tensors)")
-    text = label or dtype_text(value.dtype)
-    flat = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
-
-    def slices(size: int) -> Iterator[memoryview]:
-        view = flat.data
-        for start in range(0, flat.nbytes, size):
-            yield view[start:start + size]
-
-    return Blob("weight", name, text, tuple(int(n) for n in value.shape), int(value.nbytes), slices)
-
-
-def _artifact_blob(name: str, value: Any) -> Blob:
-    if isinstance(value, os.PathLike):
-        path = Path(value)
-        if not path.is_file():
-            raise InvalidInputError(f"artifacts[{name!r}]: {path} is not a file")
-        return _file_blob("artifact", name, "|u1", None, path, 0, path.stat().st_size)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = memoryview(value).cast("B")
-
-        def slices(size: int) -> Iterator[memoryview]:
-            for start in range(0, len(data), size):
-                yield data[start:start + size]
-
-        return Blob("artifact", name, "|u1", (len(data),), len(data), slices)
-    raise InvalidInputError(f"artifacts[{name!r}] is a {type(value).__name__}; "
-                            "an artifact is bytes or a pathlib.Path to a file")
-
-
-def _file_blob(kind: str, name: str, dtype: str, shape: tuple[int, ...] | None, path: Path,
-               offset: int, nbytes: int, expect: list[bytes] | None = None) -> Blob:
-    """A blob read from ``path`` at ``offset``, one fresh buffer per slice (never mapped:
-    a mapping would count against a memory limit the whole file at once)."""
-
-    def slices(size: int) -> Iterator[bytearray]:
-        with path.open("rb") as f:
-            f.seek(offset)
-            left = nbytes
-            while left > 0:
-                buf = bytearray(min(size, left))
-                got = f.readinto(buf)
-                if got != len(buf):
-                    raise InvalidInputError(f"{path} is truncated: {nbytes - left + (got or 0)} of "
-                                            f"{nbytes} bytes of {kind} {name!r}")
-                left -= got
-                yield buf
-
-    return Blob(kind, name, dtype, shape if shape is not None else (nbytes,), nbytes, slices, expect)
 
 
 def _json(what: str, value: Any) -> str:
@@ -306,7 +96,7 @@ GC_LOCK_WAIT = "2s"
 class Models:
     """``db.models``: save, load, alias, rollback, promote, list, compare, search, gc."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Connected):
         self._db = db
         self.last_write: WriteStats | None = None  # what the last save sent (for bench)
 
@@ -331,8 +121,8 @@ class Models:
         if artifacts is not None and not isinstance(artifacts, Mapping):
             raise InvalidInputError(f"artifacts must be a mapping of names to bytes or paths, "
                                     f"not a {type(artifacts).__name__}")
-        blobs = [_array_blob(str(k), v) for k, v in (weights or {}).items()]
-        blobs += [_artifact_blob(str(k), v) for k, v in (artifacts or {}).items()]
+        blobs = [_model_blobs.array_blob(str(k), v) for k, v in (weights or {}).items()]
+        blobs += [_model_blobs.artifact_blob(str(k), v) for k, v in (artifacts or {}).items()]
         return self._save(name, blobs, params=_json("params", params), metrics=_json("metrics", metrics),
                           data_version=data_version, tags=list(tags), description=description,
                           code_revision=code_revision, alias=alias, author=author, message=message,
@@ -356,7 +146,7 @@ class Models:
                          ([b.kind for b in blobs], [b.name for b in blobs]))
             for t in tags:
                 conn.execute("select rowver.model_check_name('tag', %s)", (t,))
-            version = None if data_version is None else self._db.resolve(data_version)
+            version = None if data_version is None else _refs.resolve(self._conn, data_version)
         seen: set[tuple[str, str]] = set()
         for b in blobs:
             if (b.kind, b.name) in seen:
@@ -370,7 +160,7 @@ class Models:
                         None if data_version is None else str(data_version), code_revision, author,
                         json.dumps([e.as_json() for e in entries]), alias, expect_hash)
                 try:
-                    with self._db.changeset(message=message, author=author), translated():
+                    with Changeset(self._db, message=message, author=author), translated():
                         saved, _hash = _sql.one(
                             conn, "select * from rowver.model_commit(%s, %s::jsonb, %s::jsonb, %s::text[], %s, "
                             "%s, %s, %s, %s, %s::jsonb, %s, %s)", args)
@@ -451,7 +241,7 @@ class Models:
         artifacts: dict[str, bytes] = {}
         for t, buf in zip(info.tensors, buffers):
             if t.kind == "weight":
-                weights[t.name] = buf.view(dtype_from_text(t.dtype)).reshape(t.shape)
+                weights[t.name] = buf.view(_model_blobs.dtype_from_text(t.dtype)).reshape(t.shape)
             else:
                 artifacts[t.name] = buf.tobytes()
         meta = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
@@ -516,7 +306,7 @@ class Models:
         holder on ``metric`` (mode max: higher is better; min: lower); else raise
         PromotionRefusedError and change nothing."""
         conn = self._conn
-        with translated(), self._db.changeset(message=message, author=author):
+        with translated(), Changeset(self._db, message=message, author=author):
             promoted, previous, _cand, _held, reason = _sql.one(
                 conn, "select * from rowver.model_promote(%s, %s, %s, %s, %s, %s)",
                 (name, alias, int(version), metric, mode, agg))
@@ -530,7 +320,7 @@ class Models:
     def _move(self, query: str, args: tuple[Any, ...], name: str, alias: str, *, author: str | None,
               message: str | None) -> AliasMove:
         conn = self._conn
-        with translated(), self._db.changeset(message=message, author=author):
+        with translated(), Changeset(self._db, message=message, author=author):
             old, new = _sql.one(conn, query, args)
             changeset = _sql.value(conn, "select rowver.current_version()")
         return AliasMove(name, alias, old, new, changeset)
@@ -601,7 +391,7 @@ class Models:
         """Delete a model version (a tombstone: it stays in history, and so do its chunks);
         returns the changeset."""
         conn = self._conn
-        with translated(), self._db.changeset(message=message, author=author):
+        with translated(), Changeset(self._db, message=message, author=author):
             conn.execute("select rowver.model_delete(%s)", (ref,))
             changeset: int = _sql.value(conn, "select rowver.current_version()")
         return changeset

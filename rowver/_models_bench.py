@@ -18,7 +18,7 @@ import statistics
 import struct
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -28,6 +28,9 @@ import rowver
 
 from ._model_chunks import CHUNK_SIZE
 from ._server import server_url_for
+
+if TYPE_CHECKING:
+    from ._models import Models
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 
@@ -89,13 +92,13 @@ def _measure(url: str, name: str, size_mb: int, tensors: int, rounds: int, chunk
 
         _settle(conn, nbytes)
         resave = _timed(models.save, name, weights=weights, chunk_size=chunk_size)
-        unchanged_written = models.last_write.written_bytes
+        unchanged_written = _written(models)
         changed = dict(weights)
         for k in list(weights)[: max(1, tensors // 10)]:
             changed[k] = weights[k] + np.float32(1)
         before = _chunk_bytes(conn)
         models.save(name, weights=changed, chunk_size=chunk_size)
-        written = models.last_write.written_bytes
+        written = _written(models)
         growth = _chunk_bytes(conn) - before
     finally:
         conn.execute("drop table if exists rowver_bench_raw")
@@ -123,6 +126,12 @@ def _measure(url: str, name: str, size_mb: int, tensors: int, rounds: int, chunk
         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
     }
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _written(models: Models) -> int:
+    """The bytes the last save sent (save always records them)."""
+    assert models.last_write is not None
+    return models.last_write.written_bytes
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> float:

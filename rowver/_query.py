@@ -1,32 +1,59 @@
 """Reading versioned tables: as of a ref, a row's history, diffs, the log and tags.
 
 Refs are resolved first, in their own statement, and the read follows: a snapshot taken
-after head was known sees every version at or below it, so the read is repeatable.
+after head was known sees every version at or below it, so the read is repeatable. Reads
+come back rows first (``Result``, no pandas needed) or as DataFrames.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from . import _frames, _sql
-from .errors import InvalidInputError, translated
+from . import _frames, _refs, _sql
+from ._sql import Connected
+from .errors import InvalidInputError, RowverError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ._database import Database
 
 
 Rows = list[tuple[Any, ...]]
 Described = list[Any]
 
 
-def frame(db: Database, query: Any, params: Any = None, *, raw: bool = False) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Result:
+    """A read, rows first: column names, rows as tuples of Python values, and the version read
+    (None for reads not of one version); ``.frame()`` gives the same as a DataFrame."""
+
+    columns: list[str]
+    rows: Rows
+    type_oids: list[int] = field(repr=False)
+    version: int | None = None
+    tz: Any = field(default=None, repr=False)  # the session's zone, for timestamps in frames
+
+    def frame(self) -> pd.DataFrame:
+        return _frames.to_frame(self.rows, self.columns, self.type_oids, tz=self.tz)
+
+
+def fetch(db: Connected, query: Any, params: Any = None, *, version: int | None = None) -> Result:
+    """A query's rows, rows first."""
+    with translated():
+        cur = db.conn.execute(query, params)
+        rows = cur.fetchall()
+    described = cur.description or []
+    return Result([d.name for d in described], rows, [d.type_code for d in described], version,
+                  db.conn.info.timezone)
+
+
+def frame(db: Connected, query: Any, params: Any = None, *, raw: bool = False) -> pd.DataFrame:
     """A query's rows as a frame; ``raw``: SQL rowver generated, with $1-style parameters
     (a % in a quoted name is then no placeholder)."""
     def fetch(fast: bool) -> pd.DataFrame:
@@ -51,7 +78,7 @@ def _plain_frame(rows: Rows, described: Described) -> pd.DataFrame:
     return _frames.to_frame(rows, [d.name for d in described], [d.type_code for d in described])
 
 
-def chunks(db: Database, query: Any, chunksize: int,
+def chunks(db: Connected, query: Any, chunksize: int,
            to_frame: Callable[[Rows, Described], pd.DataFrame] = _plain_frame) -> Iterator[pd.DataFrame]:
     """A query's result in frames of at most ``chunksize`` rows, through a server-side cursor
     (so memory stays bounded), in one transaction (so every chunk reads the same snapshot)."""
@@ -63,9 +90,9 @@ def chunks(db: Database, query: Any, chunksize: int,
             yield to_frame(rows, cur.description or [])
 
 
-def as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
+def as_of_query(db: Connected, table: str, ref: str | int) -> sql.Composed:
     """The query that reads ``table`` as of a ref, ordered by key."""
-    version = db.resolve_for(table, ref)  # its own statement: the read below sees every version up to it
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read below sees every version up to it
     with translated():
         fn, keys = _sql.one(
             db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
@@ -74,7 +101,44 @@ def as_of_query(db: Database, table: str, ref: str | int) -> sql.Composed:
     return sql.SQL("select * from {} order by {}").format(sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
 
 
-def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:
+def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
+         where: str | None = None, order_by: list[str] | None = None, limit: int | None = None) -> Result:
+    """Rows of ``table`` as of a ref (ordered by key unless ``order_by``): one SELECT in a READ
+    ONLY transaction. ``where`` is one SQL condition of the caller's, run with their privileges."""
+    if where is not None and (";" in where or not where.strip()):
+        raise InvalidInputError("where takes one SQL condition, without ';'")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidInputError(f"limit must be a whole number of rows, not {limit!r}")
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read below sees every version up to it
+    with translated():
+        source, keys = _sql.one(
+            db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
+            (table, version, table))
+        # source is the as-of function call, quoted by rowver.as_of_sql with format('%I')
+        source_sql = sql.SQL(source)
+        known = [d.name for d in db.conn.execute(sql.SQL("select * from {} limit 0").format(source_sql)).description or []]
+    for name in [*(columns or ()), *(order_by or ())]:
+        if name not in known:
+            raise InvalidInputError(f"{table} has no column {name!r}; its columns are {', '.join(known)}")
+    query = sql.SQL("select {} from {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)) if columns else sql.SQL("*"), source_sql)
+    if where is not None:
+        # the caller's own SQL, on its own lines so that a trailing -- comment ends there
+        query += sql.SQL(" where (\n{}\n)").format(sql.SQL(where))
+    query += sql.SQL(" order by {}").format(sql.SQL(", ").join(map(sql.Identifier, order_by or keys)))
+    if limit is not None:
+        query += sql.SQL(" limit {}").format(sql.Literal(limit))
+    try:
+        with translated(), db.conn.transaction():
+            db.conn.execute("set transaction read only")
+            return fetch(db, query, version=version)
+    except RowverError as exc:
+        if where is not None and (exc.sqlstate or "")[:2] in ("42", "22", "25"):
+            raise type(exc)(f"{exc} (in where {where!r})", sqlstate=exc.sqlstate) from exc
+        raise
+
+
+def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
     """A key as {column: value}: from a dict, a tuple (in key order), or a single value."""
     with translated():
         columns = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
@@ -88,7 +152,7 @@ def key_object(db: Database, table: str, key: Any) -> dict[str, Any]:
     return dict(zip(columns, values))
 
 
-def history(db: Database, table: str, key: Any) -> pd.DataFrame:
+def history(db: Connected, table: str, key: Any) -> pd.DataFrame:
     """Every version of one row, oldest first, with its changeset's time, author and message."""
     where = key_object(db, table, key)
     with translated():
@@ -101,13 +165,13 @@ def history(db: Database, table: str, key: Any) -> pd.DataFrame:
     return frame(db, query, [key_json], raw=True)
 
 
-def diff_query(db: Database, table: str, ref_a: str | int,
+def diff_query(db: Connected, table: str, ref_a: str | int,
                ref_b: str | int) -> tuple[sql.Composed, list[str], tuple[int, int]]:
     """The query for the rows added, removed and changed between two refs, the key, and the
     two versions the refs resolved to."""
     with translated():
         keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
-    a, b = db.resolve_for(table, ref_a), db.resolve_for(table, ref_b)  # (their own statements, as above)
+    a, b = _refs.resolve_for(db.conn, table, ref_a), _refs.resolve_for(db.conn, table, ref_b)  # (their own statements, as above)
     with translated():
         query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
     return sql.Composed([sql.SQL(query)]), keys, (a, b)  # built by rowver.diff_sql with format('%I')
@@ -132,7 +196,7 @@ def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
     return to_frame
 
 
-def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
+def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
     """Rows added, removed and changed between two refs, ordered by key (see diff_frame);
     ``frame.attrs["versions"]`` holds the two versions that were read."""
     query, keys, versions = diff_query(db, table, ref_a, ref_b)
@@ -144,7 +208,7 @@ def diff(db: Database, table: str, ref_a: str | int, ref_b: str | int) -> pd.Dat
     return frame
 
 
-def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.DataFrame:
+def changes(db: Connected, table: str, since: str | int, until: str | int) -> pd.DataFrame:
     """Every row change after ``since`` up to ``until`` (at most head), in version order."""
     import pandas as pd
 
@@ -154,20 +218,35 @@ def changes(db: Database, table: str, since: str | int, until: str | int) -> pd.
     return pd.concat([feed[["rv_version", "op"]], values], axis=1)
 
 
-def log(db: Database, *, limit: int | str | None, table: str | None) -> pd.DataFrame:
+def log(db: Connected, *, limit: int | str | None, table: str | None) -> Result:
     if limit is None:
         limit = 50
     if isinstance(limit, str) and limit.strip().lstrip("-").isdigit():
         limit = int(limit)
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise InvalidInputError(f"limit must be a whole number, not {limit!r}")
-    return frame(db, "select * from rowver.log(%s::integer, %s::regclass)", (limit, table))
+    return fetch(db, "select * from rowver.log(%s::integer, %s::regclass)", (limit, table))
 
 
-def tags(db: Database) -> pd.DataFrame:
-    return frame(db, "select name, version, protected, created_at, db_user from rowver.tag order by version, name")
+def tags(db: Connected) -> Result:
+    return fetch(db, "select name, version, protected, created_at, db_user from rowver.tag order by version, name")
 
 
-def tag_log(db: Database) -> pd.DataFrame:
-    return frame(db, "select at, name, action, old_version, new_version, protected, db_user, db_role"
+def tag_log(db: Connected) -> Result:
+    return fetch(db, "select at, name, action, old_version, new_version, protected, db_user, db_role"
                      " from rowver.tag_log order by at, name")
+
+
+def status(db: Connected) -> Result:
+    """Versioned tables: key, triggers, current and history rows, versions, definition."""
+    return fetch(db, "select * from rowver.status()")
+
+
+def in_flight(db: Connected) -> Result:
+    """Open transactions holding versions (so holding head back), oldest first."""
+    return fetch(db, "select * from rowver.in_flight()")
+
+
+def check(db: Connected, table: str | None) -> Result:
+    """Violations of rowver's invariants (DESIGN §7); no rows when all hold."""
+    return fetch(db, "select * from rowver.check(%s::regclass)", (table,))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from . import _sql
+from ._sql import Connected
 from .errors import InvalidInputError, translated
-
-if TYPE_CHECKING:
-    from ._database import Database
 
 
 def _names(values: Iterable[str] | None, what: str) -> list[str] | None:
@@ -27,7 +24,7 @@ def _script(statements: Iterable[str]) -> str:
     return "".join(f"{s};\n" for s in statements)
 
 
-def enable(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
+def enable(db: Connected, table: str, *, key: Sequence[str] | None, triggers: bool,
            ignore: Iterable[str], rewrite: bool | None) -> int:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
     with translated(), db.conn.transaction():
@@ -35,7 +32,7 @@ def enable(db: Database, table: str, *, key: Sequence[str] | None, triggers: boo
             db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[], %s::boolean)", args))
 
 
-def ddl(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
+def ddl(db: Connected, table: str, *, key: Sequence[str] | None, triggers: bool,
         ignore: Iterable[str], rewrite: bool | None) -> str:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
     with translated():
@@ -44,12 +41,12 @@ def ddl(db: Database, table: str, *, key: Sequence[str] | None, triggers: bool,
     return _script(r[0] for r in rows)
 
 
-def disable(db: Database, table: str, *, keep_history: bool) -> None:
+def disable(db: Connected, table: str, *, keep_history: bool) -> None:
     with translated(), db.conn.transaction():
         db.conn.execute("select rowver.disable(%s::regclass, %s)", (table, keep_history))
 
 
-def disable_ddl(db: Database, table: str, *, keep_history: bool) -> str:
+def disable_ddl(db: Connected, table: str, *, keep_history: bool) -> str:
     with translated():
         rows = db.conn.execute("select rowver.disable_ddl(%s::regclass, %s)",
                                (table, keep_history)).fetchall()

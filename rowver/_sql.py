@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
 from .errors import RowverError
+
+
+class Connected(Protocol):
+    """What the layers under ``Database`` take: something holding the connection to use (the
+    facade passes itself; they never call back into it)."""
+
+    @property
+    def conn(self) -> psycopg.Connection: ...
 
 
 def one(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = None) -> tuple[Any, ...]:

@@ -14,16 +14,14 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from . import _frames, _sql
+from ._sql import Connected
 from .errors import ConflictError, InvalidInputError, RowverError, shorten, translated
-
-if TYPE_CHECKING:
-    from ._database import Database
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,8 @@ class WriteResult:
 class Changeset:
     """``with db.changeset(message=..., author=...) as cs:`` — every call inside is one version."""
 
-    def __init__(self, db: Database, *, message: str | None, author: str | None, retries: int):
+    def __init__(self, db: Connected, *, message: str | None = None, author: str | None = None,
+                 retries: int = 5):
         self._db = db
         self.message = message
         self.author = author

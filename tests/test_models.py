@@ -24,9 +24,8 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 import rowver
-from rowver._model_chunks import ModelIntegrityError
-from rowver._models import PromotionRefusedError
 from rowver.cli import app
+from rowver.errors import ModelIntegrityError, PromotionRefusedError
 
 MiB = 1 << 20
 

@@ -35,6 +35,9 @@ def test_wheel_contains_sql_and_py_typed(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
 
     assert "rowver/py.typed" in names
+    # every module of the package and its subpackages (the CLI is one), none left behind
+    source = {str(p.relative_to(REPO)) for p in (REPO / "rowver").rglob("*.py")}
+    assert source - names == set()
     shipped = {
         name.removeprefix("rowver/sql/")
         for name in names

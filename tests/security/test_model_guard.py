@@ -14,7 +14,7 @@ from logins import Logins, violations
 from psycopg.conninfo import make_conninfo
 
 import rowver
-from rowver._model_chunks import ModelIntegrityError
+from rowver.errors import ModelIntegrityError
 
 
 @pytest.fixture

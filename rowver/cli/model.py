@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import _output
-from ._output import Format
-from .errors import InvalidInputError
+from .. import _output
+from .._output import Format
+from ..errors import InvalidInputError
+from ._common import database
 
 if TYPE_CHECKING:
-    from ._models import Models, ModelVersion
+    from .._model_types import ModelVersion
+    from .._models import Models
 
 app = typer.Typer(name="model", no_args_is_help=True,
                   help="Models as rows: save, version, alias, roll back and compare models.")
@@ -41,9 +43,7 @@ Author = Annotated[str | None, typer.Option("--author", help="The changeset's au
 
 @contextmanager
 def _models(url: str | None) -> Iterator[Models]:
-    from .cli import _database  # the one place commands connect
-
-    with _database(url) as db:
+    with database(url) as db:
         yield db.models
 
 

@@ -1,0 +1,248 @@
+"""Commands that look: status, log, show, history, diff, changes, tags, check; and the two
+that write a version from the past or name one: revert, tag (with untag and protect)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import _output, _query
+from .._output import Format
+from ..errors import InvalidInputError
+from ._common import EXIT_ERROR, Fmt, Table, Url, app, database, split
+
+
+@app.command()
+def status(url: Url = None, fmt: Fmt = Format.table) -> None:
+    """Versioned tables, head, and the oldest in-flight writer holding head back."""
+    with database(url) as db:
+        tables = _query.status(db)
+        head = db.head()
+        in_flight = _query.in_flight(db)
+    oldest = dict(zip(in_flight.columns, in_flight.rows[0])) if in_flight.rows else {}
+    if fmt is not Format.table:
+        extra = {"head": head, "oldest_writer_version": oldest.get("version"),
+                 "oldest_writer_pid": oldest.get("pid"), "oldest_writer_start": oldest.get("xact_start")}
+        _output.emit([*tables.columns, *extra], [(*row, *extra.values()) for row in tables.rows], fmt)
+        return
+    shown = {"table_name": "table", "key_columns": "key", "ignore_columns": "ignored", "current_rows": "rows",
+             "history_rows": "history", "enabled_version": "since"}
+    _output.emit([shown.get(c, c) for c in tables.columns], tables.rows, fmt,
+                 empty="No table is versioned yet: rowver enable TABLE")
+    out = _output.console()
+    out.print(f"head: {head}")
+    if oldest:
+        who = (f"pid {oldest['pid']}" if oldest.get("pid") is not None
+               else f"prepared transaction {oldest.get('prepared_gid') or ''}".rstrip())
+        since = _output.cell_text(oldest.get("xact_start"))
+        out.print(f"oldest in-flight writer: version {oldest['version']}, {who}, started {since} "
+                  f"({oldest.get('state')}); head cannot pass it until it ends")
+    else:
+        out.print("in-flight writers: none")
+
+
+@app.command()
+def log(
+    table: Annotated[str | None, typer.Option(
+        "--table", "-t", metavar="TABLE", help="Only changesets touching TABLE.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N changesets.")] = 50,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Changesets, newest first: version, time, author, message, tables, rows changed."""
+    with database(url) as db:
+        found = _query.log(db, limit=limit, table=table)
+    columns, rows = found.columns, found.rows
+    if fmt is Format.table:
+        columns = ["version", "created_at", "author", "db_user", "message", "tables", "rows"]
+        at = [found.columns.index(c) for c in columns]
+        rows = [tuple(row[i] for i in at) for row in rows]
+    _output.emit(columns, rows, fmt, empty="No changesets yet.")
+
+
+@app.command()
+def show(
+    table: Table,
+    at: Annotated[str, typer.Option(
+        "--at", metavar="REF", help="A version, tag, ISO-8601 time or head.")] = "head",
+    where: Annotated[str | None, typer.Option(
+        "--where", metavar="SQL", help="A condition in SQL, e.g. \"city = 'Lisbon'\". It runs in a "
+        "READ ONLY transaction, as part of one SELECT, with your privileges; ';' is refused.")] = None,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="A,B", help="Only these columns, comma-separated.")] = None,
+    order_by: Annotated[list[str] | None, typer.Option(
+        "--order-by", metavar="COL", help="Order by this column (repeatable). Default: the key.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N rows.")] = None,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Print a table as it was at a version (default: head)."""
+    with database(url) as db, _output.progress(f"reading {table} as of {at}"):
+        found = db.read(table, at, columns=split(columns), where=where, order_by=order_by, limit=limit)
+    version = found.version
+    ref = f"version {version}" if at.strip() == str(version) else f"{at} (version {version})"
+    _output.emit(found.columns, found.rows, fmt, caption=f"{table} as of {ref}: {len(found.rows)} row(s)")
+
+
+@app.command()
+def history(
+    table: Table,
+    key: Annotated[list[str], typer.Argument(
+        metavar="KEY", help="The row's key values, in key-column order (several for a composite key).",
+        show_default=False)],
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="A,B",
+        help="Only these of the row's columns, comma-separated (the version columns always show).")] = None,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Every version of one row: version, until, deleted, time, author, message, values."""
+    wanted = split(columns)
+    with database(url) as db:
+        frame = db.history(table, tuple(key))
+        if frame.empty:
+            raise InvalidInputError(f"{table} has no version of a row with key {', '.join(key)}")
+    meta = ["rv_version", "rv_until", "rv_deleted", "created_at", "author", "message"]
+    values = [c for c in frame.columns if c not in meta]
+    for name in wanted or ():
+        if name not in values:
+            raise InvalidInputError(f"{table} has no column {name!r}; its columns are {', '.join(values)}")
+    frame = frame[[*meta, *(wanted or values)]]
+    _output.emit_frame(frame, fmt)
+
+
+@app.command()
+def diff(
+    table: Table,
+    ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The older ref.", show_default=False)],
+    ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The newer ref.")] = "head",
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Rows added, removed and changed between two refs; for changed rows, old -> new."""
+    with database(url) as db:
+        frame = db.diff(table, ref_a, ref_b)
+    a, b = frame.attrs["versions"]  # what was read (a second resolve could see a newer head)
+    rows = _output.diff_records(frame)
+    if fmt is not Format.table:
+        _output.emit(["op", "key", "changed", "old", "new"], [tuple(r.values()) for r in rows], fmt)
+        return
+    counts = _output.diff_counts(rows)
+    out = _output.console()
+    out.print(f"{table}, version {a} -> {b}: {counts['added']} added, {counts['removed']} removed, "
+              f"{counts['changed']} changed")
+    if rows:
+        out.print(_output.diff_table(rows))
+
+
+@app.command()
+def changes(
+    table: Table,
+    since: Annotated[str, typer.Option("--since", metavar="REF", help="Changes after this ref.",
+                                       show_default=False)],
+    until: Annotated[str, typer.Option("--until", metavar="REF", help="Up to this ref (at most head).")] = "head",
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """The change feed: every row change after --since, in version order (insert, update, delete)."""
+    with database(url) as db:
+        frame = db.changes(table, since, until)
+    _output.emit_frame(frame, fmt, empty=f"No changes to {table} after {since}")
+
+
+@app.command()
+def revert(
+    table: Table,
+    to: Annotated[str, typer.Option("--to", metavar="REF", help="The version, tag or time to restore.",
+                                    show_default=False)],
+    message: Annotated[str | None, typer.Option(
+        "--message", "-m", help="The changeset's message.")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="The changeset's author.")] = None,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Restore a table as it was at REF, as a new version; nothing is erased."""
+    with database(url) as db:
+        with _output.progress(f"reverting {table} to {to}"):
+            result = db.revert(table, to, message=message, author=author)
+        target = db.resolve(to)
+    if fmt is not Format.table:
+        _output.emit(["table", "to", "version", "inserted", "updated", "deleted", "unchanged"],
+                     [(table, target, result.version, result.inserted, result.updated,
+                       result.deleted, result.unchanged)], fmt)
+    elif result.version is None:
+        typer.echo(f"{table} already matches version {target}; no new version")
+    else:
+        typer.echo(f"{table} is back to version {target} as version {result.version}: "
+                   f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted")
+
+
+@app.command()
+def tag(
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="The tag, e.g. train-2026-11.", show_default=False)],
+    at: Annotated[str, typer.Option("--at", metavar="REF", help="The version to name.")] = "head",
+    move: Annotated[bool, typer.Option("--move", help="Move the tag if it exists (not a protected one).")] = False,
+    url: Url = None,
+) -> None:
+    """Name a version, so that refs can say NAME instead of a number (needs rowver_tagger)."""
+    with database(url) as db:
+        before = {row[0]: row[1] for row in _query.tags(db).rows} if move else {}
+        version = db.tag(name, at, move=move)
+    was = before.get(name)
+    typer.echo(f"{name} is version {version}" + (f" (was {was})" if was is not None and was != version else ""))
+
+
+@app.command()
+def untag(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The tag to remove.", show_default=False)],
+    url: Url = None,
+) -> None:
+    """Remove a tag (not a protected one); the version it named is untouched."""
+    with database(url) as db:
+        version = db.untag(name)
+    typer.echo(f"removed tag {name} (it named version {version})")
+
+
+@app.command()
+def protect(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The tag.", show_default=False)],
+    off: Annotated[bool, typer.Option("--off", help="Lift the protection.")] = False,
+    url: Url = None,
+) -> None:
+    """Protect a tag from being moved or removed, or lift that (rowver_admin)."""
+    with database(url) as db:
+        db.protect_tag(name, not off)
+    typer.echo(f"{'unprotected' if off else 'protected'} {name}")
+
+
+@app.command()
+def tags(
+    history: Annotated[bool, typer.Option("--history", help="Every change to a tag: who, when, from and to.")] = False,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """List tags and the versions they name."""
+    with database(url) as db:
+        found = _query.tag_log(db) if history else _query.tags(db)
+    _output.emit(found.columns, found.rows, fmt, empty="No tags yet: rowver tag NAME")
+
+
+@app.command()
+def check(
+    table: Annotated[str | None, typer.Argument(
+        metavar="[TABLE]", help="Only this table (default: all).")] = None,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Verify rowver's invariants; exit status 1 when any is violated."""
+    with database(url) as db:
+        violations = _query.check(db, table)
+    if not violations.rows and fmt is Format.table:
+        typer.echo(f"ok: every invariant holds{f' for {table}' if table else ''}")
+        return
+    _output.emit(violations.columns, violations.rows, fmt)
+    if violations.rows:
+        typer.echo(f"error: {len(violations.rows)} invariant violation(s)", err=True)
+        raise typer.Exit(EXIT_ERROR)
