@@ -9,16 +9,16 @@ its own clone, which is cheaper than installing and far cheaper than cleaning up
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from rowver import _install
 from rowver._server import embedded_url, server_url_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,18 +65,6 @@ def _admin(server_url: str) -> psycopg.Connection:
     return psycopg.connect(server_url, autocommit=True)
 
 
-def _installer() -> Callable[[psycopg.Connection], None] | None:
-    # rowver._install is being written alongside this scaffolding; until it
-    # exists, templates are empty. Any other import failure is a real bug.
-    try:
-        _install = importlib.import_module("rowver._install")
-    except ModuleNotFoundError as exc:
-        if exc.name != "rowver._install":
-            raise
-        return None
-    return getattr(_install, "install", None)
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """URL of the maintenance database of the test server."""
@@ -92,10 +80,8 @@ def template_db(server_url: str) -> Iterator[str]:
         # A crashed run whose pid we inherited may have left one behind.
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    install = _installer()
-    if install is not None:
-        with psycopg.connect(server_url_for(server_url, name), autocommit=True) as conn:
-            install(conn)
+    with psycopg.connect(server_url_for(server_url, name), autocommit=True) as conn:
+        _install.install(conn)
     with _admin(server_url) as admin:
         # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the
         # template; refusing connections makes a stray one fail where it happens.
