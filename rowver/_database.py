@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import os
 import urllib.parse
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -138,32 +140,36 @@ class Database:
         with translated(), self.conn.transaction():
             return str(_sql.value(self.conn, "select rowver.alter(%s::regclass, %s)", (table, action)))
 
-    def truncate(self, table: str, *, cascade: bool = False) -> int:
-        """Empty ``table`` with every delete on record, as a changeset; returns rows deleted."""
-        with self.changeset(message=f"truncate {table}") as cs:
+    def truncate(self, table: str, *, cascade: bool = False, dry_run: bool = False) -> int:
+        """Empty ``table`` with every delete on record, as a changeset; returns rows deleted
+        (``dry_run``: that would be, with nothing changed)."""
+        with self.changeset(message=f"truncate {table}", dry_run=dry_run) as cs:
             return cs.truncate(table, cascade=cascade)
 
-    def prune(self, table: str, before: str | int) -> int:
+    def prune(self, table: str, before: str | int, *, dry_run: bool = False) -> int:
         """Retention (the table's owner, or rowver_admin acting as the owner): drop history no
         version at or after ``before`` and no tagged version can read; as-of reads before it are
-        refused afterwards. Returns rows removed."""
-        with translated(), self.conn.transaction():
+        refused afterwards. Returns rows removed (``dry_run``: that would be, with nothing changed)."""
+        with translated(), self._transaction(dry_run):
             removed = int(_sql.value(self.conn, "select rowver.prune(%s::regclass, %s)", (table, str(before))))
-        self.publish_head()
+        if not dry_run:
+            self.publish_head()
         return removed
 
-    def erase(self, table: str, key: Any, *, surrogate: Any = None) -> int:
+    def erase(self, table: str, key: Any, *, surrogate: Any = None, dry_run: bool = False) -> int:
         """Legal erasure (the table's owner, or rowver_admin acting as the owner): remove one key's
         data from the table and every version of its history, leaving a changeset and a tombstone
-        (keyed by ``surrogate`` if given)."""
+        (keyed by ``surrogate`` if given). Returns the stored states removed (``dry_run``: that
+        would be, with nothing changed)."""
         from psycopg.types.json import Jsonb
 
         where = _query.key_object(self, table, key)
         instead = _query.key_object(self, table, surrogate) if surrogate is not None else None
-        with translated(), self.conn.transaction():
+        with translated(), self._transaction(dry_run):
             removed = int(_sql.value(self.conn, "select rowver.erase(%s::regclass, %s, %s)",
                                      (table, Jsonb(where), Jsonb(instead) if instead else None)))
-        self.publish_head()
+        if not dry_run:
+            self.publish_head()
         return removed
 
     def ddl(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
@@ -179,16 +185,18 @@ class Database:
     # -- writing ----------------------------------------------------------------------
 
     def changeset(self, message: str | None = None, author: str | None = None, *,
-                  retries: int = 5) -> _write.Changeset:
-        """A transaction whose writes become one version: ``with db.changeset(...) as cs:``."""
-        return _write.Changeset(self, message=message, author=author, retries=retries)
+                  retries: int = 5, dry_run: bool = False) -> _write.Changeset:
+        """A transaction whose writes become one version: ``with db.changeset(...) as cs:``.
+        ``dry_run``: every call runs and returns its counts, and the whole is rolled back."""
+        return _write.Changeset(self, message=message, author=author, retries=retries, dry_run=dry_run)
 
     def revert(self, table: str, to: str | int, *, message: str | None = None,
-               author: str | None = None) -> _write.WriteResult:
-        """Restore ``table`` as of ``to`` in a new changeset; nothing is erased."""
-        with self.changeset(message=message, author=author) as cs:
+               author: str | None = None, dry_run: bool = False) -> _write.WriteResult:
+        """Restore ``table`` as of ``to`` in a new changeset; nothing is erased. ``dry_run``: the
+        counts it would write, with nothing changed."""
+        with self.changeset(message=message, author=author, dry_run=dry_run) as cs:
             result = cs.revert(table, to)
-        return result
+        return dataclasses.replace(result, version=None) if dry_run else result
 
     @functools.cached_property
     def models(self) -> Models:
@@ -286,6 +294,14 @@ class Database:
         return _query.check(self, table).frame()
 
     # -- plumbing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, dry_run: bool) -> Iterator[None]:
+        """A transaction that commits, or with ``dry_run`` rolls back what it did."""
+        with self.conn.transaction():
+            yield
+            if dry_run:
+                raise psycopg.Rollback()
 
     def scalar(self, query: Any, params: Sequence[Any] | None = None) -> Any:
         with translated():

@@ -39,11 +39,12 @@ class Changeset:
     """``with db.changeset(message=..., author=...) as cs:`` — every call inside is one version."""
 
     def __init__(self, db: Connected, *, message: str | None = None, author: str | None = None,
-                 retries: int = 5):
+                 retries: int = 5, dry_run: bool = False):
         self._db = db
         self.message = message
         self.author = author
         self._retries = retries
+        self.dry_run = dry_run  # run every call, count what it does, and roll it all back
         self._ops: list[tuple[Callable[..., WriteResult], tuple[Any, ...]]] = []
         self._tx: ExitStack | None = None  # holds the open transaction
         self.version: int | None = None
@@ -59,6 +60,9 @@ class Changeset:
         if tx is None:
             return
         with translated():
+            if exc_type is None and self.dry_run:
+                tx.__exit__(psycopg.Rollback, psycopg.Rollback(), None)  # (nothing stays; the version is burnt)
+                return
             tx.__exit__(exc_type, exc, tb)  # commits, or rolls back on an exception
             if exc_type is None:
                 self._db.conn.execute("select rowver.publish_head()")

@@ -333,3 +333,18 @@ def test_diff_skips_changes_to_ignored_columns_alone(db: rowver.Database) -> Non
     db.publish_head()
     d = db.diff("seen", v1, "head")
     assert list(d.key) == [{"id": 2}] and (d.old_n[0], d.new_n[0]) == (2, 3)
+
+
+def test_a_dry_run_changeset_counts_and_writes_nothing(db: rowver.Database) -> None:
+    """db.changeset(dry_run=True): each call runs and returns its exact counts, and the whole rolls back."""
+    db.conn.execute("create table shelf (id int primary key, qty int)")
+    db.conn.execute("insert into shelf values (1, 1), (2, 2)")
+    db.enable("shelf")
+    log_before, mark_before = len(db.log()), db.conn.execute("select head from rowver.head_mark").fetchone()
+    with db.changeset(message="try", dry_run=True) as cs:
+        r = cs.sync("shelf", [{"id": 1, "qty": 1}, {"id": 3, "qty": 3}])
+    assert (r.inserted, r.updated, r.deleted, r.unchanged) == (1, 0, 1, 1)
+    assert db.as_of("shelf")[["id", "qty"]].to_dict("records") == [{"id": 1, "qty": 1}, {"id": 2, "qty": 2}]
+    assert len(db.log()) == log_before
+    assert db.conn.execute("select head from rowver.head_mark").fetchone() == mark_before
+    assert db.conn.execute("select count(*) from shelf__history").fetchone() == (0,)

@@ -131,10 +131,11 @@ def test_enable_disable_and_ddl(conn: psycopg.Connection, db_url: str) -> None:
     assert versioned(conn) == ["items"]
     assert conn.execute("select rv_version from items").fetchone() == (1,)
 
-    drop = rv(db_url, "disable", "items", "--sql").stdout
+    drop = rv(db_url, "disable", "items", "--drop-history", "--sql").stdout
     assert "drop table if exists public.items__history" in drop
+    assert "drop table" not in rv(db_url, "disable", "items", "--dry-run").stdout  # history is kept by default
     assert versioned(conn) == ["items"]
-    assert "no longer versioned; its history is dropped" in rv(db_url, "disable", "items").stdout
+    assert "no longer versioned; its history is dropped" in rv(db_url, "disable", "items", "--drop-history").stdout
     assert versioned(conn) == []
     assert conn.execute("select to_regclass('items__history')").fetchone() == (None,)
     assert conn.execute("select * from items").fetchall() == [(1, "one")]
@@ -147,8 +148,59 @@ def test_enable_options_and_keep_history(conn: psycopg.Connection, db_url: str) 
     [row] = rv_json(db_url, "status")
     assert (row["table_name"], row["key_columns"], row["triggers"], row["ignore_columns"]) == \
         ("public.codes", ["code"], False, ["seen"])
-    assert "its history table is kept" in rv(db_url, "disable", "codes", "--keep-history").stdout
+    assert "its history table is kept" in rv(db_url, "disable", "codes").stdout
     assert conn.execute("select to_regclass('codes__history')::text").fetchone() == ("codes__history",)
+
+
+def test_dry_run_changes_nothing(conn: psycopg.Connection, db_url: str) -> None:
+    """--dry-run on revert, truncate, prune and erase: the counts they would change, and no row,
+    history row, changeset or published head moves. (The live head may pass the version numbers
+    a dry run burnt, as after any rolled-back write: reads as of it are the same.)"""
+    conn.execute("create table stock (id int primary key, qty int)")
+    conn.execute("insert into stock select g, g from generate_series(1, 5) g")
+    rv(db_url, "enable", "stock")
+    rv(db_url, "tag", "full")
+    conn.execute("delete from stock where id > 3")
+    conn.execute("update stock set qty = 0 where id = 1")
+    conn.execute("select rowver.publish_head()")
+
+    def state() -> tuple[object, ...]:
+        return (conn.execute("select array_agg((id, qty, rv_version) order by id)::text from stock").fetchone(),
+                conn.execute("select count(*) from stock__history").fetchone(),
+                conn.execute("select count(*), max(version) from rowver.changeset").fetchone(),
+                conn.execute("select head from rowver.head_mark").fetchone())
+
+    before = state()
+    out = rv(db_url, "revert", "stock", "--to", "full", "--dry-run").stdout
+    assert "would insert 2, update 1 and delete 0 row(s) (dry run: nothing changed)" in out
+    [row] = rv_json(db_url, "revert", "stock", "--to", "full", "--dry-run")
+    assert (row["inserted"], row["updated"], row["deleted"], row["version"]) == (2, 1, 0, None)
+    assert "3 row(s) would be deleted (dry run" in rv(db_url, "truncate", "stock", "--dry-run").stdout
+    assert "would be erased (dry run" in rv(db_url, "erase", "stock", "1", "--dry-run").stdout
+    assert "would be removed (dry run" in rv(db_url, "prune", "stock", "--before", "head", "--dry-run").stdout
+    assert state() == before
+    # and without --dry-run (no terminal, so no question) they act
+    assert "3 row(s) deleted, on record" in rv(db_url, "truncate", "stock").stdout
+    assert conn.execute("select count(*) from stock").fetchone() == (0,)
+
+
+def test_destructive_commands_ask_on_a_terminal(conn: psycopg.Connection, db_url: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a terminal, a command that deletes or drops asks first: 'n' changes nothing, --yes skips it."""
+    from rowver.cli import _common
+
+    conn.execute("create table bins (id int primary key)")
+    conn.execute("insert into bins values (1), (2)")
+    rv(db_url, "enable", "bins")
+    monkeypatch.setattr(_common, "interactive", lambda: True)
+    for args in (["truncate", "bins"], ["erase", "bins", "1"], ["prune", "bins", "--before", "head"],
+                 ["revert", "bins", "--to", "head"], ["disable", "bins", "--drop-history"]):
+        said = runner.invoke(app, [*args, "--url", db_url], input="n\n")
+        assert said.exit_code == 1 and "?" in said.output, (args, said.output)
+    assert conn.execute("select count(*) from bins").fetchone() == (2,)
+    assert versioned(conn) == ["bins"]
+    said = runner.invoke(app, ["truncate", "bins", "--yes", "--url", db_url])
+    assert said.exit_code == 0 and "2 row(s) deleted" in said.output
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ table), the options, and the one place commands connect."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Annotated, Any
@@ -116,6 +117,23 @@ Rewrite = Annotated[bool | None, typer.Option(
     "--rewrite/--no-rewrite", help="Copy the table once, under an exclusive lock, so that every row "
     "stores its version, or not (rv_version is then a fast default, and full scans cost ~15% more "
     "until the table is rewritten). Default: copy tables of at most 256 MB.", show_default=False)]
+
+
+DryRun = Annotated[bool, typer.Option(
+    "--dry-run", help="Say what it would change, and change nothing.")]
+Yes = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask first (asked only on a terminal).")]
+
+
+def interactive() -> bool:
+    """Whether a person is at the terminal to answer."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a change that deletes or drops, on a terminal only; ``--yes`` skips it."""
+    if not yes and interactive():
+        typer.confirm(question, abort=True)
 
 
 @contextmanager

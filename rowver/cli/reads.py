@@ -10,7 +10,7 @@ import typer
 from .. import _output, _query
 from .._output import Format
 from ..errors import InvalidInputError
-from ._common import EXIT_ERROR, Fmt, Table, Url, app, database, split
+from ._common import EXIT_ERROR, DryRun, Fmt, Table, Url, Yes, app, confirm, database, split
 
 
 @app.command()
@@ -159,18 +159,25 @@ def revert(
     message: Annotated[str | None, typer.Option(
         "--message", "-m", help="The changeset's message.")] = None,
     author: Annotated[str | None, typer.Option("--author", help="The changeset's author.")] = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Restore a table as it was at REF, as a new version; nothing is erased."""
+    if not dry_run:
+        confirm(f"Make {table} as it was at {to} (a new version; the present stays readable)?", yes)
     with database(url) as db:
         with _output.progress(f"reverting {table} to {to}"):
-            result = db.revert(table, to, message=message, author=author)
+            result = db.revert(table, to, message=message, author=author, dry_run=dry_run)
         target = db.resolve(to)
     if fmt is not Format.table:
         _output.emit(["table", "to", "version", "inserted", "updated", "deleted", "unchanged"],
                      [(table, target, result.version, result.inserted, result.updated,
                        result.deleted, result.unchanged)], fmt)
+    elif dry_run:
+        typer.echo(f"{table} back to version {target} would insert {result.inserted}, update {result.updated} "
+                   f"and delete {result.deleted} row(s) (dry run: nothing changed)")
     elif result.version is None:
         typer.echo(f"{table} already matches version {target}; no new version")
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 
 from .. import _output
 from .._database import TRUSTED_WRITERS, redacted
-from ._common import Ignore, Keys, Rewrite, Table, Triggers, Url, app, database
+from ._common import DryRun, Ignore, Keys, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
 
 
 @app.command()
@@ -53,19 +52,19 @@ def enable(
 def disable(
     table: Table,
     keep_history: Annotated[bool, typer.Option(
-        "--keep-history", help="Keep the history table (default: drop it).")] = False,
-    show_sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it.")] = False,
-    yes: Annotated[bool, typer.Option(
-        "--yes", "-y", help="Do not ask before dropping history (only asked on a terminal).")] = False,
+        "--keep-history/--drop-history", help="Keep the history table (the default), or drop every past "
+        "version with it.")] = True,
+    show_sql: Annotated[bool, typer.Option("--sql", "--dry-run", help="Print the SQL instead of running it.")] = False,
+    yes: Yes = False,
     url: Url = None,
 ) -> None:
-    """Stop versioning a table. Its history is dropped unless --keep-history."""
+    """Stop versioning a table. Its history table is kept unless --drop-history."""
     with database(url) as db:
         if show_sql:
             typer.echo(db.disable_ddl(table, keep_history=keep_history), nl=False)
             return
-        if not keep_history and not yes and sys.stdin.isatty():
-            typer.confirm(f"Drop every past version of {table}?", abort=True)
+        if not keep_history:
+            confirm(f"Drop every past version of {table}?", yes)
         db.disable(table, keep_history=keep_history)
         kept = "its history table is kept" if keep_history else "its history is dropped"
         typer.echo(f"{table} is no longer versioned; {kept}")
@@ -83,11 +82,16 @@ def truncate(
     table: Table,
     cascade: Annotated[bool, typer.Option(
         "--cascade", help="Also empty the tables that reference it by foreign key.")] = False,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     url: Url = None,
 ) -> None:
     """Empty a versioned table with every delete on record (a plain TRUNCATE is refused)."""
+    if not dry_run:
+        confirm(f"Delete every row of {table} (on record, as a new version)?", yes)
     with database(url) as db, _output.progress(f"emptying {table}"):
-        typer.echo(f"{table}: {db.truncate(table, cascade=cascade)} row(s) deleted, on record")
+        deleted = db.truncate(table, cascade=cascade, dry_run=dry_run)
+    typer.echo(f"{table}: {deleted} row(s) {'would be deleted (dry run: nothing changed)' if dry_run else 'deleted, on record'}")
 
 
 @app.command()
@@ -95,11 +99,17 @@ def prune(
     table: Table,
     before: Annotated[str, typer.Option("--before", metavar="REF", help="Keep what versions from here on need.",
                                         show_default=False)],
+    dry_run: DryRun = False,
+    yes: Yes = False,
     url: Url = None,
 ) -> None:
     """Retention (the table's owner or rowver_admin): drop history older than REF; tagged versions stay readable."""
+    if not dry_run:
+        confirm(f"Remove for good the history of {table} that no version from {before} on reads?", yes)
     with database(url) as db, _output.progress(f"pruning {table}"):
-        typer.echo(f"{table}: {db.prune(table, before)} history row(s) removed before {before}")
+        removed = db.prune(table, before, dry_run=dry_run)
+    done = "would be removed (dry run: nothing changed)" if dry_run else "removed"
+    typer.echo(f"{table}: {removed} history row(s) {done} before {before}")
 
 
 @app.command()
@@ -107,11 +117,17 @@ def erase(
     table: Table,
     key: Annotated[list[str], typer.Argument(
         metavar="KEY", help="The row's key values, in key-column order.", show_default=False)],
+    dry_run: DryRun = False,
+    yes: Yes = False,
     url: Url = None,
 ) -> None:
     """Legal erasure (the table's owner or rowver_admin): remove one key's data from the table and all of its history."""
+    if not dry_run:
+        confirm(f"Erase for good every stored state of key {', '.join(key)} of {table}?", yes)
     with database(url) as db:
-        typer.echo(f"{table}: {db.erase(table, tuple(key))} stored state(s) of that key erased")
+        erased = db.erase(table, tuple(key), dry_run=dry_run)
+    done = "would be erased (dry run: nothing changed)" if dry_run else "erased"
+    typer.echo(f"{table}: {erased} stored state(s) of that key {done}")
 
 
 @app.command()
