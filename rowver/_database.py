@@ -251,6 +251,15 @@ class Database:
         return _query.read(self, table, ref, columns=list(columns) if columns is not None else None,
                            where=where, order_by=list(order_by) if order_by is not None else None, limit=limit)
 
+    def stream(self, table: str, ref: str | int = "head", *, columns: Sequence[str] | None = None,
+               where: str | None = None, order_by: Sequence[str] | None = None, limit: int | None = None,
+               batch: int = 10_000) -> contextlib.AbstractContextManager[_query.Stream]:
+        """As ``read``, in batches of rows from a server-side cursor (memory stays flat):
+        ``with db.stream("t") as s: for rows in s: ...``; ``s.columns``, ``s.version``."""
+        return _query.stream(self, table, ref, columns=list(columns) if columns is not None else None,
+                             where=where, order_by=list(order_by) if order_by is not None else None,
+                             limit=limit, batch=batch)
+
     def as_of(self, table: str, ref: str | int = "head", *, chunksize: int | None = None) -> Any:
         """``table`` as of a ref, as a DataFrame ordered by key; with ``chunksize``, an iterator of
         DataFrames of at most that many rows, read through a server-side cursor."""

@@ -23,8 +23,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -106,8 +106,9 @@ def printable(text: str) -> str:
 
 
 def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None = None,
-         caption: str | None = None, empty: str | None = None) -> None:
-    """Print rows to stdout in ``fmt``; ``title``, ``caption`` and ``empty`` are for tables."""
+         caption: str | None = None, empty: str | None = None, pager: bool = False) -> None:
+    """Print rows to stdout in ``fmt``; ``title``, ``caption`` and ``empty`` are for tables, which
+    with ``pager`` go through $PAGER (less -FRX by default) when stdout is a terminal."""
     if fmt is Format.json:
         sys.stdout.write(to_json(columns, rows))
     elif fmt is Format.csv:
@@ -119,22 +120,70 @@ def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None =
         if not rows and empty is not None:
             out.print(Text(printable(empty)))
             return
-        out.print(to_table(columns, rows, title=title, width=out.width))
-        if caption:
-            out.print(Text(printable(caption)), style="dim")
+        if pager and sys.stdout.isatty():
+            os.environ.setdefault("LESS", "-FRX")  # (less: leave one screen as it is, keep colours)
+        with out.pager(styles=True) if pager and sys.stdout.isatty() else nullcontext():
+            out.print(to_table(columns, rows, title=title, width=out.width))
+            if caption:
+                out.print(Text(printable(caption)), style="dim")
+
+
+def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
+                type_oids: Sequence[int] = ()) -> int:
+    """Print rows as csv or json while they arrive, one batch in memory at a time (the same
+    text ``emit`` prints; ``type_oids`` let plain columns skip the per-value rules); returns how many."""
+    if fmt is Format.table:
+        raise ValueError("a table is printed whole: emit, not emit_stream")
+    out, n = sys.stdout, 0
+    if fmt is Format.csv:
+        out.write(to_csv(columns, []))
+    for rows in batches:
+        if fmt is Format.csv:
+            out.write(to_csv(columns, rows, type_oids, header=False))
+        else:
+            for line in _json_lines(columns, rows, type_oids):
+                out.write(("[\n" if n == 0 else ",\n") + line)
+                n += 1
+            continue
+        n += len(rows)
+    if fmt is Format.json:
+        out.write("\n]\n" if n else "[]\n")
+    return n
 
 
 def emit_frame(frame: pd.DataFrame, fmt: Format, **options: Any) -> None:
     emit(*frame_rows(frame), fmt, **options)
 
 
-def to_json(columns: Sequence[str], rows: Rows) -> str:
+def to_json(columns: Sequence[str], rows: Rows, type_oids: Sequence[int] = ()) -> str:
     """One JSON array of objects, one object per line."""
     if not rows:
         return "[]\n"
-    lines = ("{" + ", ".join(f"{json.dumps(c)}: {json_value(v)}" for c, v in zip(columns, row)) + "}"
-             for row in rows)
-    return "[\n" + ",\n".join(lines) + "\n]\n"
+    return "[\n" + ",\n".join(_json_lines(columns, rows, type_oids)) + "\n]\n"
+
+
+# PostgreSQL types whose Python values need none of json_value's and csv_value's rules
+# (oids: int8, int2, int4, oid; text, name, bpchar, varchar)
+_INTEGERS = frozenset((20, 21, 23, 26))
+_TEXTS = frozenset((25, 19, 1042, 1043))
+_FLOATS = frozenset((700, 701))  # float4, float8
+
+
+def _json_int(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _json_text(value: Any) -> str:
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _json_lines(columns: Sequence[str], rows: Rows, type_oids: Sequence[int]) -> Iterator[str]:
+    """One JSON object per row; a column's encoder is chosen once, by its type."""
+    oids = [*type_oids, *[0] * (len(columns) - len(type_oids))]
+    encoders = [_json_int if o in _INTEGERS else _json_text if o in _TEXTS else json_value for o in oids]
+    keys = [f"{json.dumps(c)}: " for c in columns]
+    for row in rows:
+        yield "{" + ", ".join([k + e(v) for k, e, v in zip(keys, encoders, row)]) + "}"
 
 
 def json_value(value: Any) -> str:
@@ -166,13 +215,25 @@ def json_value(value: Any) -> str:
     return json.dumps(scalar_text(value), ensure_ascii=False)
 
 
-def to_csv(columns: Sequence[str], rows: Rows) -> str:
+def to_csv(columns: Sequence[str], rows: Rows, type_oids: Sequence[int] = (), *, header: bool = True) -> str:
+    """CSV with a header line. Column by column: integer and text values go to the csv module as
+    they are (it writes None as an empty field and ints as digits), floats through _csv_float,
+    every other value through csv_value."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_value(v) for v in row])
+    if header:
+        writer.writerow(columns)
+    if rows:
+        oids = [*type_oids, *[0] * (len(columns) - len(type_oids))]
+        values = [col if oid in _INTEGERS or oid in _TEXTS else
+                  list(map(_csv_float if oid in _FLOATS else csv_value, col))
+                  for oid, col in zip(oids, zip(*rows))]
+        writer.writerows(zip(*values))
     return buffer.getvalue()
+
+
+def _csv_float(value: Any) -> str:
+    return "" if value is None or value != value else repr(value)  # (NaN is not equal to itself)
 
 
 def csv_value(value: Any) -> str:

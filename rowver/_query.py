@@ -7,6 +7,7 @@ come back rows first (``Result``, no pandas needed) or as DataFrames.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,10 +102,9 @@ def as_of_query(db: Connected, table: str, ref: str | int) -> sql.Composed:
     return sql.SQL("select * from {} order by {}").format(sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
 
 
-def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
-         where: str | None = None, order_by: list[str] | None = None, limit: int | None = None) -> Result:
-    """Rows of ``table`` as of a ref (ordered by key unless ``order_by``): one SELECT in a READ
-    ONLY transaction. ``where`` is one SQL condition of the caller's, run with their privileges."""
+def _read_query(db: Connected, table: str, ref: str | int, columns: list[str] | None, where: str | None,
+                order_by: list[str] | None, limit: int | None) -> tuple[sql.Composed, int]:
+    """The SELECT behind read and stream, and the version it reads."""
     if where is not None and (";" in where or not where.strip()):
         raise InvalidInputError("where takes one SQL condition, without ';'")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
@@ -128,14 +128,65 @@ def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[st
     query += sql.SQL(" order by {}").format(sql.SQL(", ").join(map(sql.Identifier, order_by or keys)))
     if limit is not None:
         query += sql.SQL(" limit {}").format(sql.Literal(limit))
+    return query, version
+
+
+@contextlib.contextmanager
+def _read_only(db: Connected, where: str | None) -> Iterator[None]:
+    """A READ ONLY transaction; an error the caller's ``where`` caused says so."""
     try:
         with translated(), db.conn.transaction():
             db.conn.execute("set transaction read only")
-            return fetch(db, query, version=version)
+            yield
     except RowverError as exc:
         if where is not None and (exc.sqlstate or "")[:2] in ("42", "22", "25"):
             raise type(exc)(f"{exc} (in where {where!r})", sqlstate=exc.sqlstate) from exc
         raise
+
+
+def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
+         where: str | None = None, order_by: list[str] | None = None, limit: int | None = None) -> Result:
+    """Rows of ``table`` as of a ref (ordered by key unless ``order_by``): one SELECT in a READ
+    ONLY transaction. ``where`` is one SQL condition of the caller's, run with their privileges."""
+    query, version = _read_query(db, table, ref, columns, where, order_by, limit)
+    with _read_only(db, where):
+        return fetch(db, query, version=version)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A read in progress: column names, the version read, and its rows in batches."""
+
+    columns: list[str]
+    version: int
+    batches: Iterator[Rows]
+    type_oids: list[int] = field(default_factory=list, repr=False)
+
+    def __iter__(self) -> Iterator[Rows]:
+        return self.batches
+
+
+@contextlib.contextmanager
+def stream(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
+           where: str | None = None, order_by: list[str] | None = None, limit: int | None = None,
+           batch: int = 10_000) -> Iterator[Stream]:
+    """As ``read``, through a server-side cursor: batches of at most ``batch`` rows, so memory
+    stays flat however large the table. The transaction stays open while the block runs."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InvalidInputError(f"batch must be a positive whole number, not {batch!r}")
+    query, version = _read_query(db, table, ref, columns, where, order_by, limit)
+    with _read_only(db, where), db.conn.cursor(name="rowver_read") as cur:
+        cur.execute(query)
+        described = cur.description or []
+        yield Stream([d.name for d in described], version, iter(lambda: cur.fetchmany(batch), []),
+                     [d.type_code for d in described])
+
+
+def count(db: Connected, table: str, ref: str | int = "head", *, where: str | None = None) -> int:
+    """How many rows ``read`` would return without a limit."""
+    query, _ = _read_query(db, table, ref, None, where, None, None)
+    with _read_only(db, where):
+        return int(_sql.value(db.conn, sql.SQL("select count(*) from ({}) q").format(query)))
 
 
 def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:

@@ -626,3 +626,42 @@ def test_first_steps_say_what_to_type(conn: psycopg.Connection, db_url: str) -> 
     said = error(rv(db_url, "show", "t", "--at", "2001-01-01T00:00:00Z", code=1))
     assert said.startswith("error: no head was published at or before 2001-01-01") and \
         f"(version {first})" in said and "the first was published at" in said, said
+
+
+def test_show_at_size_pages_the_table_and_streams_csv_and_json(conn: psycopg.Connection, db_url: str) -> None:
+    """The table format shows the first 1,000 rows and says how many there are; csv and json print
+    every row, streamed in batches (12,345 rows cross a batch boundary), the same text as unstreamed."""
+    conn.execute("create table big (id int primary key, label text, at timestamptz, blob bytea)")
+    conn.execute("insert into big select g, 'row ' || g, '2026-01-01'::timestamptz + g * interval '1 s',"
+                 " case when g % 3 = 0 then null else int4send(g) end from generate_series(1, 12345) g")
+    rv(db_url, "enable", "big")
+    table = rv(db_url, "show", "big").stdout
+    assert "the first 1,000 of 12,345 rows; --limit N shows more" in table
+    assert " 1000 " in table and " 1001 " not in table
+    assert "12,345" not in rv(db_url, "show", "big", "--limit", "5").stdout
+    assert "the first 1,000 of 4,115 rows" in rv(db_url, "show", "big", "--where", "id % 3 = 0").stdout
+
+    with rowver.connect(db_url) as db:
+        everything = db.read("big")
+    streamed_json = rv(db_url, "show", "big", "--format", "json").stdout
+    assert streamed_json == _output.to_json(everything.columns, everything.rows)
+    assert len(json.loads(streamed_json)) == 12345
+    streamed_csv = rv(db_url, "show", "big", "--format", "csv").stdout
+    assert streamed_csv == _output.to_csv(everything.columns, everything.rows)
+    assert rv(db_url, "show", "big", "--format", "json", "--where", "false").stdout == "[]\n"
+    assert rv(db_url, "show", "big", "--format", "csv", "--where", "false").stdout == "id,label,at,blob,rv_version\n"
+
+
+def test_stream_reads_in_batches_what_read_reads(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("create table few (id int primary key, v text)")
+    conn.execute("insert into few select g, g::text from generate_series(1, 10) g")
+    with rowver.connect(db_url) as db:
+        db.enable("few")
+        with db.stream("few", columns=["id"], where="id > 2", batch=3) as s:
+            batches = list(s)
+            assert (s.columns, s.version) == (["id"], db.head())
+        assert [len(b) for b in batches] == [3, 3, 2]
+        assert [r for b in batches for r in b] == db.read("few", columns=["id"], where="id > 2").rows
+        with pytest.raises(InvalidInputError, match="batch must be a positive whole number"):
+            with db.stream("few", batch=0):
+                pass

@@ -12,6 +12,9 @@ from .._output import Format
 from ..errors import InvalidInputError
 from ._common import EXIT_ERROR, DryRun, Fmt, Table, Url, Yes, app, confirm, database, split
 
+# rows the table format shows when no --limit is given
+TABLE_ROWS = 1000
+
 
 @app.command()
 def status(url: Url = None, fmt: Fmt = Format.table) -> None:
@@ -73,16 +76,33 @@ def show(
         "--columns", "-c", metavar="A,B", help="Only these columns, comma-separated.")] = None,
     order_by: Annotated[list[str] | None, typer.Option(
         "--order-by", metavar="COL", help="Order by this column (repeatable). Default: the key.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N rows.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", "-n", min=0, help=f"At most N rows. Default: {TABLE_ROWS:,} in the table format (with a line "
+        "saying how many more), every row in csv and json, which stream.", show_default=False)] = None,
+    no_pager: Annotated[bool, typer.Option(
+        "--no-pager", help="Print the table straight out, not through $PAGER (less -FRX).")] = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Print a table as it was at a version (default: head)."""
-    with database(url) as db, _output.progress(f"reading {table} as of {at}"):
-        found = db.read(table, at, columns=split(columns), where=where, order_by=order_by, limit=limit)
-    version = found.version
-    ref = f"version {version}" if at.strip() == str(version) else f"{at} (version {version})"
-    _output.emit(found.columns, found.rows, fmt, caption=f"{table} as of {ref}: {len(found.rows)} row(s)")
+    wanted = split(columns)
+    with database(url) as db:
+        if fmt is not Format.table:  # every row, as it comes, one batch in memory at a time
+            with db.stream(table, at, columns=wanted, where=where, order_by=order_by, limit=limit) as stream:
+                _output.emit_stream(stream.columns, stream, fmt, stream.type_oids)
+            return
+        with _output.progress(f"reading {table} as of {at}"):
+            found = db.read(table, at, columns=wanted, where=where, order_by=order_by,
+                            limit=TABLE_ROWS + 1 if limit is None else limit)
+        version, rows = found.version, found.rows
+        ref = f"version {version}" if at.strip() == str(version) else f"{at} (version {version})"
+        caption = f"{table} as of {ref}: {len(rows)} row(s)"
+        if limit is None and len(rows) > TABLE_ROWS:
+            rows = rows[:TABLE_ROWS]
+            total = _query.count(db, table, str(version), where=where)
+            caption = (f"{table} as of {ref}: the first {TABLE_ROWS:,} of {total:,} rows; "
+                       "--limit N shows more, --format csv every row")
+    _output.emit(found.columns, rows, fmt, caption=caption, pager=not no_pager)
 
 
 @app.command()
