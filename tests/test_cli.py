@@ -665,3 +665,33 @@ def test_stream_reads_in_batches_what_read_reads(conn: psycopg.Connection, db_ur
         with pytest.raises(InvalidInputError, match="batch must be a positive whole number"):
             with db.stream("few", batch=0):
                 pass
+
+
+def test_server_commands_show_start_and_stop_the_embedded_server(tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """rowver server status/start/url/psql/stop, on an embedded server of its own under a fresh ROWVER_HOME."""
+    home = tmp_path / "home"
+    env = {"ROWVER_HOME": str(home), "ROWVER_URL": None, "COLUMNS": None}
+    status = json.loads(runner.invoke(app, ["server", "status", "--format", "json"], env=env).stdout)[0]
+    assert status["running"] is False and status["url"] is None
+    assert status["data_directory"] == str((home / "pgdata").resolve())
+    try:
+        started = runner.invoke(app, ["server", "start"], env=env)
+        assert started.exit_code == 0, started.output
+        url = started.stdout.strip()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select current_setting('data_directory')").fetchone() == (status["data_directory"],)
+        status = json.loads(runner.invoke(app, ["server", "status", "--format", "json"], env=env).stdout)[0]
+        assert status["running"] is True and status["pid"] > 0
+        with psycopg.connect(status["url"]) as conn:  # (it names the port too)
+            assert conn.execute("select current_setting('data_directory')").fetchone() == (status["data_directory"],)
+        assert runner.invoke(app, ["server", "url"], env=env).stdout.strip() == url
+        capfd.readouterr()
+        said = runner.invoke(app, ["server", "psql", "-Atc", "select 6 * 7"], env=env)
+        assert said.exit_code == 0 and capfd.readouterr().out.strip() == "42"
+        assert "stopped" in runner.invoke(app, ["server", "stop"], env=env).stdout
+        status = json.loads(runner.invoke(app, ["server", "status", "--format", "json"], env=env).stdout)[0]
+        assert status["running"] is False
+        assert "not running" in runner.invoke(app, ["server", "stop"], env=env).stdout
+    finally:
+        stop_embedded(home)

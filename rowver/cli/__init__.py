@@ -8,7 +8,7 @@ error, 130 interrupted. ``--debug`` (or ``ROWVER_DEBUG=1``) shows tracebacks.
 
 One module per group of commands, each registering on the one app in _common:
 tables (what is versioned), reads (looking, reverting, tags), tools (demo, bench),
-and model (the ``rowver model`` group).
+model (the ``rowver model`` group) and server (``rowver server``, the embedded PostgreSQL).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from __future__ import annotations
 from . import reads, tables, tools  # noqa: F401  (their commands register on app, in this order)
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, app, error_line
 from .model import app as model_app
+from .server import app as server_app
 
 app.add_typer(model_app, name="model")  # rowver model ...
+app.add_typer(server_app, name="server")  # rowver server ...
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "error_line"]

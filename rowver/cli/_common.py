@@ -136,6 +136,14 @@ def confirm(question: str, yes: bool) -> None:
         typer.confirm(question, abort=True)
 
 
+def emit_record(record: dict[str, Any], fmt: Format) -> None:
+    """One record: as two columns (field, value) for people, one object in json and csv."""
+    if fmt is Format.table:
+        _output.emit(["field", "value"], list(record.items()), fmt)
+    else:
+        _output.emit(list(record), [tuple(record.values())], fmt)
+
+
 @contextmanager
 def database(url: str | None) -> Iterator[rowver.Database]:
     """A connected Database for one command; jsonb numbers are read exactly."""
