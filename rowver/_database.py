@@ -286,9 +286,12 @@ class Database:
         version order, with ``op`` insert, update or delete. Resume from the last version seen."""
         return _query.changes(self, table, since, until)
 
-    def log(self, limit: int = 50, table: str | None = None) -> pd.DataFrame:
-        """Changesets, newest first."""
-        return _query.log(self, limit=limit, table=table).frame()
+    def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,
+            grep: str | None = None, since: str | int | None = None, until: str | int | None = None) -> pd.DataFrame:
+        """Changesets, newest first: only those touching ``table``, by ``author`` (the claimed author,
+        session user or role), whose message contains ``grep`` (any case), after ``since`` and up to
+        ``until`` (refs), when given."""
+        return _query.log(self, limit=limit, table=table, author=author, grep=grep, since=since, until=until).frame()
 
     def status(self) -> pd.DataFrame:
         """Versioned tables: key, triggers, current and history rows, versions, definition."""

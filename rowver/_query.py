@@ -269,14 +269,19 @@ def changes(db: Connected, table: str, since: str | int, until: str | int) -> pd
     return pd.concat([feed[["rv_version", "op"]], values], axis=1)
 
 
-def log(db: Connected, *, limit: int | str | None, table: str | None) -> Result:
+def log(db: Connected, *, limit: int | str | None, table: str | None, author: str | None = None,
+        grep: str | None = None, since: str | int | None = None, until: str | int | None = None) -> Result:
+    """Changesets, newest first (see rowver.log for the filters); refs resolve first."""
     if limit is None:
         limit = 50
     if isinstance(limit, str) and limit.strip().lstrip("-").isdigit():
         limit = int(limit)
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise InvalidInputError(f"limit must be a whole number, not {limit!r}")
-    return fetch(db, "select * from rowver.log(%s::integer, %s::regclass)", (limit, table))
+    lo = None if since is None else _refs.resolve(db.conn, since)
+    hi = None if until is None else _refs.resolve(db.conn, until)
+    return fetch(db, "select * from rowver.log(%s::integer, %s::regclass, %s, %s, %s, %s)",
+                 (limit, table, author, grep, lo, hi))
 
 
 def tags(db: Connected) -> Result:

@@ -444,8 +444,14 @@ begin
   using lo, hi;
 end $$;
 
--- Changesets, newest first, with the tables they touched and how many rows they changed.
-create or replace function rowver.log(max_rows integer default 50, tbl regclass default null)
+-- Changesets, newest first, with the tables they touched and how many rows they changed; only
+-- those touching tbl, by an author, session user or role named who, whose message holds grep
+-- (case-insensitive, literally), after version since and at or before until (callers resolve
+-- refs first), when given.
+drop function if exists rowver.log(integer, regclass);
+create or replace function rowver.log(max_rows integer default 50, tbl regclass default null,
+                                      who text default null, grep text default null,
+                                      since bigint default null, until bigint default null)
 returns table (version bigint, created_at timestamptz, author text, message text,
                db_user name, db_role name, tables text[], rows bigint)
 language sql stable set search_path = pg_catalog, pg_temp
@@ -460,6 +466,10 @@ as $$
      and (tbl is null
       or exists (select from rowver.changeset_table ct join rowver.versioned v on v.id = ct.table_id
                   where ct.version = c.version and v.relid = tbl))
+     and (who is null or who in (c.author, c.db_user::text, c.db_role::text))
+     and (grep is null or strpos(lower(c.message), lower(grep)) > 0)
+     and (since is null or c.version > since)
+     and (until is null or c.version <= until)
    order by c.version desc
    limit max_rows
 $$;
@@ -485,7 +495,8 @@ grant execute on function rowver.registered(regclass), rowver.resolve_for(regcla
   rowver.history_sql(regclass), rowver.check_key(regclass, name[], jsonb, jsonb),
   rowver.diff_query(regclass, bigint, bigint, text, text), rowver.changed_keys_sql(regclass, bigint, bigint),
   rowver.diff_by_keys(regclass, bigint, bigint), rowver.diff_sql(regclass, bigint, bigint),
-  rowver.diff(regclass, text, text), rowver.changes(regclass, text, text), rowver.log(integer, regclass),
+  rowver.diff(regclass, text, text), rowver.changes(regclass, text, text),
+  rowver.log(integer, regclass, text, text, bigint, bigint),
   rowver.as_of(anyelement, text), rowver.jsonb_row_sql(text)
 to public;
 

@@ -695,3 +695,31 @@ def test_server_commands_show_start_and_stop_the_embedded_server(tmp_path: Path,
         assert "not running" in runner.invoke(app, ["server", "stop"], env=env).stdout
     finally:
         stop_embedded(home)
+
+
+def test_log_filters(conn: psycopg.Connection, db_url: str) -> None:
+    """rowver log --author, --grep, --since, --until (and db.log with the same names)."""
+    conn.execute("create table notes (id int primary key, body text)")
+    rv(db_url, "enable", "notes")
+    with rowver.connect(db_url) as db:
+        with db.changeset(message="Nightly LOAD of notes", author="etl") as cs:
+            first = cs.insert("notes", [{"id": 1, "body": "a"}]).version
+        db.tag("after-load")
+        with db.changeset(message="fix typo (50% off)", author="ann") as cs:
+            second = cs.upsert("notes", [{"id": 1, "body": "b"}]).version
+        with db.changeset(message="nightly load again", author="etl") as cs:
+            third = cs.upsert("notes", [{"id": 2, "body": "c"}]).version
+
+        def versions(*args: str) -> list[int]:
+            return [row["version"] for row in rv_json(db_url, "log", *args)]
+
+        assert versions("--author", "etl") == [third, first]
+        assert versions("--grep", "nightly load") == [third, first]
+        assert versions("--grep", "50%") == [second]  # literally, not a LIKE pattern
+        assert versions("--since", "after-load", "--author", "etl") == [third]
+        assert versions("--until", "after-load", "--table", "notes") == [first, 1]
+        assert versions("--author", "nobody") == []
+        assert list(db.log(grep="TYPO")["version"]) == [second]
+        assert list(db.log(since=first, until=second)["version"]) == [second]
+    said = rv(db_url, "log", "--since", "no-such-tag", code=1)
+    assert said.stderr.startswith("error:") and "no-such-tag" in said.stderr

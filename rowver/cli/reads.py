@@ -50,12 +50,18 @@ def log(
     table: Annotated[str | None, typer.Option(
         "--table", "-t", metavar="TABLE", help="Only changesets touching TABLE.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N changesets.")] = 50,
+    author: Annotated[str | None, typer.Option(
+        "--author", metavar="NAME", help="Only changesets by NAME (the claimed author, session user or role).")] = None,
+    grep: Annotated[str | None, typer.Option(
+        "--grep", metavar="TEXT", help="Only changesets whose message contains TEXT (any case).")] = None,
+    since: Annotated[str | None, typer.Option("--since", metavar="REF", help="Only changesets after REF.")] = None,
+    until: Annotated[str | None, typer.Option("--until", metavar="REF", help="Only changesets at or before REF.")] = None,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Changesets, newest first: version, time, author, message, tables, rows changed."""
     with database(url) as db:
-        found = _query.log(db, limit=limit, table=table)
+        found = _query.log(db, limit=limit, table=table, author=author, grep=grep, since=since, until=until)
     columns, rows = found.columns, found.rows
     if fmt is Format.table:
         columns = ["version", "created_at", "author", "db_user", "message", "tables", "rows"]
