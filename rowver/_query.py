@@ -206,12 +206,14 @@ def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
 def history(db: Connected, table: str, key: Any) -> pd.DataFrame:
     """Every version of one row, oldest first, with its changeset's time, author and message."""
     where = key_object(db, table, key)
-    with translated():
-        query = _sql.value(db.conn, "select rowver.history_sql(%s::regclass)", (table,))
     try:  # the key travels as JSON, read into the key columns' own types by the server
         key_json = json.dumps(where, default=str, allow_nan=False)  # dates, decimals, uuids: as text
     except ValueError:
         raise InvalidInputError(f"a key of {table} cannot be NaN or infinite: {where!r}") from None
+    with translated():
+        _sql.one(db.conn, "select rowver.check_key(%s::regclass, (rowver.registered(%s::regclass)).key_columns, %s::jsonb)",
+                 (table, table, key_json))
+        query = _sql.value(db.conn, "select rowver.history_sql(%s::regclass)", (table,))
     # built by rowver.history_sql: names quoted, operators and functions qualified
     return frame(db, query, [key_json], raw=True)
 

@@ -251,11 +251,15 @@ as $$
 $$;
 
 -- One clear error unless key (and surrogate, when given) is a JSON object naming every key
--- column of tbl.
+-- column of tbl, each with a value its column's type takes (the error names the column, where
+-- the type's own says only "invalid input syntax for type integer").
 create or replace function rowver.check_key(tbl regclass, keys name[], key jsonb, surrogate jsonb default null)
 returns void
 language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
+declare
+  col record;
+  val text;
 begin
   if jsonb_typeof(key) is distinct from 'object'
      or (surrogate is not null and jsonb_typeof(surrogate) <> 'object')
@@ -263,6 +267,17 @@ begin
     raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(keys, ', ')
       using errcode = '22023';
   end if;
+  for col in select a.attname, format_type(a.atttypid, a.atttypmod) as typ
+               from pg_attribute a where a.attrelid = tbl and a.attname = any(keys) and not a.attisdropped loop
+    foreach val in array array[key ->> col.attname, surrogate ->> col.attname] loop
+      begin
+        execute format('select %L::%s', val, col.typ);
+      exception when data_exception then
+        raise exception 'rowver: % is not a value of %''s key column % (%): %', quote_literal(val), tbl,
+          quote_ident(col.attname), col.typ, sqlerrm using errcode = sqlstate;
+      end;
+    end loop;
+  end loop;
 end $$;
 
 -- Every version of one row, oldest first, with its changeset. key: {"column": value, ...}.

@@ -723,3 +723,19 @@ def test_log_filters(conn: psycopg.Connection, db_url: str) -> None:
         assert list(db.log(since=first, until=second)["version"]) == [second]
     said = rv(db_url, "log", "--since", "no-such-tag", code=1)
     assert said.stderr.startswith("error:") and "no-such-tag" in said.stderr
+
+
+def test_a_bad_key_value_names_its_column(conn: psycopg.Connection, db_url: str) -> None:
+    """history and erase with a key value the key column's type cannot take: one line naming
+    the column and its type, and nothing erased."""
+    conn.execute("create table seats (row_no int, seat text, taken bool, primary key (row_no, seat))")
+    conn.execute("insert into seats values (1, 'a', false)")
+    rv(db_url, "enable", "seats")
+    said = rv(db_url, "history", "seats", "one", "a", code=1)
+    assert said.stderr.startswith("error: 'one' is not a value of public.seats's key column row_no (integer): "
+                                  "invalid input syntax for type integer")
+    said = rv(db_url, "erase", "seats", "99999999999", "a", code=1)
+    assert "key column row_no (integer): value \"99999999999\" is out of range" in said.stderr
+    assert conn.execute("select count(*) from seats").fetchone() == (1,)
+    with rowver.connect(db_url) as db, pytest.raises(InvalidInputError, match="key column row_no"):
+        db.history("seats", ("x", "a"))
