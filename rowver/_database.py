@@ -284,7 +284,7 @@ class Database:
     def changes(self, table: str, since: str | int, until: str | int = "head") -> pd.DataFrame:
         """The change feed: row changes after ``since`` up to ``until`` (clamped to head), in
         version order, with ``op`` insert, update or delete. Resume from the last version seen."""
-        return _query.changes(self, table, since, until)
+        return _query.changes(self, table, since, until).frame()
 
     def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,
             grep: str | None = None, since: str | int | None = None, until: str | int | None = None) -> pd.DataFrame:

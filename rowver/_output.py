@@ -361,27 +361,17 @@ def _is_time(value: Any) -> bool:
 def diff_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """db.diff's frame as op, key, changed, old, new records, the shape SQL's rowver.diff has:
     the key and the old and new rows as dicts (old is None for an added row, new for a
-    removed one), with numbers kept as exact JSON numbers."""
+    removed one); values encode as in every other command (numerics as exact strings)."""
     names, values = frame_rows(frame)
     width = (len(names) - 3) // 2  # op, key, changed, old_<column>..., new_<column>...
     old_names = [n.removeprefix("old_") for n in names[3:3 + width]]
     new_names = [n.removeprefix("new_") for n in names[3 + width:]]
     records = []
     for op, key, changed, *cells in values:
-        cells = [_json_numbers(v) for v in cells]
-        records.append({"op": op, "key": {k: _json_numbers(v) for k, v in key.items()}, "changed": changed,
+        records.append({"op": op, "key": dict(key), "changed": changed,
                         "old": None if op == "added" else dict(zip(old_names, cells[:width])),
                         "new": None if op == "removed" else dict(zip(new_names, cells[width:]))})
     return records
-
-
-def _json_numbers(value: Any) -> Any:
-    """Decimals (also in arrays) as JsonNumber, so JSON output writes them as numbers."""
-    if isinstance(value, Decimal) and not isinstance(value, JsonNumber):
-        return JsonNumber(value)
-    if isinstance(value, list):
-        return [_json_numbers(v) for v in value]
-    return value
 
 
 def diff_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:

@@ -261,14 +261,19 @@ def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int) -> pd.Da
     return frame
 
 
-def changes(db: Connected, table: str, since: str | int, until: str | int) -> pd.DataFrame:
-    """Every row change after ``since`` up to ``until`` (at most head), in version order."""
-    import pandas as pd
-
-    feed = frame(db, "select * from rowver.changes(%s::regclass, %s, %s)", (table, str(since), str(until)))
-    rows = [{**key, **(row or {})} for key, row in zip(feed["key"], feed["row"])]
-    values = pd.DataFrame.from_records(rows, index=feed.index)
-    return pd.concat([feed[["rv_version", "op"]], values], axis=1)
+def changes(db: Connected, table: str, since: str | int, until: str | int) -> Result:
+    """Every row change after ``since`` up to ``until`` (at most head), in version order: the
+    version, op, and the row in the table's own columns and types (a delete: its key alone)."""
+    with translated():
+        name, columns = _sql.one(
+            db.conn, "select %s::regclass::text, array(select a.attname from pg_catalog.pg_attribute a"
+                     " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+                     " and a.attname <> 'rv_version' order by a.attnum)", (table, table))
+    # name is regclass output, quoted by the server; the row is read into T's own types
+    query = sql.SQL("select c.rv_version, c.op, {} from rowver.changes(%s::regclass, %s, %s) c,"
+                    " jsonb_populate_record(null::{}, coalesce(c.row, c.key)) r").format(
+        sql.SQL(", ").join(sql.Identifier("r", column) for column in columns), sql.SQL(name))
+    return fetch(db, query, (table, str(since), str(until)))
 
 
 def log(db: Connected, *, limit: int | str | None, table: str | None, author: str | None = None,

@@ -328,9 +328,9 @@ def test_diff(shop: psycopg.Connection, db_url: str) -> None:
     assert ops["changed"]["changed"] == ["balance", "city"]
     assert (ops["changed"]["old"]["city"], ops["changed"]["new"]["city"]) == ("London", "Lisbon")
     assert ops["added"]["new"]["name"] == "Barbara" and ops["removed"]["old"]["name"] == "Grace"
-    # numbers inside the JSON of old and new rows stay exact
+    # numerics inside old and new rows: exact strings, as in every command
     text = rv(db_url, "diff", "customers", "1", "head", "--format", "json").stdout
-    assert '"balance": 10.50' in text and '"balance": 11.25' in text
+    assert '"balance": "10.50"' in text and '"balance": "11.25"' in text
     out = rv(db_url, "diff", "customers", "1").stdout
     assert "customers, version 1 -> 7: 1 added, 1 removed, 1 changed" in out
     for text in ("London", "Lisbon", "10.50", "11.25", "Barbara", "id=3"):
@@ -739,3 +739,28 @@ def test_a_bad_key_value_names_its_column(conn: psycopg.Connection, db_url: str)
     assert conn.execute("select count(*) from seats").fetchone() == (1,)
     with rowver.connect(db_url) as db, pytest.raises(InvalidInputError, match="key column row_no"):
         db.history("seats", ("x", "a"))
+
+
+def test_every_read_command_encodes_a_value_the_same_way(conn: psycopg.Connection, db_url: str) -> None:
+    """One encoder: show, history, diff and changes print a numeric, bytea, timestamptz, float,
+    jsonb and NULL alike, in json and in csv (numerics exact strings, bytea base64, full ISO-8601)."""
+    conn.execute("create table enc (id int primary key, n numeric(10,3), b bytea, t timestamptz, f float8,"
+                 " j jsonb, z text)")
+    conn.execute("set timezone = 'UTC'")
+    conn.execute("insert into enc values (1, 1.500, '\\x0102', '2026-01-02 03:04:05.123456+00', 0.1,"
+                 " '{\"a\": 1.10}', null)")
+    rv(db_url, "enable", "enc")
+    first = int(conn.execute("select rowver.head()").fetchone()[0])
+    conn.execute("update enc set f = 0.2")
+    conn.execute("select rowver.publish_head()")
+    expect = {"id": 1, "n": "1.500", "b": "AQI=", "t": "2026-01-02T03:04:05.123456+00:00", "j": {"a": 1.10}, "z": None}
+    [shown] = rv_json(db_url, "show", "enc", "--at", str(first))
+    history = rv_json(db_url, "history", "enc", "1")[0]
+    [diffed] = rv_json(db_url, "diff", "enc", str(first))
+    changed = rv_json(db_url, "changes", "enc", "--since", str(first - 1))[0]
+    for row in (shown, history, diffed["old"], changed):
+        assert {k: row[k] for k in expect} == expect, row
+    assert json.dumps(shown["j"]) == '{"a": 1.1}' and '"j": {"a": 1.10}' in rv(db_url, "show", "enc", "-f", "json").stdout
+    csv_line = "1,1.500,AQI=,2026-01-02T03:04:05.123456+00:00"
+    assert csv_line in rv(db_url, "show", "enc", "--at", str(first), "-f", "csv").stdout
+    assert csv_line in rv(db_url, "changes", "enc", "--since", str(first - 1), "-f", "csv").stdout

@@ -173,8 +173,8 @@ def changes(
 ) -> None:
     """The change feed: every row change after --since, in version order (insert, update, delete)."""
     with database(url) as db:
-        frame = db.changes(table, since, until)
-    _output.emit_frame(frame, fmt, empty=f"No changes to {table} after {since}")
+        found = _query.changes(db, table, since, until)
+    _output.emit(found.columns, found.rows, fmt, empty=f"No changes to {table} after {since}")
 
 
 @app.command()
