@@ -9,6 +9,8 @@ version first) restarts the transaction and replays the calls made so far.
 
 from __future__ import annotations
 
+import csv
+import os
 import random
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from psycopg import sql
 
 from . import _frames, _sql
 from ._sql import Connected
-from .errors import ConflictError, InvalidInputError, RowverError, shorten, translated
+from .errors import ConflictError, InvalidInputError, RowverError, from_database, shorten, translated
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,13 @@ class Changeset:
         """Delete every row of ``table`` (tombstones in history), then give the space back."""
         return int(self._run(self._truncate, table, cascade).deleted)
 
+    def load(self, table: str, path: str | os.PathLike[str], mode: str = "sync") -> WriteResult:
+        """Rows from a CSV file whose header line names the columns, streamed to the server by
+        COPY (which reads each value into its column's type), then applied as ``mode`` (sync,
+        upsert, insert or delete) like the calls above. A bad value is one error naming the
+        file's line and column; nothing is written."""
+        return self._run(self._load_file, table, os.fspath(path), mode)
+
     # -- the statements behind them ------------------------------------------------------
 
     def _load(self, table: str, rows: Any, mode: str) -> WriteResult:
@@ -158,6 +167,33 @@ class Changeset:
         inserted, updated, deleted, unchanged = counts
         return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
 
+    def _load_file(self, table: str, path: str, mode: str) -> WriteResult:
+        conn = self._db.conn
+        keys, known, _ = _table_shape(conn, table)
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+        except (OSError, UnicodeError, csv.Error) as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+        if not header:
+            raise InvalidInputError(f"{path} is empty: a CSV file starts with a line naming its columns")
+        _frames.check_rows(table, header, [], keys, known)
+        stage = _sql.value(conn, "select rowver.stage(%s::regclass, %s::name[])", (table, header))
+        copy = sql.SQL("copy {} ({}) from stdin (format csv, header true)").format(
+            sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, header)))
+        try:
+            with open(path, "rb") as f, conn.cursor().copy(copy) as cp:
+                while block := f.read(1 << 20):
+                    cp.write(block)
+        except psycopg.Error as exc:  # the server's words, naming the file's line and column
+            error = from_database(exc)
+            raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, ", f"({path}: "),
+                              sqlstate=error.sqlstate, hint=error.hint) from exc
+        _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
+        inserted, updated, deleted, unchanged = _sql.one(
+            conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)", (table, stage, mode))
+        return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
+
     def _revert(self, table: str, ref: str) -> WriteResult:
         return WriteResult(*_sql.one(self._db.conn, "select * from rowver.revert(%s::regclass, %s)", (table, ref)))
 
@@ -173,7 +209,8 @@ def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any
     to a concurrent insert of the same key after its diff (its next diff sees that row)."""
     if isinstance(exc, ConflictError):
         return True
-    return exc.sqlstate == "23505" and getattr(op, "__name__", "") == "_load" and args[-1] in ("upsert", "sync")
+    return (exc.sqlstate == "23505" and getattr(op, "__name__", "") in ("_load", "_load_file")
+            and args[-1] in ("upsert", "sync"))
 
 
 def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:

@@ -93,6 +93,32 @@ begin
   return 'pg_temp.rv_stage'::regclass;
 end $$;
 
+-- Rows staged straight from a file (rowver load) must each hold a whole key, and no key twice:
+-- one error naming the first such records, counted from 1 in the order they were staged (COPY
+-- keeps it). Frames and dicts are checked before they are sent (rowver._frames.check_rows).
+create or replace function rowver.check_staged(tbl regclass, stage regclass) returns void
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  keys  name[] := (rowver.registered(tbl)).key_columns;
+  key   text := format('jsonb_build_object(%s)', (select string_agg(format('%L, %I', k, k), ', ') from unnest(keys) k));
+  found record;
+begin
+  execute format('select n, k from (select row_number() over (order by ctid) n, %s k, %s nulls from %s) s
+                   where nulls limit 1',
+                 key, (select string_agg(format('%I is null', k), ' or ') from unnest(keys) k), stage) into found;
+  if found is not null then
+    raise exception 'rowver: record % has no whole key for % (%)', found.n, tbl, found.k
+      using errcode = '22023', hint = format('every record needs the key columns (%s)', array_to_string(keys, ', '));
+  end if;
+  execute format('select k, array_agg(n order by n) ns from (select row_number() over (order by ctid) n, %s k from %s) s
+                   group by k having count(*) > 1 order by min(n) limit 1', key, stage) into found;
+  if found is not null then
+    raise exception 'rowver: records % hold the same key of % (%)', array_to_string(found.ns[1:2], ' and '), tbl, found.k
+      using errcode = '22023';
+  end if;
+end $$;
+
 -- Apply rows to tbl, set-based: from a staging relation, or (source null) from tbl as of
 -- version `at`. Modes: insert, upsert, delete, sync (upsert + delete keys not in source).
 -- Rows that are unchanged are not touched (NULL equals NULL, NaN equals NaN). Returns the
@@ -503,7 +529,7 @@ end $$;
 
 -- Reading, and writing through the caller's own privileges on the table (the capture
 -- triggers record those writes): open to all.
-grant execute on function rowver.registered(regclass), rowver.resolve_for(regclass, text), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
+grant execute on function rowver.registered(regclass), rowver.check_staged(regclass, regclass), rowver.resolve_for(regclass, text), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),

@@ -764,3 +764,53 @@ def test_every_read_command_encodes_a_value_the_same_way(conn: psycopg.Connectio
     csv_line = "1,1.500,AQI=,2026-01-02T03:04:05.123456+00:00"
     assert csv_line in rv(db_url, "show", "enc", "--at", str(first), "-f", "csv").stdout
     assert csv_line in rv(db_url, "changes", "enc", "--since", str(first - 1), "-f", "csv").stdout
+
+
+def test_load_a_csv_file(conn: psycopg.Connection, db_url: str, tmp_path: Path) -> None:
+    """rowver load: a CSV file through the write layer as one changeset (sync by default, so only
+    differences become versions); a bad record is one error naming the file's line and column, or
+    the records, and writes nothing."""
+    conn.execute("create table prices (sku text primary key, price numeric(8,2), note text, seen timestamptz)")
+    conn.execute("insert into prices values ('a', 1.00, 'old', null), ('gone', 9.99, null, null)")
+    rv(db_url, "enable", "prices")
+    good = tmp_path / "prices.csv"
+    good.write_text('sku,price,note,seen\na,1.00,old,\nb,2.50,"with, comma",2026-01-02T03:04:05Z\n')
+
+    def state() -> tuple[object, ...]:
+        return (conn.execute("select array_agg((sku, price, note) order by sku)::text from prices").fetchone(),
+                conn.execute("select count(*) from rowver.changeset").fetchone())
+
+    before = state()
+    said = rv(db_url, "load", "prices", str(good), "--dry-run").stdout
+    assert "would be 1 inserted, 0 updated, 1 deleted, 1 unchanged (dry run: nothing changed)" in said
+    assert state() == before
+    [row] = rv_json(db_url, "load", "prices", str(good), "-m", "nightly prices")
+    assert (row["inserted"], row["updated"], row["deleted"], row["unchanged"]) == (1, 0, 1, 1)
+    assert conn.execute("select sku, price::text, note from prices order by sku").fetchall() == \
+        [("a", "1.00", "old"), ("b", "2.50", "with, comma")]
+    assert conn.execute("select message from rowver.changeset where version = %s",
+                        (row["version"],)).fetchone() == ("nightly prices",)
+    assert "already matches" in rv(db_url, "load", "prices", str(good)).stdout
+
+    after = state()
+    cases = {"price\n1\n": "rows for prices lack key column 'sku'",
+             "sku,colour\na,red\n": "prices has no column 'colour'",
+             "sku,price\na,1\nb,cheap\n": "line 3, column price: \"cheap\"",
+             "sku,price\na,1\na,2\n": "records 1 and 2 hold the same key of public.prices ({\"sku\": \"a\"})",
+             "sku,price\n,1\n": "record 1 has no whole key",
+             "": "is empty"}
+    for i, (text, error) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{i}.csv"
+        bad.write_text(text)
+        said = rv(db_url, "load", "prices", str(bad), "--mode", "upsert", code=1)
+        assert said.stderr.startswith("error:") and error in said.stderr, (text, said.stderr)
+        assert len(said.stderr.strip().splitlines()) == 1
+    assert state() == after
+
+    # the Python twin, beside other calls in one changeset
+    with rowver.connect(db_url) as db, db.changeset(message="two files") as cs:
+        more = tmp_path / "more.csv"
+        more.write_text("sku,price\nc,3.00\n")
+        assert cs.load("prices", more, mode="insert").inserted == 1
+        assert cs.delete("prices", [{"sku": "a"}]).deleted == 1
+    assert [r[0] for r in conn.execute("select sku from prices order by sku").fetchall()] == ["b", "c"]

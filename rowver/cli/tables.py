@@ -1,15 +1,19 @@
-"""Commands that change what is versioned: init, enable, disable, refresh, truncate, prune, erase, ddl."""
+"""Commands that change tables and what is versioned: init, enable, disable, refresh, load, truncate,
+prune, erase, ddl."""
 
 from __future__ import annotations
 
 import warnings
+from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .. import _output
 from .._database import TRUSTED_WRITERS, redacted
-from ._common import DryRun, Ignore, Keys, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
+from .._output import Format
+from ._common import DryRun, Fmt, Ignore, Keys, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
 
 
 @app.command()
@@ -75,6 +79,50 @@ def refresh(table: Table, url: Url = None) -> None:
     """Follow a table's schema changes: history columns, generated objects, new partitions, grants."""
     with database(url) as db, _output.progress(f"refreshing {table}"):
         typer.echo(f"{table}: {db.refresh(table)}")
+
+
+class LoadMode(str, Enum):
+    sync = "sync"
+    upsert = "upsert"
+    insert = "insert"
+    delete = "delete"
+
+
+@app.command()
+def load(
+    table: Table,
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", show_default=False, exists=True, dir_okay=False,
+        help="A CSV file (UTF-8) whose first line names its columns; they must include the key.")],
+    mode: Annotated[LoadMode, typer.Option(
+        "--mode", case_sensitive=False, help="sync: the file is the whole table (keys missing from it are "
+        "deleted); upsert: insert or update its rows; insert: only new keys; delete: delete its keys.")] = LoadMode.sync,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="The changeset's message.")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="The changeset's author.")] = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """Load a CSV file into a versioned table as one changeset: only rows that differ become versions."""
+    if mode is LoadMode.sync and not dry_run:
+        confirm(f"Make {table} equal {file} (rows whose keys it lacks are deleted)?", yes)
+    with database(url) as db, _output.progress(f"loading {file} into {table}"):
+        with db.changeset(message=message or f"load {file.name}", author=author, dry_run=dry_run) as cs:
+            result = cs.load(table, file, mode.value)
+    version = None if dry_run else result.version
+    if fmt is not Format.table:
+        _output.emit(["table", "file", "mode", "version", "inserted", "updated", "deleted", "unchanged"],
+                     [(table, str(file), mode.value, version, result.inserted, result.updated, result.deleted,
+                       result.unchanged)], fmt)
+        return
+    counts = f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted, {result.unchanged} unchanged"
+    if dry_run:
+        typer.echo(f"{table} from {file}: would be {counts} (dry run: nothing changed)")
+    elif version is None:
+        typer.echo(f"{table} already matches {file}; no new version")
+    else:
+        typer.echo(f"{table} from {file}: version {version}, {counts}")
 
 
 @app.command()
