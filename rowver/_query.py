@@ -266,7 +266,8 @@ def changes(db: Connected, table: str, since: str | int, until: str | int) -> Re
     version, op, and the row in the table's own columns and types (a delete: its key alone)."""
     with translated():
         name, columns = _sql.one(
-            db.conn, "select %s::regclass::text, array(select a.attname from pg_catalog.pg_attribute a"
+            db.conn, "select (rowver.registered(%s::regclass)).relid::regclass::text,"
+                     " array(select a.attname from pg_catalog.pg_attribute a"
                      " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
                      " and a.attname <> 'rv_version' order by a.attnum)", (table, table))
     # name is regclass output, quoted by the server; the row is read into T's own types
