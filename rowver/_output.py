@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -120,12 +120,22 @@ def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None =
         if not rows and empty is not None:
             out.print(Text(printable(empty)))
             return
-        if pager and sys.stdout.isatty():
-            os.environ.setdefault("LESS", "-FRX")  # (less: leave one screen as it is, keep colours)
-        with out.pager(styles=True) if pager and sys.stdout.isatty() else nullcontext():
+        with paged(pager, out):
             out.print(to_table(columns, rows, title=title, width=out.width))
             if caption:
                 out.print(Text(printable(caption)), style="dim")
+
+
+@contextmanager
+def paged(enabled: bool, out: Console) -> Iterator[None]:
+    """What the block prints to ``out`` goes through $PAGER (less -FRX by default: one screen
+    stays as it is, colours kept) when enabled and stdout is a terminal."""
+    if not (enabled and sys.stdout.isatty()):
+        yield
+        return
+    os.environ.setdefault("LESS", "-FRX")
+    with out.pager(styles=True):
+        yield
 
 
 def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,

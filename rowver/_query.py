@@ -155,10 +155,11 @@ def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[st
 
 @dataclass(frozen=True)
 class Stream:
-    """A read in progress: column names, the version read, and its rows in batches."""
+    """A read in progress: column names, the version read (None for the change feed), and its rows
+    in batches."""
 
     columns: list[str]
-    version: int
+    version: int | None
     batches: Iterator[Rows]
     type_oids: list[int] = field(default_factory=list, repr=False)
 
@@ -175,11 +176,23 @@ def stream(db: Connected, table: str, ref: str | int = "head", *, columns: list[
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidInputError(f"batch must be a positive whole number, not {batch!r}")
     query, version = _read_query(db, table, ref, columns, where, order_by, limit)
-    with _read_only(db, where), db.conn.cursor(name="rowver_read") as cur:
-        cur.execute(query)
+    with _read_only(db, where), _streamed(db, query, version=version, batch=batch) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def _streamed(db: Connected, query: Any, params: Any = None, *, version: int | None, batch: int = 10_000,
+              shape: Callable[[Described, Rows], tuple[list[str], Rows]] | None = None) -> Iterator[Stream]:
+    """A query's rows in batches from a server-side cursor (callers hold a transaction open);
+    ``shape`` turns each batch (and the cursor's description) into the rows to yield."""
+    with translated(), db.conn.cursor(name="rowver_stream") as cur:
+        cur.execute(query, params)
         described = cur.description or []
-        yield Stream([d.name for d in described], version, iter(lambda: cur.fetchmany(batch), []),
-                     [d.type_code for d in described])
+        batches = iter(lambda: cur.fetchmany(batch), [])
+        if shape is None:
+            yield Stream([d.name for d in described], version, batches, [d.type_code for d in described])
+        else:
+            yield Stream(shape(described, [])[0], version, (shape(described, rows)[1] for rows in batches))
 
 
 def count(db: Connected, table: str, ref: str | int = "head", *, where: str | None = None) -> int:
@@ -230,6 +243,47 @@ def diff_query(db: Connected, table: str, ref_a: str | int,
     return sql.Composed([sql.SQL(query)]), keys, (a, b)  # built by rowver.diff_sql with format('%I')
 
 
+DIFF_COLUMNS = ["op", "key", "changed", "old", "new"]
+
+
+def diff_records(keys: list[str]) -> Callable[[Described, Rows], tuple[list[str], Rows]]:
+    """Rows of rowver.diff_sql as (op, key, changed, old, new), the shape SQL's rowver.diff has:
+    key, old and new as dicts in the table's own types (old None for an added row, new None for a
+    removed one)."""
+    n = len(keys)
+
+    def shape(described: Described, rows: Rows) -> tuple[list[str], Rows]:
+        columns = described[n + 2:]
+        half = len(columns) // 2
+        names = [d.name for d in columns[:half]]
+        return DIFF_COLUMNS, [(r[0], dict(zip(keys, r[1:n + 1])), r[n + 1],
+                               None if r[0] == "added" else dict(zip(names, r[n + 2:n + 2 + half])),
+                               None if r[0] == "removed" else dict(zip(names, r[n + 2 + half:])))
+                              for r in rows]
+    return shape
+
+
+@contextlib.contextmanager
+def diff_stream(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *,
+                batch: int = 10_000) -> Iterator[tuple[tuple[int, int], Stream]]:
+    """The diff's records (see diff_records) in batches from a server-side cursor, with the two
+    versions read; memory stays flat however many rows changed."""
+    query, keys, versions = diff_query(db, table, ref_a, ref_b)
+    with translated(), db.conn.transaction(), \
+            _streamed(db, query, version=versions[1], batch=batch, shape=diff_records(keys)) as found:
+        yield versions, found
+
+
+def diff_counts(db: Connected, table: str, a: int, b: int) -> dict[str, int]:
+    """How many rows were added, removed and changed between versions a and b."""
+    with translated():
+        query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
+        # built by rowver.diff_sql with format('%I')
+        found: dict[str, int] = dict(db.conn.execute(
+            sql.SQL("select op, count(*) from ({}) d group by op").format(sql.SQL(query))).fetchall())
+    return {op: int(found.get(op, 0)) for op in ("added", "removed", "changed")}
+
+
 def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
     """Rows of rowver.diff_sql (op, the key columns, changed, the old columns, the new
     columns) as a frame, in the table's own types: ``op``; ``key`` ({column: value});
@@ -261,9 +315,7 @@ def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int) -> pd.Da
     return frame
 
 
-def changes(db: Connected, table: str, since: str | int, until: str | int) -> Result:
-    """Every row change after ``since`` up to ``until`` (at most head), in version order: the
-    version, op, and the row in the table's own columns and types (a delete: its key alone)."""
+def _changes_query(db: Connected, table: str, since: str | int, until: str | int) -> tuple[sql.Composed, tuple[Any, ...]]:
     with translated():
         name, columns = _sql.one(
             db.conn, "select (rowver.registered(%s::regclass)).relid::regclass::text,"
@@ -274,7 +326,22 @@ def changes(db: Connected, table: str, since: str | int, until: str | int) -> Re
     query = sql.SQL("select c.rv_version, c.op, {} from rowver.changes(%s::regclass, %s, %s) c,"
                     " jsonb_populate_record(null::{}, coalesce(c.row, c.key)) r").format(
         sql.SQL(", ").join(sql.Identifier("r", column) for column in columns), sql.SQL(name))
-    return fetch(db, query, (table, str(since), str(until)))
+    return query, (table, str(since), str(until))
+
+
+def changes(db: Connected, table: str, since: str | int, until: str | int) -> Result:
+    """Every row change after ``since`` up to ``until`` (at most head), in version order: the
+    version, op, and the row in the table's own columns and types (a delete: its key alone)."""
+    return fetch(db, *_changes_query(db, table, since, until))
+
+
+@contextlib.contextmanager
+def changes_stream(db: Connected, table: str, since: str | int, until: str | int, *,
+                   batch: int = 10_000) -> Iterator[Stream]:
+    """The change feed in batches from a server-side cursor."""
+    query, params = _changes_query(db, table, since, until)
+    with translated(), db.conn.transaction(), _streamed(db, query, params, version=None, batch=batch) as found:
+        yield found
 
 
 def log(db: Connected, *, limit: int | str | None, table: str | None, author: str | None = None,

@@ -814,3 +814,31 @@ def test_load_a_csv_file(conn: psycopg.Connection, db_url: str, tmp_path: Path) 
         assert cs.load("prices", more, mode="insert").inserted == 1
         assert cs.delete("prices", [{"sku": "a"}]).deleted == 1
     assert [r[0] for r in conn.execute("select sku from prices order by sku").fetchall()] == ["b", "c"]
+
+
+def test_diff_and_changes_at_size_stream_and_limit(conn: psycopg.Connection, db_url: str) -> None:
+    """diff and changes stream csv and json (every row) and show 1,000 rows as a table unless
+    --limit; diff's counts cover every row however many are shown."""
+    conn.execute("create table wide (id int primary key, v int)")
+    conn.execute("insert into wide select g, 0 from generate_series(1, 3000) g")
+    rv(db_url, "enable", "wide")
+    first = int(conn.execute("select rowver.head()").fetchone()[0])
+    conn.execute("update wide set v = 1 where id <= 2500")
+    conn.execute("delete from wide where id > 2990")
+    conn.execute("insert into wide values (5000, 5)")
+    conn.execute("select rowver.publish_head()")
+
+    table = rv(db_url, "diff", "wide", str(first)).stdout
+    assert "1 added, 10 removed, 2500 changed; the first 1,000 shown (--limit N shows more" in table
+    records = rv_json(db_url, "diff", "wide", str(first))
+    assert len(records) == 2511 and {r["op"] for r in records} == {"added", "removed", "changed"}
+    assert records[0] == {"op": "changed", "key": {"id": 1}, "changed": ["v"], "old": {"id": 1, "v": 0},
+                          "new": {"id": 1, "v": 1}}
+    assert len(rv_json(db_url, "diff", "wide", str(first), "--limit", "7")) == 7
+    assert rv(db_url, "diff", "wide", str(first), "-f", "csv", "--limit", "0").stdout == "op,key,changed,old,new\n"
+
+    feed = rv_json(db_url, "changes", "wide", "--since", str(first))
+    assert len(feed) == 2511 and feed[0] == {"rv_version": first + 1, "op": "update", "id": 1, "v": 1}
+    assert len(rv_json(db_url, "changes", "wide", "--since", str(first), "-n", "3")) == 3
+    shown = rv(db_url, "changes", "wide", "--since", str(first)).stdout
+    assert "more changes follow: --limit N shows more" in shown

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Annotated, Any
 
@@ -119,10 +119,25 @@ Rewrite = Annotated[bool | None, typer.Option(
     "until the table is rewritten). Default: copy tables of at most 256 MB.", show_default=False)]
 
 
+NoPager = Annotated[bool, typer.Option(
+    "--no-pager", help="Print the table straight out, not through $PAGER (less -FRX).")]
 DryRun = Annotated[bool, typer.Option(
     "--dry-run", help="Say what it would change, and change nothing.")]
 Yes = Annotated[bool, typer.Option(
     "--yes", "-y", help="Do not ask first (asked only on a terminal).")]
+
+
+def take(batches: Iterable[list[Any]], limit: int | None) -> Iterator[list[Any]]:
+    """The batches, cut after ``limit`` rows in all (None: every row); the rest is never fetched."""
+    left = limit
+    for batch in batches:
+        if left is not None and left <= len(batch):
+            if left:
+                yield batch[:left]
+            return
+        if left is not None:
+            left -= len(batch)
+        yield batch
 
 
 def interactive() -> bool:

@@ -10,7 +10,7 @@ import typer
 from .. import _output, _query
 from .._output import Format
 from ..errors import InvalidInputError
-from ._common import EXIT_ERROR, DryRun, Fmt, Table, Url, Yes, app, confirm, database, split
+from ._common import EXIT_ERROR, DryRun, Fmt, NoPager, Table, Url, Yes, app, confirm, database, split, take
 
 # rows the table format shows when no --limit is given
 TABLE_ROWS = 1000
@@ -85,8 +85,7 @@ def show(
     limit: Annotated[int | None, typer.Option(
         "--limit", "-n", min=0, help=f"At most N rows. Default: {TABLE_ROWS:,} in the table format (with a line "
         "saying how many more), every row in csv and json, which stream.", show_default=False)] = None,
-    no_pager: Annotated[bool, typer.Option(
-        "--no-pager", help="Print the table straight out, not through $PAGER (less -FRX).")] = False,
+    no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
@@ -143,23 +142,30 @@ def diff(
     table: Table,
     ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The older ref.", show_default=False)],
     ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The newer ref.")] = "head",
+    limit: Annotated[int | None, typer.Option(
+        "--limit", "-n", min=0, help=f"At most N rows. Default: {TABLE_ROWS:,} in the table format, every "
+        "row in csv and json, which stream.", show_default=False)] = None,
+    no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Rows added, removed and changed between two refs; for changed rows, old -> new."""
+    shown = limit if limit is not None or fmt is not Format.table else TABLE_ROWS
     with database(url) as db:
-        frame = db.diff(table, ref_a, ref_b)
-    a, b = frame.attrs["versions"]  # what was read (a second resolve could see a newer head)
-    rows = _output.diff_records(frame)
-    if fmt is not Format.table:
-        _output.emit(["op", "key", "changed", "old", "new"], [tuple(r.values()) for r in rows], fmt)
-        return
-    counts = _output.diff_counts(rows)
+        with _query.diff_stream(db, table, ref_a, ref_b) as ((a, b), stream):
+            if fmt is not Format.table:
+                _output.emit_stream(stream.columns, take(stream, shown), fmt)
+                return
+            rows = [dict(zip(stream.columns, r)) for batch in take(stream, shown) for r in batch]
+        counts = _query.diff_counts(db, table, a, b)
+    total = sum(counts.values())
+    more = f"; the first {len(rows):,} shown (--limit N shows more, --format csv every row)" if total > len(rows) else ""
     out = _output.console()
     out.print(f"{table}, version {a} -> {b}: {counts['added']} added, {counts['removed']} removed, "
-              f"{counts['changed']} changed")
+              f"{counts['changed']} changed{more}")
     if rows:
-        out.print(_output.diff_table(rows))
+        with _output.paged(not no_pager, out):
+            out.print(_output.diff_table(rows))
 
 
 @app.command()
@@ -168,13 +174,25 @@ def changes(
     since: Annotated[str, typer.Option("--since", metavar="REF", help="Changes after this ref.",
                                        show_default=False)],
     until: Annotated[str, typer.Option("--until", metavar="REF", help="Up to this ref (at most head).")] = "head",
+    limit: Annotated[int | None, typer.Option(
+        "--limit", "-n", min=0, help=f"At most N changes. Default: {TABLE_ROWS:,} in the table format, every "
+        "change in csv and json, which stream.", show_default=False)] = None,
+    no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """The change feed: every row change after --since, in version order (insert, update, delete)."""
-    with database(url) as db:
-        found = _query.changes(db, table, since, until)
-    _output.emit(found.columns, found.rows, fmt, empty=f"No changes to {table} after {since}")
+    shown = limit if limit is not None or fmt is not Format.table else TABLE_ROWS
+    with database(url) as db, _query.changes_stream(db, table, since, until) as stream:
+        if fmt is not Format.table:
+            _output.emit_stream(stream.columns, take(stream, shown), fmt, stream.type_oids)
+            return
+        batches = list(take(stream, None if shown is None else shown + 1))
+    rows = [r for batch in batches for r in batch]
+    more = shown is not None and len(rows) > shown
+    caption = "more changes follow: --limit N shows more, --format csv every one" if more else None
+    _output.emit(stream.columns, rows[:shown], fmt, caption=caption, pager=not no_pager,
+                 empty=f"No changes to {table} after {since}")
 
 
 @app.command()
