@@ -198,6 +198,13 @@ def _json_lines(columns: Sequence[str], rows: Rows, type_oids: Sequence[int]) ->
 
 def json_value(value: Any) -> str:
     """The JSON text of one value (see the module docstring for the rules)."""
+    kind = type(value)  # (the commonest first, by exact type: isinstance against Mapping is slow)
+    if kind is str:
+        return json.dumps(value, ensure_ascii=False)
+    if kind is int:
+        return str(value)
+    if kind is dict:
+        return "{" + ", ".join([f"{json.dumps(str(k), ensure_ascii=False)}: {json_value(v)}" for k, v in value.items()]) + "}"
     if value is None:
         return "null"
     if isinstance(value, bool):
