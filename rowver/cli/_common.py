@@ -119,12 +119,24 @@ Rewrite = Annotated[bool | None, typer.Option(
     "until the table is rewritten). Default: copy tables of at most 256 MB.", show_default=False)]
 
 
+Message = Annotated[str | None, typer.Option("--message", "-m", help="The changeset's message.")]
+Author = Annotated[str | None, typer.Option("--author", help="The changeset's author.")]
+# rows the table format shows when no --limit is given
+TABLE_ROWS = 1000
+Limit = Annotated[int | None, typer.Option(
+    "--limit", "-n", min=0, help=f"At most N rows. Default: {TABLE_ROWS:,} in the table format (a line says what "
+    "was left out), every row in csv and json, which stream.", show_default=False)]
 NoPager = Annotated[bool, typer.Option(
     "--no-pager", help="Print the table straight out, not through $PAGER (less -FRX).")]
 DryRun = Annotated[bool, typer.Option(
     "--dry-run", help="Say what it would change, and change nothing.")]
 Yes = Annotated[bool, typer.Option(
     "--yes", "-y", help="Do not ask first (asked only on a terminal).")]
+
+
+def shown_rows(limit: int | None, fmt: Format) -> int | None:
+    """How many rows to print: --limit, else TABLE_ROWS for a table and every row otherwise."""
+    return limit if limit is not None or fmt is not Format.table else TABLE_ROWS
 
 
 def take(batches: Iterable[list[Any]], limit: int | None) -> Iterator[list[Any]]:

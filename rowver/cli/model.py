@@ -19,7 +19,7 @@ import typer
 from .. import _output
 from .._output import Format
 from ..errors import InvalidInputError
-from ._common import database
+from ._common import Author, Fmt, Message, Url, database
 
 if TYPE_CHECKING:
     from .._model_types import ModelVersion
@@ -28,17 +28,10 @@ if TYPE_CHECKING:
 app = typer.Typer(name="model", no_args_is_help=True,
                   help="Models as rows: save, version, alias, roll back and compare models.")
 
-Url = Annotated[str | None, typer.Option(
-    "--url", envvar="ROWVER_URL", show_envvar=True, metavar="URL",
-    help="PostgreSQL URL. Default: the embedded server under ROWVER_HOME.")]
-Fmt = Annotated[Format, typer.Option("--format", "-f", case_sensitive=False,
-                                     help="table (for people), csv, or json (one array of objects).")]
 Ref = Annotated[str, typer.Argument(metavar="REF", show_default=False,
                                     help="NAME (newest version), NAME/N or NAME@ALIAS.")]
 Name = Annotated[str, typer.Argument(metavar="NAME", show_default=False, help="The model.")]
 Alias = Annotated[str, typer.Argument(metavar="ALIAS", show_default=False, help="e.g. production.")]
-Message = Annotated[str | None, typer.Option("--message", "-m", help="The changeset's message.")]
-Author = Annotated[str | None, typer.Option("--author", help="The changeset's author.")]
 
 
 @contextmanager

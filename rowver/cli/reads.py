@@ -10,10 +10,25 @@ import typer
 from .. import _output, _query
 from .._output import Format
 from ..errors import InvalidInputError
-from ._common import EXIT_ERROR, DryRun, Fmt, NoPager, Table, Url, Yes, app, confirm, database, split, take
-
-# rows the table format shows when no --limit is given
-TABLE_ROWS = 1000
+from ._common import (
+    EXIT_ERROR,
+    TABLE_ROWS,
+    Author,
+    DryRun,
+    Fmt,
+    Limit,
+    Message,
+    NoPager,
+    Table,
+    Url,
+    Yes,
+    app,
+    confirm,
+    database,
+    shown_rows,
+    split,
+    take,
+)
 
 
 @app.command()
@@ -82,9 +97,7 @@ def show(
         "--columns", "-c", metavar="A,B", help="Only these columns, comma-separated.")] = None,
     order_by: Annotated[list[str] | None, typer.Option(
         "--order-by", metavar="COL", help="Order by this column (repeatable). Default: the key.")] = None,
-    limit: Annotated[int | None, typer.Option(
-        "--limit", "-n", min=0, help=f"At most N rows. Default: {TABLE_ROWS:,} in the table format (with a line "
-        "saying how many more), every row in csv and json, which stream.", show_default=False)] = None,
+    limit: Limit = None,
     no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
@@ -142,15 +155,13 @@ def diff(
     table: Table,
     ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The older ref.", show_default=False)],
     ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The newer ref.")] = "head",
-    limit: Annotated[int | None, typer.Option(
-        "--limit", "-n", min=0, help=f"At most N rows. Default: {TABLE_ROWS:,} in the table format, every "
-        "row in csv and json, which stream.", show_default=False)] = None,
+    limit: Limit = None,
     no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """Rows added, removed and changed between two refs; for changed rows, old -> new."""
-    shown = limit if limit is not None or fmt is not Format.table else TABLE_ROWS
+    shown = shown_rows(limit, fmt)
     with database(url) as db:
         with _query.diff_stream(db, table, ref_a, ref_b) as ((a, b), stream):
             if fmt is not Format.table:
@@ -174,15 +185,13 @@ def changes(
     since: Annotated[str, typer.Option("--since", metavar="REF", help="Changes after this ref.",
                                        show_default=False)],
     until: Annotated[str, typer.Option("--until", metavar="REF", help="Up to this ref (at most head).")] = "head",
-    limit: Annotated[int | None, typer.Option(
-        "--limit", "-n", min=0, help=f"At most N changes. Default: {TABLE_ROWS:,} in the table format, every "
-        "change in csv and json, which stream.", show_default=False)] = None,
+    limit: Limit = None,
     no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
     """The change feed: every row change after --since, in version order (insert, update, delete)."""
-    shown = limit if limit is not None or fmt is not Format.table else TABLE_ROWS
+    shown = shown_rows(limit, fmt)
     with database(url) as db, _query.changes_stream(db, table, since, until) as stream:
         if fmt is not Format.table:
             _output.emit_stream(stream.columns, take(stream, shown), fmt, stream.type_oids)
@@ -200,9 +209,8 @@ def revert(
     table: Table,
     to: Annotated[str, typer.Option("--to", metavar="REF", help="The version, tag or time to restore.",
                                     show_default=False)],
-    message: Annotated[str | None, typer.Option(
-        "--message", "-m", help="The changeset's message.")] = None,
-    author: Annotated[str | None, typer.Option("--author", help="The changeset's author.")] = None,
+    message: Message = None,
+    author: Author = None,
     dry_run: DryRun = False,
     yes: Yes = False,
     url: Url = None,

@@ -13,7 +13,7 @@ import typer
 from .. import _output
 from .._database import TRUSTED_WRITERS, redacted
 from .._output import Format
-from ._common import DryRun, Fmt, Ignore, Keys, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
+from ._common import Author, DryRun, Fmt, Ignore, Keys, Message, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
 
 
 @app.command()
@@ -97,8 +97,8 @@ def load(
     mode: Annotated[LoadMode, typer.Option(
         "--mode", case_sensitive=False, help="sync: the file is the whole table (keys missing from it are "
         "deleted); upsert: insert or update its rows; insert: only new keys; delete: delete its keys.")] = LoadMode.sync,
-    message: Annotated[str | None, typer.Option("--message", "-m", help="The changeset's message.")] = None,
-    author: Annotated[str | None, typer.Option("--author", help="The changeset's author.")] = None,
+    message: Message = None,
+    author: Author = None,
     dry_run: DryRun = False,
     yes: Yes = False,
     url: Url = None,
