@@ -93,13 +93,7 @@ def chunks(db: Connected, query: Any, chunksize: int,
 
 def as_of_query(db: Connected, table: str, ref: str | int) -> sql.Composed:
     """The query that reads ``table`` as of a ref, ordered by key."""
-    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read below sees every version up to it
-    with translated():
-        fn, keys = _sql.one(
-            db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
-            (table, version, table))
-    # fn comes from rowver.as_of_sql, which quotes catalog names with format('%I')
-    return sql.SQL("select * from {} order by {}").format(sql.SQL(fn), sql.SQL(", ").join(map(sql.Identifier, keys)))
+    return _read_query(db, table, ref, None, None, None, None)[0]
 
 
 def _read_query(db: Connected, table: str, ref: str | int, columns: list[str] | None, where: str | None,
@@ -114,12 +108,15 @@ def _read_query(db: Connected, table: str, ref: str | int, columns: list[str] | 
         source, keys = _sql.one(
             db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
             (table, version, table))
-        # source is the as-of function call, quoted by rowver.as_of_sql with format('%I')
-        source_sql = sql.SQL(source)
-        known = [d.name for d in db.conn.execute(sql.SQL("select * from {} limit 0").format(source_sql)).description or []]
-    for name in [*(columns or ()), *(order_by or ())]:
-        if name not in known:
-            raise InvalidInputError(f"{table} has no column {name!r}; its columns are {', '.join(known)}")
+    # source is the as-of function call, quoted by rowver.as_of_sql with format('%I')
+    source_sql = sql.SQL(source)
+    if columns or order_by:
+        with translated():
+            described = db.conn.execute(sql.SQL("select * from {} limit 0").format(source_sql)).description
+        known = [d.name for d in described or []]
+        for name in [*(columns or ()), *(order_by or ())]:
+            if name not in known:
+                raise InvalidInputError(f"{table} has no column {name!r}; its columns are {', '.join(known)}")
     query = sql.SQL("select {} from {}").format(
         sql.SQL(", ").join(map(sql.Identifier, columns)) if columns else sql.SQL("*"), source_sql)
     if where is not None:
