@@ -315,11 +315,13 @@ def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int) -> pd.Da
 def _changes_query(db: Connected, table: str, since: str | int, until: str | int) -> tuple[sql.Composed, tuple[Any, ...]]:
     with translated():
         name, columns = _sql.one(
-            db.conn, "select (rowver.registered(%s::regclass)).relid::regclass::text,"
+            db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid),"
                      " array(select a.attname from pg_catalog.pg_attribute a"
                      " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
                      " and a.attname <> 'rv_version' order by a.attnum)", (table, table))
-    # name is regclass output, quoted by the server; the row is read into T's own types
+    # name is schema-qualified from the catalog and quoted by the server (format('%I.%I')), never
+    # regclass text, which a temporary table of the same name could capture; the row is read into
+    # T's own types
     query = sql.SQL("select c.rv_version, c.op, {} from rowver.changes(%s::regclass, %s, %s) c,"
                     " jsonb_populate_record(null::{}, coalesce(c.row, c.key)) r").format(
         sql.SQL(", ").join(sql.Identifier("r", column) for column in columns), sql.SQL(name))
