@@ -162,10 +162,7 @@ class Changeset:
                     cp.write_row(row)
         except (TypeError, ValueError, UnicodeError) as exc:  # a value psycopg cannot send
             raise InvalidInputError(f"a value for {table} cannot be sent: {shorten(str(exc))}") from exc
-        counts = _sql.one(conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)",
-                          (table, stage, mode))
-        inserted, updated, deleted, unchanged = counts
-        return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
+        return _apply(conn, table, stage, mode)
 
     def _load_file(self, table: str, path: str, mode: str) -> WriteResult:
         conn = self._db.conn
@@ -190,9 +187,7 @@ class Changeset:
             raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, ", f"({path}: "),
                               sqlstate=error.sqlstate, hint=error.hint) from exc
         _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
-        inserted, updated, deleted, unchanged = _sql.one(
-            conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)", (table, stage, mode))
-        return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
+        return _apply(conn, table, stage, mode)
 
     def _revert(self, table: str, ref: str) -> WriteResult:
         return WriteResult(*_sql.one(self._db.conn, "select * from rowver.revert(%s::regclass, %s)", (table, ref)))
@@ -211,6 +206,13 @@ def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any
         return True
     return (exc.sqlstate == "23505" and getattr(op, "__name__", "") in ("_load", "_load_file")
             and args[-1] in ("upsert", "sync"))
+
+
+def _apply(conn: psycopg.Connection, table: str, stage: str, mode: str) -> WriteResult:
+    """Apply the staged rows to ``table`` as ``mode``; what it did."""
+    inserted, updated, deleted, unchanged = _sql.one(
+        conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)", (table, stage, mode))
+    return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
 
 
 def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[str], set[str]]:
