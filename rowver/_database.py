@@ -8,12 +8,12 @@ import functools
 import os
 import urllib.parse
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _frames, _install, _query, _refs, _schema, _server, _sql, _write
+from . import _frames, _install, _query, _refs, _schema, _server, _sql, _training, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
@@ -266,6 +266,17 @@ class Database:
         if chunksize is not None:
             return _query.chunks(self, _query.as_of_query(self, table, ref), chunksize)
         return _query.frame(self, _query.as_of_query(self, table, ref))
+
+    def training_set(self, events: pd.DataFrame, features: Mapping[str, Any], *, on: Mapping[str, Any],
+                     at: str) -> pd.DataFrame:
+        """Each event row joined with each feature table's row as of the newest version published
+        at or before the row's ``at`` (the rule of timestamp refs; ``at`` may also hold versions
+        or refs). ``features`` maps tables to their columns (a list, or a mapping of columns to the
+        names they get); ``on`` maps each table to the event column(s) holding its key. Events
+        before a table's first version get NULLs there; ``attrs["rowver_before_first"]`` counts
+        them, and ``attrs["rowver_lineage"]`` lists the versions read per table
+        (``db.models.save(..., data_version=frame)`` records it)."""
+        return _training.training_set(self, events, features, on, at)
 
     def history(self, table: str, key: Any) -> pd.DataFrame:
         """Every version of one row (key: a value, a tuple, or a dict of key columns)."""

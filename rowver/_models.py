@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from . import _model_blobs, _refs, _sql
+from . import _model_blobs, _refs, _sql, _training
 from . import _model_chunks as chunks
 from ._model_chunks import CHUNK_SIZE, Blob, Entry, WriteStats
 from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
@@ -108,12 +108,14 @@ class Models:
 
     def save(self, name: str, *, params: Mapping[str, Any] | None = None,
              metrics: Mapping[str, Any] | None = None, weights: Mapping[str, Any] | None = None,
-             artifacts: Mapping[str, Any] | None = None, data_version: str | int | None = None,
+             artifacts: Mapping[str, Any] | None = None, data_version: str | int | Any = None,
              tags: Iterable[str] = (), description: str | None = None, code_revision: str | None = None,
              alias: str | None = None, author: str | None = None, message: str | None = None,
              chunk_size: int = CHUNK_SIZE) -> ModelVersion:
         """Save a new version of ``name``; returns it. Weights map names to numpy arrays (any
-        native dtype and shape) or torch tensors; artifacts map names to bytes or file paths."""
+        native dtype and shape) or torch tensors; artifacts map names to bytes or file paths.
+        ``data_version`` is a ref, or a training set (``db.training_set``'s frame or its attrs): it
+        records the newest version the set read from, and the set's lineage as the data ref."""
         if isinstance(tags, str):
             raise InvalidInputError("tags must be a list of strings, not one string")
         if weights is not None and not isinstance(weights, Mapping):
@@ -123,15 +125,18 @@ class Models:
                                     f"not a {type(artifacts).__name__}")
         blobs = [_model_blobs.array_blob(str(k), v) for k, v in (weights or {}).items()]
         blobs += [_model_blobs.artifact_blob(str(k), v) for k, v in (artifacts or {}).items()]
+        data_ref = None
+        if isinstance(data_version, Mapping) or _training.is_frame(data_version):
+            data_version, data_ref = _training.data_version_of(data_version)
         return self._save(name, blobs, params=_json("params", params), metrics=_json("metrics", metrics),
                           data_version=data_version, tags=list(tags), description=description,
                           code_revision=code_revision, alias=alias, author=author, message=message,
-                          chunk_size=chunk_size)
+                          chunk_size=chunk_size, data_ref=data_ref)
 
     def _save(self, name: str, blobs: list[Blob], *, params: str, metrics: str,
               data_version: str | int | None, tags: list[str], description: str | None,
               code_revision: str | None, alias: str | None, author: str | None, message: str | None,
-              chunk_size: int, expect_hash: str | None = None) -> ModelVersion:
+              chunk_size: int, expect_hash: str | None = None, data_ref: str | None = None) -> ModelVersion:
         if not 1024 <= chunk_size <= 256 << 20:
             raise InvalidInputError("chunk_size must be between 1 KiB and 256 MiB")
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
@@ -157,7 +162,7 @@ class Models:
             entries, stats = self._write(blobs, chunk_size)
             for attempt in range(5):
                 args = (name, params, metrics, tags, description, version,
-                        None if data_version is None else str(data_version), code_revision, author,
+                        data_ref or (None if data_version is None else str(data_version)), code_revision, author,
                         json.dumps([e.as_json() for e in entries]), alias, expect_hash)
                 try:
                     with Changeset(self._db, message=message, author=author), translated():
