@@ -11,6 +11,7 @@ Importing rowver connects to nothing and imports neither pandas nor SQLAlchemy.
 """
 
 from ._database import Database, connect
+from ._follow import Change, Committed
 from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 from ._query import Result
 from ._write import Changeset, WriteResult
@@ -32,8 +33,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AliasMove",
+    "Change",
     "Changeset",
     "Comparison",
+    "Committed",
     "ConflictError",
     "Database",
     "InvalidInputError",

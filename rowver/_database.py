@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _frames, _install, _query, _refs, _schema, _server, _sql, _training, _write
+from . import _follow, _frames, _install, _query, _refs, _schema, _server, _sql, _training, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._follow import Committed
     from ._models import Models
 
 # What enable says of a table versioned without triggers (DESIGN §6: a trusted-writer mode).
@@ -296,6 +297,15 @@ class Database:
         """The change feed: row changes after ``since`` up to ``until`` (clamped to head), in
         version order, with ``op`` insert, update or delete. Resume from the last version seen."""
         return _query.changes(self, table, since, until).frame()
+
+    def follow(self, *tables: str, since: str | int | None = None, poll: float = 5.0,
+               reconnect: float = 60.0) -> Iterator[Committed]:
+        """The change stream: each committed changeset touching ``tables`` after ``since`` (a ref;
+        default head), once, in version order, up to head, forever; woken by the NOTIFY a commit
+        sends, and polling every ``poll`` seconds. Store each ``.version`` handled and pass the
+        last as ``since`` to resume. On its own connections (a lost one is opened again, for up to
+        ``reconnect`` seconds)."""
+        return _follow.follow(self.url, tables, since, poll=poll, reconnect=reconnect)
 
     def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,
             grep: str | None = None, since: str | int | None = None, until: str | int | None = None) -> pd.DataFrame:

@@ -5,6 +5,7 @@ DataFrames are turned into such rows first, with pandas' missing markers as None
 
 - ``table``: a rich table, sized to the terminal (to its content when stdout is a pipe).
 - ``csv``: a header, then one line per row; NULL is an empty field.
+- ``jsonl``: the same objects as ``json``, one per line, with no array around them.
 - ``json``: one array of objects. Timestamps and dates are ISO-8601 strings, intervals
   ISO-8601 durations, numerics exact decimal strings, bytea base64 strings, NULL and NaN
   null. Values that PostgreSQL itself hands over as JSON (jsonb columns) stay JSON, with
@@ -54,6 +55,7 @@ class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+    jsonl = "jsonl"
 
 
 # -- consoles and progress ---------------------------------------------------------------
@@ -111,6 +113,8 @@ def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None =
     with ``pager`` go through $PAGER (less -FRX by default) when stdout is a terminal."""
     if fmt is Format.json:
         sys.stdout.write(to_json(columns, rows))
+    elif fmt is Format.jsonl:
+        sys.stdout.writelines(line + "\n" for line in _json_lines(columns, rows, ()))
     elif fmt is Format.csv:
         sys.stdout.write(to_csv(columns, rows))
     else:
@@ -150,6 +154,8 @@ def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
     for rows in batches:
         if fmt is Format.csv:
             out.write(to_csv(columns, rows, type_oids, header=False))
+        elif fmt is Format.jsonl:
+            out.writelines(line + "\n" for line in _json_lines(columns, rows, type_oids))
         else:
             for line in _json_lines(columns, rows, type_oids):
                 out.write(("[\n" if n == 0 else ",\n") + line)

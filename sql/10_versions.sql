@@ -585,6 +585,25 @@ begin
         inserted = c.inserted operator(pg_catalog.+) excluded.inserted;
 end $$;
 
+-- Wake the change stream (rowver changes --follow): one NOTIFY per changeset, sent when the
+-- transaction commits (NOTIFY is transactional; a rolled-back changeset sends none). It fires
+-- on the changeset's first row, so once per transaction, not per statement or row: the write
+-- path pays one trigger call and one queue entry per commit. The payload is empty: a listener
+-- reads what committed up to head, and a later renumber would make a version in it stale.
+-- (A listener that misses one, or is not listening yet, finds the change by polling.) No SET
+-- clause, as on the rest of the write path: the one call is qualified.
+create or replace function rowver.notify_changeset() returns trigger
+language plpgsql
+as $$
+begin
+  perform pg_catalog.pg_notify('rowver_changes', '');
+  return null;
+end $$;
+
+drop trigger if exists notify_changeset on rowver.changeset;
+create trigger notify_changeset after insert on rowver.changeset
+  for each row execute function rowver.notify_changeset();
+
 -- Every statement on a versioned table starts here: it allocates (once per transaction),
 -- so that currval(), which the stamp reads, is always this transaction's version. As
 -- rowver_owner, which may allocate: measured, an invoker's begin_statement that called
@@ -631,7 +650,7 @@ grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xa
   rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint, bigint),
   rowver.mine(bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
   rowver.track(regclass, text, bigint),
-  rowver.begin_statement(), rowver.refuse_truncate(), rowver.check_tag_name(text),
+  rowver.begin_statement(), rowver.notify_changeset(), rowver.refuse_truncate(), rowver.check_tag_name(text),
   rowver.slots(), rowver.held_version(integer, bigint, bigint), rowver.running(xid, bigint),
   rowver.full_xid(xid, bigint), rowver.snapshot_xmax() to public;
 revoke execute on function rowver.tag(text, text, boolean), rowver.untag(text) from public;

@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("interfaces", {"cli", "alembic", "orm", "_demo", "_bench", "_models_bench"}),
     ("surface", {"rowver"}),
     ("facade", {"_database"}),
-    ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write"}),
+    ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write", "_follow"}),
     ("parts", {"_model_types", "_model_blobs", "_model_chunks", "_model_torch", "_frames", "_output",
                "_install", "_server", "_pgbench", "_refs"}),
     ("base", {"_sql", "errors"}),

@@ -99,8 +99,8 @@ Url = Annotated[str | None, typer.Option(
     help="PostgreSQL URL. Default: the embedded server under ROWVER_HOME.")]
 Fmt = Annotated[Format, typer.Option(
     "--format", "-f", case_sensitive=False,
-    help="table (for people), csv, or json: one array of objects; timestamps ISO-8601, "
-    "numerics as exact strings, bytea as base64, NULL and NaN as null.")]
+    help="table (for people), csv, json: one array of objects, or jsonl: one object a line; timestamps "
+    "ISO-8601, numerics as exact strings, bytea as base64, NULL and NaN as null.")]
 Table = Annotated[str, typer.Argument(
     metavar="TABLE", show_default=False,
     help="A table name as PostgreSQL reads it: customers, sales.orders, '\"Order Items\"'.")]

@@ -3,11 +3,12 @@ that write a version from the past or name one: revert, tag (with untag and prot
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from .. import _output, _query
+from .. import _follow, _output, _query
 from .._output import Format
 from ..errors import InvalidInputError
 from ._common import (
@@ -181,16 +182,34 @@ def diff(
 
 @app.command()
 def changes(
-    table: Table,
-    since: Annotated[str, typer.Option("--since", metavar="REF", help="Changes after this ref.",
-                                       show_default=False)],
+    tables: Annotated[list[str], typer.Argument(
+        metavar="TABLE…", show_default=False,
+        help="A table name as PostgreSQL reads it (several only with --follow).")],
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="REF", help="Changes after this ref (needed unless --follow, which starts at head).",
+        show_default=False)] = None,
     until: Annotated[str, typer.Option("--until", metavar="REF", help="Up to this ref (at most head).")] = "head",
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Keep printing each changeset as it commits, one JSON object a line (--format "
+        "jsonl): {\"version\": V, \"changes\": [{\"table\", \"op\", \"row\"}, …]}; resume with --since "
+        "the last version printed.")] = False,
+    poll: Annotated[float, typer.Option(
+        "--poll", metavar="SECONDS", min=0.01, help="With --follow: look for changes this often even "
+        "when no NOTIFY wakes the stream.")] = 5.0,
     limit: Limit = None,
     no_pager: NoPager = False,
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
-    """The change feed: every row change after --since, in version order (insert, update, delete)."""
+    """The change feed: every row change after --since, in version order (insert, update, delete);
+    with --follow, a stream of changesets as they commit."""
+    if follow:
+        _follow_changes(tables, since, poll, url, fmt)
+        return
+    if len(tables) != 1 or since is None:
+        raise InvalidInputError("rowver changes reads one table from --since REF (several tables, "
+                                "or no --since, need --follow)")
+    table = tables[0]
     shown = shown_rows(limit, fmt)
     with database(url) as db, _query.changes_stream(db, table, since, until) as stream:
         if fmt is not Format.table:
@@ -202,6 +221,24 @@ def changes(
     caption = "more changes follow: --limit N shows more, --format csv every one" if more else None
     _output.emit(stream.columns, rows[:shown], fmt, caption=caption, pager=not no_pager,
                  empty=f"No changes to {table} after {since}")
+
+
+def _follow_changes(tables: list[str], since: str | None, poll: float, url: str | None, fmt: Format) -> None:
+    """Each changeset as it commits, one JSON line each, flushed: a consumer killed midway has
+    every line it read whole, and resumes with --since the last version in them."""
+    from psycopg.types.json import set_json_loads
+
+    if fmt is not Format.jsonl:
+        raise InvalidInputError("--follow prints one JSON object a line: add --format jsonl")
+    with database(url) as db:
+        url = db.url
+    stream = _follow.follow(url, tables, since, poll=poll,
+                            configure=lambda conn: set_json_loads(_output.json_loads, conn))
+    for committed in stream:
+        line = {"version": committed.version,
+                "changes": [{"table": c.table, "op": c.op, "row": c.row} for c in committed.changes]}
+        sys.stdout.write(_output.json_value(line) + "\n")
+        sys.stdout.flush()
 
 
 @app.command()
