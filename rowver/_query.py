@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +44,12 @@ class Result:
         return _frames.to_frame(self.rows, self.columns, self.type_oids, tz=self.tz)
 
 
-def fetch(db: Connected, query: Any, params: Any = None, *, version: int | None = None) -> Result:
-    """A query's rows, rows first."""
-    with translated():
-        cur = db.conn.execute(query, params)
-        rows = cur.fetchall()
-    described = cur.description or []
+def fetch(db: Connected, query: Any, params: Any = None, *, version: int | None = None,
+          raw: bool = False) -> Result:
+    """A query's rows, rows first; ``raw``: with $1-style parameters."""
+    with translated(), (psycopg.RawCursor(db.conn) if raw else db.conn.cursor()) as cur:
+        cur.execute(query, params)
+        rows, described = cur.fetchall(), cur.description or []
     return Result([d.name for d in described], rows, [d.type_code for d in described], version,
                   db.conn.info.timezone)
 
@@ -93,12 +93,31 @@ def chunks(db: Connected, query: Any, chunksize: int,
 
 def as_of_query(db: Connected, table: str, ref: str | int) -> sql.Composed:
     """The query that reads ``table`` as of a ref, ordered by key."""
-    return _read_query(db, table, ref, None, None, None, None)[0]
+    return _read_query(db, table, ref, None, None, None, None).sql
+
+
+# The operators a filter (column, operator, value) may use; the value is always a bound
+# parameter, read by the server into the column's own type.
+OPERATORS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+TEXT_OPERATORS = {"contains": "strpos(lower({}::text), lower({})) > 0"}
+NULL_OPERATORS = {"is null": "{} is null", "is not null": "{} is not null"}
+FILTER_OPERATORS = [*OPERATORS, *TEXT_OPERATORS, *NULL_OPERATORS]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A read's SELECT, its bound parameters ($1-style: a % in a quoted name or in a caller's
+    condition is then no placeholder) and the version it reads."""
+
+    sql: sql.Composed
+    params: list[Any]
+    version: int
 
 
 def _read_query(db: Connected, table: str, ref: str | int, columns: list[str] | None, where: str | None,
-                order_by: list[str] | None, limit: int | None) -> tuple[sql.Composed, int]:
-    """The SELECT behind read and stream, and the version it reads."""
+                order_by: list[str] | None, limit: int | None, *,
+                filters: Sequence[tuple[str, str, Any]] = (), after: Sequence[Any] | None = None) -> Query:
+    """The SELECT behind read and stream."""
     if where is not None and (";" in where or not where.strip()):
         raise InvalidInputError("where takes one SQL condition, without ';'")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
@@ -110,44 +129,85 @@ def _read_query(db: Connected, table: str, ref: str | int, columns: list[str] | 
             (table, version, table))
     # source is the as-of function call, quoted by rowver.as_of_sql with format('%I')
     source_sql = sql.SQL(source)
-    if columns or order_by:
+    if columns or order_by or filters:
         with translated():
             described = db.conn.execute(sql.SQL("select * from {} limit 0").format(source_sql)).description
         known = [d.name for d in described or []]
-        for name in [*(columns or ()), *(order_by or ())]:
+        for name in [*(columns or ()), *(order_by or ()), *(f[0] for f in filters)]:
             if name not in known:
                 raise InvalidInputError(f"{table} has no column {name!r}; its columns are {', '.join(known)}")
+    order = order_by or keys
+    conditions, params = _conditions(filters, order, after)
     query = sql.SQL("select {} from {}").format(
         sql.SQL(", ").join(map(sql.Identifier, columns)) if columns else sql.SQL("*"), source_sql)
     if where is not None:
         # the caller's own SQL, on its own lines so that a trailing -- comment ends there
-        query += sql.SQL(" where (\n{}\n)").format(sql.SQL(where))
-    query += sql.SQL(" order by {}").format(sql.SQL(", ").join(map(sql.Identifier, order_by or keys)))
+        conditions.append(sql.SQL("(\n{}\n)").format(sql.SQL(where)))
+    if conditions:
+        query += sql.SQL(" where ") + sql.SQL(" and ").join(conditions)
+    query += sql.SQL(" order by {}").format(sql.SQL(", ").join(map(sql.Identifier, order)))
     if limit is not None:
         query += sql.SQL(" limit {}").format(sql.Literal(limit))
-    return query, version
+    return Query(query, params, version)
+
+
+def _conditions(filters: Sequence[tuple[str, str, Any]], order: list[str],
+                after: Sequence[Any] | None) -> tuple[list[sql.Composable], list[Any]]:
+    """Filters (column, operator, value) and the keyset bound (rows after ``after`` in the
+    read's order) as conditions on $n parameters."""
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+
+    def param(value: Any) -> sql.Composable:
+        params.append(value)
+        return sql.SQL(f"${len(params)}")
+
+    for column, op, value in filters:
+        name = sql.Identifier(column)
+        if op in OPERATORS:
+            conditions.append(sql.SQL("{} {} {}").format(name, sql.SQL(OPERATORS[op]), param(value)))
+        elif op in TEXT_OPERATORS:
+            conditions.append(sql.SQL(TEXT_OPERATORS[op]).format(name, param(str(value))))
+        elif op in NULL_OPERATORS:
+            conditions.append(sql.SQL(NULL_OPERATORS[op]).format(name))
+        else:
+            raise InvalidInputError(f"unknown filter operator {op!r}; use one of {', '.join(FILTER_OPERATORS)}")
+    if after is not None:
+        if len(after) != len(order):
+            raise InvalidInputError(f"after takes {len(order)} value(s), one per column of the order "
+                                    f"({', '.join(order)}); got {len(after)}")
+        conditions.append(sql.SQL("({}) > ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, order)), sql.SQL(", ").join(param(v) for v in after)))
+    return conditions, params
 
 
 @contextlib.contextmanager
-def _read_only(db: Connected, where: str | None) -> Iterator[None]:
-    """A READ ONLY transaction; an error the caller's ``where`` caused says so."""
+def _read_only(db: Connected, where: str | None, filters: Sequence[tuple[str, str, Any]] = ()) -> Iterator[None]:
+    """A READ ONLY transaction; an error the caller's ``where`` or a filter's value caused says so."""
     try:
         with translated(), db.conn.transaction():
             db.conn.execute("set transaction read only")
             yield
     except RowverError as exc:
-        if where is not None and (exc.sqlstate or "")[:2] in ("42", "22", "25"):
+        state = (exc.sqlstate or "")[:2]
+        if where is not None and state in ("42", "22", "25"):
             raise type(exc)(f"{exc} (in where {where!r})", sqlstate=exc.sqlstate) from exc
+        if filters and state == "22":
+            named = "; ".join(f"{c} {op} {v!r}" for c, op, v in filters)
+            raise type(exc)(f"{exc} (in filter {named})", sqlstate=exc.sqlstate) from exc
         raise
 
 
 def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
-         where: str | None = None, order_by: list[str] | None = None, limit: int | None = None) -> Result:
+         where: str | None = None, order_by: list[str] | None = None, limit: int | None = None,
+         filters: Sequence[tuple[str, str, Any]] = (), after: Sequence[Any] | None = None) -> Result:
     """Rows of ``table`` as of a ref (ordered by key unless ``order_by``): one SELECT in a READ
-    ONLY transaction. ``where`` is one SQL condition of the caller's, run with their privileges."""
-    query, version = _read_query(db, table, ref, columns, where, order_by, limit)
-    with _read_only(db, where):
-        return fetch(db, query, version=version)
+    ONLY transaction. ``where`` is one SQL condition of the caller's, run with their privileges;
+    ``filters`` are (column, operator, value) with the value bound; ``after`` the order's values
+    of the last row of the previous page."""
+    query = _read_query(db, table, ref, columns, where, order_by, limit, filters=filters, after=after)
+    with _read_only(db, where, filters):
+        return fetch(db, query.sql, query.params, version=query.version, raw=True)
 
 
 @dataclass(frozen=True)
@@ -167,22 +227,27 @@ class Stream:
 @contextlib.contextmanager
 def stream(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
            where: str | None = None, order_by: list[str] | None = None, limit: int | None = None,
-           batch: int = 10_000) -> Iterator[Stream]:
+           batch: int = 10_000, filters: Sequence[tuple[str, str, Any]] = (),
+           after: Sequence[Any] | None = None) -> Iterator[Stream]:
     """As ``read``, through a server-side cursor: batches of at most ``batch`` rows, so memory
     stays flat however large the table. The transaction stays open while the block runs."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidInputError(f"batch must be a positive whole number, not {batch!r}")
-    query, version = _read_query(db, table, ref, columns, where, order_by, limit)
-    with _read_only(db, where), _streamed(db, query, version=version, batch=batch) as found:
+    query = _read_query(db, table, ref, columns, where, order_by, limit, filters=filters, after=after)
+    with _read_only(db, where, filters), _streamed(db, query.sql, query.params, version=query.version, batch=batch,
+                                          raw=True) as found:
         yield found
 
 
 @contextlib.contextmanager
 def _streamed(db: Connected, query: Any, params: Any = None, *, version: int | None, batch: int = 10_000,
-              shape: Callable[[Described, Rows], tuple[list[str], Rows]] | None = None) -> Iterator[Stream]:
+              shape: Callable[[Described, Rows], tuple[list[str], Rows]] | None = None,
+              raw: bool = False) -> Iterator[Stream]:
     """A query's rows in batches from a server-side cursor (callers hold a transaction open);
-    ``shape`` turns each batch (and the cursor's description) into the rows to yield."""
-    with translated(), db.conn.cursor(name="rowver_stream") as cur:
+    ``shape`` turns each batch (and the cursor's description) into the rows to yield; ``raw``:
+    with $1-style parameters."""
+    cursor = psycopg.RawServerCursor(db.conn, "rowver_stream") if raw else db.conn.cursor(name="rowver_stream")
+    with translated(), cursor as cur:
         cur.execute(query, params)
         described = cur.description or []
         batches = iter(lambda: cur.fetchmany(batch), [])
@@ -192,11 +257,12 @@ def _streamed(db: Connected, query: Any, params: Any = None, *, version: int | N
             yield Stream(shape(described, [])[0], version, (shape(described, rows)[1] for rows in batches))
 
 
-def count(db: Connected, table: str, ref: str | int = "head", *, where: str | None = None) -> int:
+def count(db: Connected, table: str, ref: str | int = "head", *, where: str | None = None,
+          filters: Sequence[tuple[str, str, Any]] = ()) -> int:
     """How many rows ``read`` would return without a limit."""
-    query, _ = _read_query(db, table, ref, None, where, None, None)
-    with _read_only(db, where):
-        return int(_sql.value(db.conn, sql.SQL("select count(*) from ({}) q").format(query)))
+    query = _read_query(db, table, ref, None, where, None, None, filters=filters)
+    with _read_only(db, where, filters):
+        return int(fetch(db, sql.SQL("select count(*) from ({}) q").format(query.sql), query.params, raw=True).rows[0][0])
 
 
 def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
@@ -215,6 +281,17 @@ def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
 
 def history(db: Connected, table: str, key: Any) -> pd.DataFrame:
     """Every version of one row, oldest first, with its changeset's time, author and message."""
+    query, params = _history_query(db, table, key)
+    return frame(db, query, params, raw=True)
+
+
+def history_rows(db: Connected, table: str, key: Any) -> Result:
+    """As ``history``, rows first."""
+    query, params = _history_query(db, table, key)
+    return fetch(db, query, params, raw=True)
+
+
+def _history_query(db: Connected, table: str, key: Any) -> tuple[str, list[str]]:
     where = key_object(db, table, key)
     try:  # the key travels as JSON, read into the key columns' own types by the server
         key_json = json.dumps(where, default=str, allow_nan=False)  # dates, decimals, uuids: as text
@@ -225,7 +302,7 @@ def history(db: Connected, table: str, key: Any) -> pd.DataFrame:
                  (table, table, key_json))
         query = _sql.value(db.conn, "select rowver.history_sql(%s::regclass)", (table,))
     # built by rowver.history_sql: names quoted, operators and functions qualified
-    return frame(db, query, [key_json], raw=True)
+    return query, [key_json]
 
 
 def diff_query(db: Connected, table: str, ref_a: str | int,

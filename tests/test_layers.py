@@ -13,12 +13,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rowver"
 
 # highest first; a module may import from its own layer and the ones after it
 LAYERS: list[tuple[str, set[str]]] = [
-    ("interfaces", {"cli", "alembic", "orm", "_demo", "_bench", "_models_bench"}),
+    ("interfaces", {"cli", "ui", "alembic", "orm", "_demo", "_bench", "_models_bench"}),
     ("surface", {"rowver"}),
     ("facade", {"_database"}),
     ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write", "_follow"}),
     ("parts", {"_model_types", "_model_blobs", "_model_chunks", "_model_torch", "_frames", "_output",
-               "_install", "_server", "_pgbench", "_refs"}),
+               "_install", "_server", "_pgbench", "_refs", "_guards"}),
     ("base", {"_sql", "errors"}),
 ]
 RANK = {module: rank for rank, (_, modules) in enumerate(LAYERS) for module in modules}

@@ -7,13 +7,14 @@ stderr; ``rowver check`` also exits 1 when an invariant is violated), 2 usage
 error, 130 interrupted. ``--debug`` (or ``ROWVER_DEBUG=1``) shows tracebacks.
 
 One module per group of commands, each registering on the one app in _common:
-tables (what is versioned), reads (looking, reverting, tags), tools (demo, bench),
+tables (what is versioned), reads (looking, reverting, tags), export (files of a version),
+tools (demo, bench),
 model (the ``rowver model`` group) and server (``rowver server``, the embedded PostgreSQL).
 """
 
 from __future__ import annotations
 
-from . import reads, tables, tools  # noqa: F401  (their commands register on app, in this order)
+from . import export, reads, tables, tools, ui  # noqa: F401  (their commands register on app, in this order)
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, app, error_line
 from .model import app as model_app
 from .server import app as server_app
