@@ -11,6 +11,7 @@ Importing rowver connects to nothing and imports neither pandas nor SQLAlchemy.
 """
 
 from ._database import Database, connect
+from ._export import ExportResult
 from ._follow import Change, Committed
 from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 from ._query import Result
@@ -39,6 +40,7 @@ __all__ = [
     "Committed",
     "ConflictError",
     "Database",
+    "ExportResult",
     "InvalidInputError",
     "Lineage",
     "Model",

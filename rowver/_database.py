@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _follow, _frames, _install, _query, _refs, _schema, _server, _sql, _training, _write
+from . import _export, _follow, _frames, _install, _query, _refs, _schema, _server, _sql, _training, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._export import ExportResult
     from ._follow import Committed
     from ._models import Models
 
@@ -306,6 +307,15 @@ class Database:
         last as ``since`` to resume. On its own connections (a lost one is opened again, for up to
         ``reconnect`` seconds)."""
         return _follow.follow(self.url, tables, since, poll=poll, reconnect=reconnect)
+
+    def export(self, table: str, to: str | os.PathLike[str], at: str | int = "head", *, format: str = "parquet",
+               cast: dict[str, str] | None = None) -> ExportResult:
+        """Write ``table`` as of ``at`` to ``to``/version=V/ as Parquet, streamed from a server-side
+        cursor; the file metadata names the table and version. A version exported already is left
+        as it is (``.written`` False). ``cast``: {column: PostgreSQL type} for a column whose type
+        has no faithful Parquet type (one is an error naming it otherwise). Needs pyarrow
+        (``pip install 'rowver[export]'``)."""
+        return _export.export(self, table, at, to, fmt=format, cast=cast)
 
     def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,
             grep: str | None = None, since: str | int | None = None, until: str | int | None = None) -> pd.DataFrame:

@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("interfaces", {"cli", "ui", "alembic", "orm", "_demo", "_bench", "_models_bench"}),
     ("surface", {"rowver"}),
     ("facade", {"_database"}),
-    ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write", "_follow"}),
+    ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write", "_follow", "_export"}),
     ("parts", {"_model_types", "_model_blobs", "_model_chunks", "_model_torch", "_frames", "_output",
                "_install", "_server", "_pgbench", "_refs", "_guards"}),
     ("base", {"_sql", "errors"}),

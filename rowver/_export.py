@@ -1,0 +1,270 @@
+"""Exporting a table as of a version to Parquet (``rowver export``, ``db.export``).
+
+One file set per version: ``PATH/version=V/part-NNNNN.parquet``, each file's schema metadata
+naming the table and the version (``rowver.table``, ``rowver.version``). The rows come from
+a server-side cursor over the table's as-of function, in key order, a batch at a time, each
+batch turned into an Arrow record batch and written: memory holds one batch whatever the
+table's size. The set is written under a temporary name and renamed into place when whole,
+so a failed export leaves nothing; a version already exported is left as it is.
+
+Types map only where the Parquet value is the PostgreSQL value: integers, floats and booleans
+as themselves, numeric(p, s) as decimal(p, s), timestamptz as a UTC timestamp, timestamp as a
+timestamp without zone, date, time, text types as strings, json and jsonb as their text, uuid
+and enums as text, bytea as binary, one-dimensional arrays of these as lists. Any other type
+(numeric without a precision, interval, timetz, geometric, network, ranges, composites, ...)
+is an error naming the column and type, unless a ``cast`` names a PostgreSQL type for that
+column (the server casts, e.g. ``{"location": "text"}``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from . import _refs, _sql
+from ._sql import Connected
+from .errors import InvalidInputError, UnsupportedError, translated
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+FORMATS = ("parquet",)
+ROWS_PER_FILE = 1_000_000  # a new part file after this many rows
+BATCH = 50_000  # rows fetched and converted at a time
+
+# types read as text by the server (the Parquet value is their text)
+_AS_TEXT = {"json", "jsonb", "uuid"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where a version of a table went: the file set's directory, its files, how many rows, and
+    whether this call wrote it (False: it was exported already, and left as it was)."""
+
+    table: str
+    version: int
+    path: Path
+    files: list[Path]
+    rows: int
+    written: bool
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    type_name: str  # as PostgreSQL prints it, for messages
+    select: sql.Composable  # how the read selects it (a cast where one is needed)
+    arrow: Any  # its pyarrow type
+
+
+def require_pyarrow() -> Any:
+    """pyarrow, or one clear error saying how to get it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as exc:
+        raise UnsupportedError("export to Parquet needs pyarrow: pip install 'rowver[export]'") from exc
+    return pyarrow
+
+
+def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str], *, fmt: str = "parquet",
+           cast: Mapping[str, str] | None = None, batch: int = BATCH,
+           rows_per_file: int = ROWS_PER_FILE) -> ExportResult:
+    """Write ``table`` as of ``at`` under ``to`` (see the module docstring)."""
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"export format {fmt!r} is not supported; it writes {', '.join(FORMATS)}")
+    pa = require_pyarrow()
+    version = _refs.resolve_for(db.conn, table, at)  # (its own statement: the read sees every version to it)
+    with translated():
+        name, source, keys = _sql.one(
+            db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
+                     " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
+    target = Path(to) / f"version={version}"
+    if target.exists():
+        return _already(target, name, version)
+    columns = _columns(db, table, pa, dict(cast or {}))
+    metadata = {b"rowver.table": name.encode(), b"rowver.version": str(version).encode()}
+    schema = pa.schema([pa.field(c.name, c.arrow) for c in columns], metadata=metadata)
+    query = sql.SQL("select {} from {} order by {}").format(
+        sql.SQL(", ").join(c.select for c in columns), sql.SQL(source),  # (quoted by the server: as_of_sql)
+        sql.SQL(", ").join(sql.Identifier(k) for k in keys))
+    staging = target.parent / f".version={version}.{os.getpid()}.partial"
+    try:
+        files, rows = _write(db, query, columns, schema, staging, batch, rows_per_file)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(table, version, target, [target / f.name for f in files], rows, True)
+
+
+def _already(target: Path, name: str, version: int) -> ExportResult:
+    """The file set a former export left, when it is this table's at this version."""
+    import pyarrow.parquet as pq
+
+    files = sorted(target.glob("part-*.parquet"))
+    found = pq.read_schema(files[0]).metadata if files else None
+    if not found or found.get(b"rowver.table") != name.encode() or found.get(b"rowver.version") != str(version).encode():
+        raise InvalidInputError(f"{target} exists and is not {name} as of version {version}: export to another path")
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return ExportResult(name, version, target, files, rows, False)
+
+
+def _columns(db: Connected, table: str, pa: Any, cast: dict[str, str]) -> list[_Column]:
+    """The table's columns as the export reads them, each with its Arrow type."""
+    with translated():
+        rows = db.conn.execute(
+            "select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),"
+            "       coalesce(nullif(b.typname, ''), t.typname), t.typtype = 'e',"
+            "       e.typname, coalesce(e.typtype = 'e', false),"
+            "       case when t.typtype = 'd' then t.typtypmod else a.atttypmod end"
+            "  from pg_catalog.pg_attribute a"
+            "  join pg_catalog.pg_type t on t.oid = a.atttypid"
+            "  left join pg_catalog.pg_type b on t.typtype = 'd' and b.oid = t.typbasetype"
+            "  left join pg_catalog.pg_type e on e.oid = coalesce(b.typelem, t.typelem) and e.typarray <> 0"
+            "       and coalesce(b.typcategory, t.typcategory) = 'A'"
+            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+            " order by a.attnum", (table,)).fetchall()
+    unknown = sorted(set(cast) - {r[0] for r in rows})
+    if unknown:
+        raise InvalidInputError(f"{table} has no column {unknown[0]!r} to cast")
+    return [_cast_column(db, pa, table, row[0], cast[row[0]]) if row[0] in cast else _column(pa, table, *row)
+            for row in rows]
+
+
+def _column(pa: Any, table: str, name: str, type_name: str, base: str, is_enum: bool, element: str | None,
+            element_enum: bool, typmod: int) -> _Column:
+    ident = sql.Identifier(name)
+    if element is not None:  # an array: a list of its element
+        inner = _arrow(pa, element, typmod)
+        as_text = element in _AS_TEXT or element_enum
+        if inner is None and not as_text:
+            raise _unsupported(table, name, type_name)
+        if as_text:
+            return _Column(name, type_name, sql.SQL("{}::text[]").format(ident), pa.list_(pa.string()))
+        return _Column(name, type_name, ident, pa.list_(inner))
+    if base in _AS_TEXT or is_enum:
+        return _Column(name, type_name, sql.SQL("{}::text").format(ident), pa.string())
+    arrow = _arrow(pa, base, typmod)
+    if arrow is None:
+        raise _unsupported(table, name, type_name)
+    return _Column(name, type_name, ident, arrow)
+
+
+# a cast's type: a name PostgreSQL resolves, and a precision and scale (numeric(12, 2))
+_CAST = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_ .\"]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+
+
+def _cast_column(db: Connected, pa: Any, table: str, name: str, cast: str) -> _Column:
+    """A column the server casts to ``cast`` (a type PostgreSQL names) before it is exported.
+    The type's name is resolved by the server (regtype) and written back by it (format_type);
+    only digits come from the caller."""
+    found = _CAST.match(cast)
+    if found is None:
+        raise InvalidInputError(f"--cast {name}={cast}: not a type name (text, numeric(12,2), ...)")
+    with translated():
+        typname, canonical, is_enum = _sql.one(
+            db.conn, "select t.typname, pg_catalog.format_type(t.oid, null), t.typtype = 'e'"
+                     " from pg_catalog.pg_type t where t.oid = %s::regtype", (found.group(1),))
+    precision, scale = found.group(2), found.group(3)
+    typmod = -1 if precision is None else ((int(precision) << 16) | int(scale or 0)) + 4
+    shown = canonical if precision is None else f"{canonical}({int(precision)},{int(scale or 0)})"
+    if typname in _AS_TEXT or is_enum:
+        return _Column(name, shown, sql.SQL("{}::text").format(sql.Identifier(name)), pa.string())
+    arrow = _arrow(pa, typname, typmod)
+    if arrow is None:
+        raise _unsupported(table, name, shown)
+    # shown: the server's own spelling of the type, and digits
+    return _Column(name, shown, sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(shown)), arrow)
+
+
+def _unsupported(table: str, name: str, type_name: str) -> UnsupportedError:
+    return UnsupportedError(f"column {name} of {table} is {type_name}, which has no faithful Parquet type; "
+                            f"export it cast to one, e.g. --cast {name}=text")
+
+
+def _arrow(pa: Any, base: str, typmod: int) -> Any:
+    """The Arrow type holding PostgreSQL type ``base`` exactly, or None."""
+    if base == "numeric":
+        if typmod < 4:
+            return None  # no precision: any scale, which no one decimal type holds
+        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0x7FF
+        if scale > precision or precision > 76:
+            return None  # (a negative scale, PostgreSQL 15 on, or wider than Arrow's widest)
+        return pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+    simple = {
+        "bool": pa.bool_(), "int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(),
+        "float4": pa.float32(), "float8": pa.float64(),
+        "text": pa.string(), "varchar": pa.string(), "bpchar": pa.string(), "name": pa.string(),
+        "date": pa.date32(), "timestamp": pa.timestamp("us"), "timestamptz": pa.timestamp("us", tz="UTC"),
+        "time": pa.time64("us"), "bytea": pa.binary(),
+    }
+    return simple.get(base)
+
+
+def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema, staging: Path,
+           batch: int, rows_per_file: int) -> tuple[list[Path], int]:
+    """The query's rows into part files under ``staging``, a batch at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    staging.mkdir(parents=True)
+    files: list[Path] = []
+    writer: pq.ParquetWriter | None = None
+    rows = in_file = 0
+    try:
+        for values in _batches(db, query, batch):
+            if writer is None or in_file >= rows_per_file:
+                if writer is not None:
+                    writer.close()
+                files.append(staging / f"part-{len(files):05d}.parquet")
+                writer, in_file = pq.ParquetWriter(files[-1], schema), 0
+            arrays = [_array(pa, c, [row[i] for row in values]) for i, c in enumerate(columns)]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            rows += len(values)
+            in_file += len(values)
+        if writer is None:  # an empty table: one file with the schema
+            files.append(staging / "part-00000.parquet")
+            writer = pq.ParquetWriter(files[-1], schema)
+    finally:
+        if writer is not None:
+            writer.close()
+    return files, rows
+
+
+def _array(pa: Any, column: _Column, values: list[Any]) -> Any:
+    try:
+        return pa.array(values, type=column.arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        raise UnsupportedError(f"column {column.name} ({column.type_name}) holds a value Parquet's "
+                               f"{column.arrow} cannot: {exc}") from exc
+
+
+def _batches(db: Connected, query: sql.Composed, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows from a server-side cursor, ``batch`` at a time, in one transaction. Dates and
+    timestamps through psycopg's own loaders: infinity is an error here, not a stand-in value."""
+    from psycopg.pq import Format
+
+    with translated(), db.conn.transaction(), db.conn.cursor(name="rowver_export") as cur:
+        for type_name in ("timestamp", "timestamptz", "date"):
+            oid = psycopg.adapters.types[type_name].oid
+            loader = psycopg.adapters.get_loader(oid, Format.TEXT)
+            assert loader is not None
+            cur.adapters.register_loader(oid, loader)
+        try:
+            cur.execute(query)
+            while rows := cur.fetchmany(batch):
+                yield rows
+        except psycopg.DataError as exc:
+            if "infinity" in str(exc) or "too large" in str(exc) or "too small" in str(exc):
+                raise UnsupportedError(f"a date or timestamp holds infinity, which Parquet cannot: {exc} "
+                                       "(export that column cast to text)") from exc
+            raise
+

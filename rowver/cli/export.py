@@ -1,0 +1,52 @@
+"""rowver export: a table as of a version, written as files other systems read (Parquet)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import _output
+from ..errors import InvalidInputError
+from ._common import Table, Url, app, database
+
+
+class FileFormat(str, Enum):
+    """What ``rowver export`` writes (``--format``)."""
+
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    table: Table,
+    to: Annotated[Path, typer.Option("--to", metavar="PATH", help="The directory; the files go in PATH/version=V/.",
+                                     show_default=False)],
+    at: Annotated[str, typer.Option("--at", metavar="REF", help="A version, tag, ISO-8601 time or head.")] = "head",
+    fmt: Annotated[FileFormat, typer.Option("--format", "-f", case_sensitive=False, help="The file format.")]
+    = FileFormat.parquet,
+    cast: Annotated[list[str] | None, typer.Option(
+        "--cast", metavar="COL=TYPE", help="Export COL cast by the server to TYPE (e.g. location=text): for a "
+        "type with no faithful Parquet type, which is an error otherwise. Repeatable.")] = None,
+    url: Url = None,
+) -> None:
+    """Write a table as it was at a version to Parquet files, streamed (bounded memory); the files'
+    metadata names the table and version, and a version exported already is left as it is."""
+    casts = dict(_cast(c) for c in cast or [])
+    with database(url) as db, _output.progress(f"exporting {table} as of {at}"):
+        result = db.export(table, to, at, format=fmt.value, cast=casts)
+    files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
+    if result.written:
+        typer.echo(f"{table} as of version {result.version}: {result.rows:,} rows in {files} under {result.path}")
+    else:
+        typer.echo(f"{table} as of version {result.version} is exported already ({result.rows:,} rows in {files} "
+                   f"under {result.path}); nothing written")
+
+
+def _cast(text: str) -> tuple[str, str]:
+    column, sep, type_name = text.partition("=")
+    if not sep or not column.strip() or not type_name.strip():
+        raise InvalidInputError(f"--cast takes COL=TYPE, not {text!r}")
+    return column.strip(), type_name.strip()
