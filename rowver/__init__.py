@@ -13,10 +13,12 @@ Importing rowver connects to nothing and imports neither pandas nor SQLAlchemy.
 from ._database import Database, connect
 from ._export import ExportResult
 from ._follow import Change, Committed
+from ._guards import Check
 from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 from ._query import Result
 from ._write import Changeset, WriteResult
 from .errors import (
+    CheckFailedError,
     ConflictError,
     InvalidInputError,
     ModelIntegrityError,
@@ -36,6 +38,8 @@ __all__ = [
     "AliasMove",
     "Change",
     "Changeset",
+    "Check",
+    "CheckFailedError",
     "Comparison",
     "Committed",
     "ConflictError",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _export, _follow, _frames, _install, _query, _refs, _schema, _server, _sql, _training, _write
+from . import _export, _follow, _frames, _guards, _install, _query, _refs, _schema, _server, _sql, _training, _write
 from .errors import NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
@@ -187,10 +187,16 @@ class Database:
     # -- writing ----------------------------------------------------------------------
 
     def changeset(self, message: str | None = None, author: str | None = None, *,
-                  retries: int = 5, dry_run: bool = False) -> _write.Changeset:
+                  retries: int = 5, dry_run: bool = False,
+                  checks: Iterable[_guards.ChangesetCheck] | None = None) -> _write.Changeset:
         """A transaction whose writes become one version: ``with db.changeset(...) as cs:``.
-        ``dry_run``: every call runs and returns its counts, and the whole is rolled back."""
-        return _write.Changeset(self, message=message, author=author, retries=retries, dry_run=dry_run)
+        ``dry_run``: every call runs and returns its counts, and the whole is rolled back.
+        ``checks``: ``rowver.Check(table, where)`` values (every row the changeset writes to the
+        table must meet the SQL condition) and functions of its counts per table (a dict of
+        WriteResult by table name; falsy refuses), judged just before the commit; a refusal
+        raises rowver.CheckFailedError and writes nothing."""
+        return _write.Changeset(self, message=message, author=author, retries=retries, dry_run=dry_run,
+                                checks=checks)
 
     def revert(self, table: str, to: str | int, *, message: str | None = None,
                author: str | None = None, dry_run: bool = False) -> _write.WriteResult:

@@ -13,7 +13,7 @@ import csv
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +21,18 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import _frames, _sql
+from . import _frames, _guards, _sql
+from ._guards import ChangesetCheck, Guards, Limit
 from ._sql import Connected
-from .errors import ConflictError, InvalidInputError, RowverError, from_database, shorten, translated
+from .errors import (
+    CheckFailedError,
+    ConflictError,
+    InvalidInputError,
+    RowverError,
+    from_database,
+    shorten,
+    translated,
+)
 
 
 @dataclass(frozen=True)
@@ -38,16 +47,24 @@ class WriteResult:
 
 
 class Changeset:
-    """``with db.changeset(message=..., author=...) as cs:`` — every call inside is one version."""
+    """``with db.changeset(message=..., author=...) as cs:`` — every call inside is one version.
+
+    ``checks``: rowver.Check values and functions of the changeset's counts, judged just before
+    the commit (see rowver._guards); a write call's own limits (``max_deleted=`` ...) are judged
+    by the server after its diff, before it writes. A refusal rolls the whole changeset back, even
+    if the error is caught inside the block (it is raised again at the end)."""
 
     def __init__(self, db: Connected, *, message: str | None = None, author: str | None = None,
-                 retries: int = 5, dry_run: bool = False):
+                 retries: int = 5, dry_run: bool = False, checks: Iterable[ChangesetCheck] | None = None):
         self._db = db
         self.message = message
         self.author = author
         self._retries = retries
         self.dry_run = dry_run  # run every call, count what it does, and roll it all back
+        self.checks = _guards.checks_given(checks)
         self._ops: list[tuple[Callable[..., WriteResult], tuple[Any, ...]]] = []
+        self._results: list[tuple[str, WriteResult]] = []  # (table as named, what the call did), for checks
+        self._refused: CheckFailedError | None = None  # a check refused it: it can only roll back
         self._tx: ExitStack | None = None  # holds the open transaction
         self.version: int | None = None
 
@@ -55,13 +72,31 @@ class Changeset:
 
     def __enter__(self) -> Changeset:
         self._begin()
+        try:
+            with translated():
+                for check in self.checks:  # an unknown or unversioned table fails before any write
+                    if isinstance(check, _guards.Check):
+                        _sql.one(self._db.conn, "select rowver.registered(%s::regclass)", (check.table,))
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and self._tx is not None and self._refused is None:
+            try:
+                with translated():
+                    self._judge()
+            except BaseException as error:
+                self.__exit__(type(error), error, error.__traceback__)
+                raise
         tx, self._tx = self._tx, None
         if tx is None:
             return
         with translated():
+            if exc_type is None and self._refused is not None:  # its error was caught: roll back, say it again
+                tx.__exit__(CheckFailedError, self._refused, None)
+                raise self._refused
             if exc_type is None and self.dry_run:
                 tx.__exit__(psycopg.Rollback, psycopg.Rollback(), None)  # (nothing stays; the version is burnt)
                 return
@@ -91,10 +126,11 @@ class Changeset:
             tx.__exit__(ConflictError, ConflictError("retry"), None)
         time.sleep(random.uniform(0, min(0.02 * 2**attempt, 1.0)))
         self._begin()
-        for op, args in self._ops:
-            op(*args)
+        self._results = [(args[0], op(*args)) for op, args in self._ops]
 
     def _run(self, op: Callable[..., WriteResult], *args: Any) -> WriteResult:
+        if self._refused is not None:
+            raise _guards.refused_again(self._refused)
         if self._tx is None:
             raise RowverError("this changeset is closed; open a new one with db.changeset()")
         for attempt in range(self._retries + 1):
@@ -105,31 +141,44 @@ class Changeset:
                     with self._db.conn.transaction():  # a savepoint: a failed call changes nothing
                         result = op(*args)
             except RowverError as exc:
+                if isinstance(exc, CheckFailedError):
+                    self._refused = exc
                 if attempt == self._retries or not _retryable(exc, op, args):
                     raise
                 continue
             self._ops.append((op, args))
+            self._results.append((args[0], result))
             self.version = result.version
             return result
         raise AssertionError("unreachable")
 
     # -- writes -----------------------------------------------------------------------
 
-    def insert(self, table: str, rows: Any) -> WriteResult:
+    # Each call below takes limits on what it may do, judged after its diff and before it writes
+    # (a refusal rolls the whole changeset back): max_deleted and max_changed (updated or
+    # deleted), an int a number of rows, a float in [0, 1] a fraction of the rows the table held
+    # before the call; expect_rows=(lo, hi), the rows it holds after (None: open).
+
+    def insert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
+               expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
         """Insert new rows (a DataFrame or dicts); an existing key is an error."""
-        return self._run(self._load, table, rows, "insert")
+        return self._run(self._load, table, rows, "insert", Guards(max_deleted, max_changed, expect_rows))
 
-    def upsert(self, table: str, rows: Any) -> WriteResult:
+    def upsert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
+               expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
         """Insert new keys and update changed rows; unchanged rows cost nothing."""
-        return self._run(self._load, table, rows, "upsert")
+        return self._run(self._load, table, rows, "upsert", Guards(max_deleted, max_changed, expect_rows))
 
-    def delete(self, table: str, rows: Any) -> WriteResult:
+    def delete(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
+               expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
         """Delete the rows with these keys (tombstones in history)."""
-        return self._run(self._load, table, rows, "delete")
+        return self._run(self._load, table, rows, "delete", Guards(max_deleted, max_changed, expect_rows))
 
-    def sync(self, table: str, rows: Any) -> WriteResult:
-        """Make ``table`` equal this full snapshot: only differences become versions."""
-        return self._run(self._load, table, rows, "sync")
+    def sync(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
+             expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
+        """Make ``table`` equal this full snapshot: only differences become versions.
+        ``max_deleted=0.05`` refuses a snapshot that would delete more than 5% of the rows."""
+        return self._run(self._load, table, rows, "sync", Guards(max_deleted, max_changed, expect_rows))
 
     def revert(self, table: str, to: str | int) -> WriteResult:
         """Restore ``table`` as of ``to``; the reverted-from state stays readable."""
@@ -139,16 +188,18 @@ class Changeset:
         """Delete every row of ``table`` (tombstones in history), then give the space back."""
         return int(self._run(self._truncate, table, cascade).deleted)
 
-    def load(self, table: str, path: str | os.PathLike[str], mode: str = "sync") -> WriteResult:
+    def load(self, table: str, path: str | os.PathLike[str], mode: str = "sync", *,
+             max_deleted: Limit | None = None, max_changed: Limit | None = None,
+             expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
         """Rows from a CSV file whose header line names the columns, streamed to the server by
         COPY (which reads each value into its column's type), then applied as ``mode`` (sync,
-        upsert, insert or delete) like the calls above. A bad value is one error naming the
-        file's line and column; nothing is written."""
-        return self._run(self._load_file, table, os.fspath(path), mode)
+        upsert, insert or delete) like the calls above, with the same limits. A bad value is one
+        error naming the file's line and column; nothing is written."""
+        return self._run(self._load_file, table, os.fspath(path), mode, Guards(max_deleted, max_changed, expect_rows))
 
     # -- the statements behind them ------------------------------------------------------
 
-    def _load(self, table: str, rows: Any, mode: str) -> WriteResult:
+    def _load(self, table: str, rows: Any, mode: str, guards: Guards) -> WriteResult:
         conn = self._db.conn
         keys, known, json_cols = _table_shape(conn, table)
         columns, records = _frames.to_records(rows)
@@ -162,9 +213,9 @@ class Changeset:
                     cp.write_row(row)
         except (TypeError, ValueError, UnicodeError) as exc:  # a value psycopg cannot send
             raise InvalidInputError(f"a value for {table} cannot be sent: {shorten(str(exc))}") from exc
-        return _apply(conn, table, stage, mode)
+        return _apply(conn, table, stage, mode, guards)
 
-    def _load_file(self, table: str, path: str, mode: str) -> WriteResult:
+    def _load_file(self, table: str, path: str, mode: str, guards: Guards) -> WriteResult:
         conn = self._db.conn
         keys, known, _ = _table_shape(conn, table)
         try:
@@ -187,7 +238,7 @@ class Changeset:
             raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, ", f"({path}: "),
                               sqlstate=error.sqlstate, hint=error.hint) from exc
         _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
-        return _apply(conn, table, stage, mode)
+        return _apply(conn, table, stage, mode, guards)
 
     def _revert(self, table: str, ref: str) -> WriteResult:
         return WriteResult(*_sql.one(self._db.conn, "select * from rowver.revert(%s::regclass, %s)", (table, ref)))
@@ -198,6 +249,21 @@ class Changeset:
         deleted = _sql.value(conn, "select rowver.truncate(%s::regclass, %s)", (table, cascade))
         return WriteResult(deleted=deleted, version=_current_version(conn))
 
+    def _judge(self) -> None:
+        """Run the changeset's checks over what its calls did (tables named as PostgreSQL prints them)."""
+        if not self.checks:
+            return
+        conn = self._db.conn
+        results: dict[str, WriteResult] = {}
+        for named, result in self._results:
+            table = str(_sql.value(conn, "select %s::regclass::text", (named,)))
+            seen = results.get(table, WriteResult())
+            results[table] = WriteResult(seen.inserted + result.inserted, seen.updated + result.updated,
+                                         seen.deleted + result.deleted, seen.unchanged + result.unchanged,
+                                         version=result.version)
+        effect = {table: dict(zip(COUNTS, _counted(r), strict=True)) for table, r in results.items()}
+        _guards.run_checks(conn, self.checks, effect, results)
+
 
 def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any, ...]) -> bool:
     """Worth replaying the changeset: a serialization failure, or an upsert/sync that lost a race
@@ -205,13 +271,28 @@ def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any
     if isinstance(exc, ConflictError):
         return True
     return (exc.sqlstate == "23505" and getattr(op, "__name__", "") in ("_load", "_load_file")
-            and args[-1] in ("upsert", "sync"))
+            and args[2] in ("upsert", "sync"))
 
 
-def _apply(conn: psycopg.Connection, table: str, stage: str, mode: str) -> WriteResult:
-    """Apply the staged rows to ``table`` as ``mode``; what it did."""
-    inserted, updated, deleted, unchanged = _sql.one(
-        conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)", (table, stage, mode))
+COUNTS = ("inserted", "updated", "deleted", "unchanged")
+
+
+def _counted(result: WriteResult) -> tuple[int, int, int, int]:
+    return result.inserted, result.updated, result.deleted, result.unchanged
+
+
+
+
+def _apply(conn: psycopg.Connection, table: str, stage: str, mode: str, guards: Guards | None = None) -> WriteResult:
+    """Apply the staged rows to ``table`` as ``mode``, unless they pass a limit of ``guards``
+    (CheckFailedError, nothing written); what it did."""
+    limits = guards.as_json() if guards is not None else None
+    if limits is None:
+        inserted, updated, deleted, unchanged = _sql.one(
+            conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)", (table, stage, mode))
+    else:
+        inserted, updated, deleted, unchanged = _sql.one(
+            conn, "select * from rowver.load(%s::regclass, %s::regclass, %s, %s::jsonb)", (table, stage, mode, limits))
     return WriteResult(inserted, updated, deleted, unchanged, version=_current_version(conn))
 
 

@@ -6,6 +6,7 @@ catch by meaning (`except rowver.ConflictError`) and the CLI can print one clear
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -78,6 +79,24 @@ class PromotionRefusedError(RowverError):
     """``promote`` found the candidate worse than the alias's current holder; nothing changed."""
 
 
+class CheckFailedError(RowverError):
+    """A guarded changeset's check refused it and the whole changeset was rolled back: nothing
+    was written. ``check`` names the check, ``table`` the table it judged (None for a check
+    over the whole changeset), ``counts`` what the writes did (inserted, updated, deleted,
+    unchanged; rows before and after where counted) and ``sample_keys`` up to 5 keys."""
+
+    sqlstate = "RV001"  # rowver's own: a guard refused the write (rowver.check_guards)
+
+    def __init__(self, message: str, *, check: str = "", table: str | None = None,
+                 counts: dict[str, int] | None = None, sample_keys: list[dict[str, object]] | None = None,
+                 sqlstate: str | None = None, hint: str | None = None):
+        super().__init__(message, sqlstate=sqlstate, hint=hint)
+        self.check = check
+        self.table = table
+        self.counts = dict(counts or {})
+        self.sample_keys = list(sample_keys or [])
+
+
 # SQLSTATE (exact, or its two-character class) -> exception class.
 _BY_SQLSTATE: dict[str, type[RowverError]] = {
     "42P01": UnknownTableError,
@@ -105,6 +124,10 @@ def from_database(exc: psycopg.Error) -> RowverError:
     diag = exc.diag
     message = (diag.message_primary or str(exc)).strip()
     message = message.removeprefix("rowver: ")
+    if state == CheckFailedError.sqlstate:  # its detail holds what it says, as JSON
+        said = json.loads(diag.message_detail or "{}")
+        return CheckFailedError(message, check=said.get("check", ""), table=said.get("table"),
+                                counts=said.get("counts"), sample_keys=said.get("keys"))
     if diag.context and "COPY" in diag.context:
         # a value the table's type cannot take: name the column and line it came from
         message = f"{message} ({diag.context.splitlines()[0]})"

@@ -119,11 +119,82 @@ begin
   end if;
 end $$;
 
+-- A guarded write (rowver._guards) judged before it writes, so a refusal allocates no version:
+-- pg_temp.rv_diff holds the keys it would insert, update and delete (rv_op), total the rows
+-- staged. guards: {"max_deleted" | "max_changed": {"rows": n} | {"fraction": f}, "expect_rows":
+-- [lo, hi]} (null: open); fractions are of the rows tbl holds before (one count of tbl), changed
+-- is updated + deleted, expect_rows bounds the rows after. A refusal is one error, SQLSTATE
+-- RV001, naming the check, the counts and up to 5 keys, with them as JSON in its detail.
+create or replace function rowver.check_guards(tbl regclass, mode text, guards jsonb, total bigint) returns void
+language plpgsql set search_path = pg_catalog, pg_temp
+as $$
+declare
+  keys    name[] := (rowver.registered(tbl)).key_columns;
+  ins     bigint;
+  upd     bigint;
+  del     bigint;
+  before  bigint;
+  after   bigint;
+  lim     record;
+  lo      bigint := (guards -> 'expect_rows' ->> 0)::bigint;
+  hi      bigint := (guards -> 'expect_rows' ->> 1)::bigint;
+  failed  text;
+  said    text;
+  ops     text[];
+  samples jsonb;
+  counts  jsonb;
+begin
+  select count(*) filter (where d.rv_op = 'insert'), count(*) filter (where d.rv_op = 'update'),
+         count(*) filter (where d.rv_op = 'delete')
+    into ins, upd, del from pg_temp.rv_diff d;
+  execute format('select count(*) from %s', rowver.qualified(tbl)) into before;
+  after := before + ins - del;
+  for lim in select v.name, v.n, v.word, v.ops, guards -> v.name as g
+               from (values ('max_deleted', del, 'deleted', array['delete']),
+                            ('max_changed', upd + del, 'changed', array['update', 'delete'])) v(name, n, word, ops)
+              where guards -> v.name is not null loop
+    if (lim.g ? 'rows' and lim.n > (lim.g ->> 'rows')::bigint)
+       or (lim.g ? 'fraction' and lim.n > (lim.g ->> 'fraction')::numeric * before) then
+      failed := format('%s=%s', lim.name, coalesce(lim.g ->> 'rows', lim.g ->> 'fraction'));
+      said := format('%s rows %s, more than %s', lim.n, lim.word,
+                     case when lim.g ? 'rows' then format('%s rows', lim.g ->> 'rows')
+                          else format('%s%% of the %s rows it held before',
+                                      trim_scale((lim.g ->> 'fraction')::numeric * 100), before) end);
+      ops := lim.ops;
+      exit;
+    end if;
+  end loop;
+  if failed is null and (after < lo or after > hi) then
+    failed := format('expect_rows=%s:%s', lo, hi);
+    said := format('%s rows after it, outside %s:%s', after, lo, hi);
+    ops := case when after < lo then array['delete'] else array['insert'] end;
+  end if;
+  if failed is null then
+    return;
+  end if;
+  execute format('select coalesce(jsonb_agg(s.k), ''[]'') from (select jsonb_build_object(%s) k from pg_temp.rv_diff d'
+                 ' where d.rv_op = any ($1) order by %s limit 5) s',
+                 (select string_agg(format('%L, d.%I', c, c), ', ') from unnest(keys) c),
+                 (select string_agg(format('d.%I', c), ', ') from unnest(keys) c))
+    into samples using ops;
+  counts := jsonb_build_object('inserted', ins, 'updated', upd, 'deleted', del,
+                               'unchanged', case when mode = 'delete' then total - del else total - ins - upd end,
+                               'rows_before', before, 'rows_after', after);
+  raise exception 'rowver: check % refused the % of %: % (% inserted, % updated, % deleted, % unchanged; % rows before, % after)%; the changeset is rolled back, nothing written',
+    failed, mode, tbl, said, ins, upd, del, counts ->> 'unchanged', before, after,
+    case when jsonb_array_length(samples) > 0
+         then format('; %s keys include %s', case ops[1] when 'insert' then 'inserted' when 'update' then 'changed' else 'deleted' end,
+                     (select string_agg(e::text, ', ') from jsonb_array_elements(samples) e))
+         else '' end
+    using errcode = 'RV001', detail = jsonb_build_object('check', failed, 'table', tbl::text, 'counts', counts,
+                                                         'keys', samples)::text;
+end $$;
+
 -- Apply rows to tbl, set-based: from a staging relation, or (source null) from tbl as of
 -- version `at`. Modes: insert, upsert, delete, sync (upsert + delete keys not in source).
 -- Rows that are unchanged are not touched (NULL equals NULL, NaN equals NaN). Returns the
--- counts.
-create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint default null,
+-- counts. guards (null: none): limits judged after the diff, before any write (check_guards).
+create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint, guards jsonb,
                                              out inserted bigint, out updated bigint,
                                              out deleted bigint, out unchanged bigint)
 language plpgsql set search_path = pg_catalog, pg_temp
@@ -176,6 +247,15 @@ begin
   k := rowver.key_join_sql(tbl, r.key_columns, 't', 's');
   col_list := (select string_agg(format('%I', c), ', ') from unnest(cols) c);
 
+  if guards is not null and mode in ('insert', 'delete') then
+    -- the keys it would insert (every staged row) or delete (those tbl holds), for the guards
+    drop table if exists pg_temp.rv_diff;
+    execute format('create temp table rv_diff on commit drop as select %s, %L::text as rv_op from %s s%s',
+                   (select string_agg(format('s.%I', c), ', ') from unnest(r.key_columns) c), mode, src,
+                   case when mode = 'delete' then format(' where exists (select from %s t where %s)', t, k) else '' end);
+    perform rowver.check_guards(tbl, mode, guards, total);
+  end if;
+
   if mode = 'insert' then
     execute format('insert into %s (%s) %s select %s from %s s', t, col_list, ovr,
                    (select string_agg(format('s.%I', c), ', ') from unnest(cols) c), src);
@@ -206,6 +286,9 @@ begin
     coalesce((select string_agg(rowver.same_value_sql(c, a.atttypid, 't', 's'), ' and ')
                 from unnest(vals) c join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = c),
              'true'));
+  if guards is not null then
+    perform rowver.check_guards(tbl, mode, guards, total);
+  end if;
   k := rowver.key_join_sql(tbl, r.key_columns, 't', 'd');
 
   if exists (select from pg_temp.rv_diff d where d.rv_op = 'delete') then
@@ -225,6 +308,15 @@ begin
   unchanged := total - inserted - updated;
 end $$;
 
+-- The same without guards.
+create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint default null,
+                                             out inserted bigint, out updated bigint,
+                                             out deleted bigint, out unchanged bigint)
+language sql
+begin atomic
+  select * from rowver.apply_rows(tbl, source, mode, at, null::jsonb);
+end;
+
 -- Load a staging table (see rowver.stage) into tbl.
 create or replace function rowver.load(tbl regclass, stage regclass, mode text,
                                        out inserted bigint, out updated bigint,
@@ -234,12 +326,49 @@ begin atomic
   select * from rowver.apply_rows(tbl, stage, mode);
 end;
 
+-- The same, refused (SQLSTATE RV001, nothing written) when it would pass a limit of guards
+-- (see rowver.check_guards).
+create or replace function rowver.load(tbl regclass, stage regclass, mode text, guards jsonb,
+                                       out inserted bigint, out updated bigint,
+                                       out deleted bigint, out unchanged bigint)
+language sql
+begin atomic
+  select * from rowver.apply_rows(tbl, stage, mode, null::bigint, guards);
+end;
+
 -- The version this transaction writes, or null while it has changed nothing versioned.
 create or replace function rowver.current_version() returns bigint
 language sql stable
 begin atomic
   select c.version from rowver.changeset c where c.version = rowver.allocated();
 end;
+
+-- For guarded changesets (rowver._guards): the rows tbl holds now, as the caller sees them
+-- inside the transaction. A full count: guards that need it pay one scan of the table.
+create or replace function rowver.row_count(tbl regclass) returns bigint
+language plpgsql stable set search_path = pg_catalog, pg_temp
+as $$
+declare
+  n bigint;
+begin
+  perform rowver.registered(tbl);
+  execute format('select count(*) from %s', rowver.qualified(tbl)) into n;
+  return n;
+end $$;
+
+-- The keys ({"column": value, ...}, as rv_key) of the rows of tbl this transaction's changeset
+-- has written and still holds, as SQL that a guard's check completes with its own condition
+-- (rowver._guards runs it in a read-only savepoint). The client runs it on its own search_path:
+-- every function and operator in it is qualified.
+create or replace function rowver.written_rows_sql(tbl regclass) returns text
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select format('select pg_catalog.jsonb_build_object(%s) as rv_key from %s'
+                ' where rv_version operator(pg_catalog.=) rowver.current_version()',
+                (select string_agg(format('%L::pg_catalog.text, %I', k, k), ', ') from unnest(r.key_columns) k),
+                rowver.qualified(tbl))
+    from rowver.registered(tbl) r
+$$;
 
 -- Restore tbl to its state as of ref, as a new changeset: nothing is erased, and the
 -- reverted-from state stays readable.
@@ -532,7 +661,9 @@ end $$;
 grant execute on function rowver.registered(regclass), rowver.check_staged(regclass, regclass), rowver.resolve_for(regclass, text), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
-  rowver.current_version(), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
+  rowver.current_version(), rowver.row_count(regclass), rowver.written_rows_sql(regclass),
+  rowver.check_guards(regclass, text, jsonb, bigint), rowver.apply_rows(regclass, regclass, text, bigint, jsonb),
+  rowver.load(regclass, regclass, text, jsonb), rowver.revert(regclass, text), rowver.history(regclass, jsonb),
   rowver.history_sql(regclass), rowver.check_key(regclass, name[], jsonb, jsonb),
   rowver.diff_query(regclass, bigint, bigint, text, text), rowver.changed_keys_sql(regclass, bigint, bigint),
   rowver.diff_by_keys(regclass, bigint, bigint), rowver.diff_sql(regclass, bigint, bigint),

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .. import _output
+from .. import _guards, _output
 from .._database import TRUSTED_WRITERS, redacted
 from .._output import Format
 from ._common import Author, DryRun, Fmt, Ignore, Keys, Message, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
@@ -97,6 +97,16 @@ def load(
     mode: Annotated[LoadMode, typer.Option(
         "--mode", case_sensitive=False, help="sync: the file is the whole table (keys missing from it are "
         "deleted); upsert: insert or update its rows; insert: only new keys; delete: delete its keys.")] = LoadMode.sync,
+    max_deleted: Annotated[str | None, typer.Option(
+        "--max-deleted", metavar="N|F", show_default=False,
+        help="Refuse the load, writing nothing, if it deletes more rows than this: a number of rows (500), "
+        "or a fraction of the table's rows before it (0.05 or 5%).")] = None,
+    max_changed: Annotated[str | None, typer.Option(
+        "--max-changed", metavar="N|F", show_default=False,
+        help="Refuse it if it updates or deletes more rows than this (rows, or a fraction as above).")] = None,
+    expect_rows: Annotated[str | None, typer.Option(
+        "--expect-rows", metavar="LO:HI", show_default=False,
+        help="Refuse it unless the table then holds LO to HI rows (either may be left out: 1000:).")] = None,
     message: Message = None,
     author: Author = None,
     dry_run: DryRun = False,
@@ -105,11 +115,16 @@ def load(
     fmt: Fmt = Format.table,
 ) -> None:
     """Load a CSV file into a versioned table as one changeset: only rows that differ become versions."""
+    guards = _guards.Guards(
+        max_deleted=None if max_deleted is None else _guards.parse_limit("--max-deleted", max_deleted),
+        max_changed=None if max_changed is None else _guards.parse_limit("--max-changed", max_changed),
+        expect_rows=None if expect_rows is None else _guards.parse_bounds(expect_rows))
     if mode is LoadMode.sync and not dry_run:
         confirm(f"Make {table} equal {file} (rows whose keys it lacks are deleted)?", yes)
     with database(url) as db, _output.progress(f"loading {file} into {table}"):
         with db.changeset(message=message or f"load {file.name}", author=author, dry_run=dry_run) as cs:
-            result = cs.load(table, file, mode.value)
+            result = cs.load(table, file, mode.value, max_deleted=guards.max_deleted,
+                             max_changed=guards.max_changed, expect_rows=guards.expect_rows)
     version = None if dry_run else result.version
     if fmt is not Format.table:
         _output.emit(["table", "file", "mode", "version", "inserted", "updated", "deleted", "unchanged"],
