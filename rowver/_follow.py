@@ -21,6 +21,7 @@ from . import _frames, _query, _refs, _sql
 from .errors import InvalidInputError, RowverError, ServerError, translated
 
 CHANNEL = "rowver_changes"
+STEP = 1_000  # changesets read at a time when the stream is behind
 _SOON = 0.05  # seconds: the first look again while head is held back
 
 
@@ -96,9 +97,10 @@ def _stream(reader: _Reader, listener: psycopg.Connection, tables: Sequence[str]
     soon = _SOON
     while True:
         head = _head(reader)
-        if head > seen:
-            yield from _between(reader, tables, firsts, seen, head)
-            seen = head
+        while head > seen:  # (a backlog in steps of STEP changesets: memory holds one step)
+            upto = _step(reader, seen, head)
+            yield from _between(reader, tables, firsts, seen, upto)
+            seen = upto
         # a changeset committed above head waits for a writer below it, whose end may send no
         # NOTIFY (it rolled back, or wrote no versioned table): look again soon, then less soon
         if _held_back(reader, head):
@@ -112,6 +114,15 @@ def _stream(reader: _Reader, listener: psycopg.Connection, tables: Sequence[str]
 def _head(reader: _Reader) -> int:
     with translated():
         return int(_sql.value(reader.conn, "select rowver.head()"))
+
+
+def _step(reader: _Reader, seen: int, head: int) -> int:
+    """Where the next read ends: after STEP changesets past ``seen``, or at head."""
+    with translated():
+        return int(_sql.value(
+            reader.conn, "select coalesce((select c.version from rowver.changeset c where c.version > %s"
+                         " and c.version <= %s order by c.version offset %s limit 1), %s)",
+            (seen, head, STEP - 1, head)))
 
 
 def _held_back(reader: _Reader, head: int) -> bool:

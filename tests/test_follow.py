@@ -23,7 +23,7 @@ import pytest
 from pgserver import server_major, throwaway
 
 import rowver
-from rowver import _install
+from rowver import _follow, _install
 from rowver._follow import Committed
 
 ROWVER = str(Path(sys.executable).parent / "rowver")
@@ -279,3 +279,33 @@ def test_a_server_restart_mid_stream_loses_and_repeats_nothing(server_url: str) 
             assert [c.version for c in got] == changesets(check, start)
         assert [c.changes[0].row["id"] for c in got] == list(range(1, 61))
         db.close()
+
+
+def test_a_backlog_comes_in_steps_whole_and_in_order(db_url: str, conn: psycopg.Connection,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    make_items(conn)
+    start = int(conn.execute("select rowver.head()").fetchone()[0])
+    for i in range(10):
+        with conn.transaction():
+            conn.execute("insert into items values (%s, 'x', 1)", (i,))
+            conn.execute("insert into tags values (%s, 'y')", (i,))
+    monkeypatch.setattr(_follow, "STEP", 3)  # 10 changesets: 4 reads
+    got = Collector(rowver.connect(db_url).follow("items", "tags", since=start, poll=30, reconnect=1)).take(10)
+    assert [c.version for c in got] == changesets(conn, start)
+    assert [[(ch.table, ch.row["id"]) for ch in c.changes] for c in got] == [[("items", i), ("tags", i)]
+                                                                             for i in range(10)]
+
+
+def test_jsonl_is_json_one_object_a_line(db_url: str, conn: psycopg.Connection) -> None:
+    make_items(conn)
+    conn.execute("insert into items values (1, 'a\\nb', 1.10), (2, null, null)")
+
+    def run(fmt: str) -> str:
+        out = subprocess.run([ROWVER, "changes", "items", "--since", "0", "--format", fmt, "--url", db_url],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    lines = run("jsonl").splitlines()
+    assert [json.loads(line) for line in lines] == json.loads(run("json"))
+    assert len(lines) == 2 and json.loads(lines[0])["price"] == "1.10"
