@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 from pgserver import server_major, throwaway
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 import rowver
 from rowver import _follow, _install
@@ -309,3 +312,25 @@ def test_jsonl_is_json_one_object_a_line(db_url: str, conn: psycopg.Connection) 
     lines = run("jsonl").splitlines()
     assert [json.loads(line) for line in lines] == json.loads(run("json"))
     assert len(lines) == 2 and json.loads(lines[0])["price"] == "1.10"
+
+
+def test_a_role_without_rowver_privileges_follows_and_wakes_the_stream(db_url: str, conn: psycopg.Connection) -> None:
+    """A least-privilege role that may read and write one table: its commits send the NOTIFY,
+    and it follows the table (head, the changeset list and the change feed are open to it)."""
+    role = f"rv_follow_{uuid.uuid4().hex[:8]}"
+    make_items(conn)
+    conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
+    try:
+        conn.execute(sql.SQL("grant select, insert, update on items to {}").format(sql.Identifier(role)))
+        conn.execute("select rowver.refresh('items')")  # (the grant onto history)
+        url = make_conninfo(db_url, user=role)
+        collector = Collector(rowver.connect(url).follow("items", poll=30, reconnect=1))
+        with psycopg.connect(url, autocommit=True) as app:
+            app.execute("insert into items values (1, 'mine', 1)")
+            app.execute("update items set name = 'still mine'")
+        got = collector.take(2, timeout=10)
+        assert [(c.changes[0].op, c.changes[0].row["name"]) for c in got] == [("insert", "mine"),
+                                                                               ("update", "still mine")]
+    finally:
+        conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
