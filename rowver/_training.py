@@ -192,17 +192,18 @@ def _read(db: Connected, events: pd.DataFrame, tables: list[Feature], by_time: b
             numbers.append(len(staged))
         spec.append({"table": f.qualified, "keys": numbers, "columns": list(f.columns)})
     rows = zip(range(len(events)), times, *key_values)
+    stage = sql.Identifier("pg_temp", "rv_events")  # made by rowver.training_stage
     with translated(), db.conn.transaction():
-        stage = _sql.value(db.conn, "select rowver.training_stage(%s::regclass[], %s::name[], %s)::text",
-                           ([t for t, _ in staged], [k for _, k in staged], by_time))
+        _sql.one(db.conn, "select rowver.training_stage(%s::regclass[], %s::name[], %s)",
+                 ([t for t, _ in staged], [k for _, k in staged], by_time))
         columns = ["rv_row", "rv_time" if by_time else "rv_at", *(f"rv_k{i}" for i in range(1, len(staged) + 1))]
-        copy = sql.SQL("copy {} ({}) from stdin").format(
-            sql.SQL(stage), sql.SQL(", ").join(map(sql.Identifier, columns)))  # stage: pg_temp.rv_events
+        copy = sql.SQL("copy {} ({}) from stdin").format(stage, sql.SQL(", ").join(map(sql.Identifier, columns)))
         with db.conn.cursor().copy(copy) as cp:
             for row in rows:
                 cp.write_row(row)
-        query = _sql.value(db.conn, "select rowver.training_sql(%s::regclass, %s, %s::jsonb)",
-                           (stage, by_time, json.dumps(spec)))
+        db.conn.execute(sql.SQL("analyze {}").format(stage))  # the planner's row counts: a temporary table has none
+        query = _sql.value(db.conn, "select rowver.training_sql('pg_temp.rv_events', %s, %s::jsonb)",
+                           (by_time, json.dumps(spec)))
         fetched = _query.frame(db, query, raw=True)  # built by rowver.training_sql with format('%I')
     if len(fetched) != len(events):
         raise AssertionError(f"training set read {len(fetched)} rows for {len(events)} events")

@@ -67,6 +67,12 @@ begin
     rowver.schema_of(tbl), r.history_name);
 end $$;
 
+-- head_log as a step function: each time a head was published (ascending), and the head a
+-- timestamp ref at that time resolves to (rowver.resolve: the greatest head logged then).
+create or replace view rowver.head_steps as
+  select pg_catalog.array_agg(l.at order by l.at) as times, pg_catalog.array_agg(l.head order by l.at) as heads
+    from (select g.at, max(g.head) as head from rowver.head_log g group by g.at) l;
+
 -- The query that reads a training set from the staged events (rowver.training_stage). spec is
 -- a JSON array with one object per feature table, in order: {"table": regclass text, "keys":
 -- [the staged key columns' numbers, in key order], "columns": [payload columns]}. Its rows:
@@ -89,7 +95,7 @@ declare
   cols    name[];
   sel     text := '';
   joins   text := '';
-  ver     text := case when by_time then 'l.head' else 'e.rv_at' end;
+  ver     text := 'e.rv_at';
   cond    text;
   x       rowver.retention;
 begin
@@ -131,15 +137,19 @@ begin
   if n = 0 then
     raise exception 'rowver: a training set needs at least one feature table' using errcode = '22023';
   end if;
-  -- an event's time resolves as rowver.resolve resolves a timestamp ref: the newest head
-  -- published at or before it (one index probe of head_log per event)
-  return format('select e.rv_row, %s as rv_at%s from %s e%s%s', ver, sel, events,
-                case when by_time then E'\n  left join lateral (select l.head from rowver.head_log l'
-                                       ' where l.at operator(pg_catalog.<=) e.rv_time'
-                                       ' order by l.at desc, l.head desc limit 1) l on true' else '' end,
+  -- an event's time resolves as rowver.resolve resolves a timestamp ref: to the newest head
+  -- published at or before it (the greatest head logged at the latest time at or before it).
+  -- Set-based: head_log's times, sorted, are the lower bounds of buckets; width_bucket finds an
+  -- event's bucket by binary search (0: before the first), and the bucket's head is its version.
+  -- (OFFSET 0 keeps the subquery whole, so that each event's version is computed once.)
+  return format('select e.rv_row, e.rv_at%s from %s e%s', sel,
+                case when by_time then format('(select x.*, s.heads[pg_catalog.width_bucket(x.rv_time, s.times)] as rv_at'
+                                              ' from %s x, rowver.head_steps s offset 0)', rowver.qualified(events))
+                     else rowver.qualified(events) end,
                 joins);
 end $$;
 
+grant select on rowver.head_steps to public;
 grant execute on function rowver.training_stage(regclass[], name[], boolean),
   rowver.training_source_sql(regclass, name[]), rowver.training_sql(regclass, boolean, jsonb) to public;
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -35,6 +36,10 @@ def test_readme_python_examples_run_as_written(db_url: str, monkeypatch: pytest.
         assert db.as_of("customers", "train-2026-11")["plan"].tolist() == ["free", "pro", "pro"]
         assert db.as_of("customers", "head")["plan"].tolist() == ["free", "pro", "pro"]  # reverted
         assert db.models.get("churn@production").version == scope["v1"].version  # rolled back
+        ts = scope["ts"]  # the training set: point in time, its early event counted, its lineage saved
+        assert ts["calls_7d"].tolist()[1:] == [3, 40, 0, 55, 7] and pd.isna(ts["calls_7d"][0])
+        assert ts.attrs["rowver_before_first"] == {"public.customers": 0, "public.usage": 1}
+        assert scope["m"].data_version == max(max(v) for v in ts.attrs["rowver_lineage"].values())
         assert db.check().empty
     finally:
         db.close()
