@@ -316,11 +316,12 @@ class Database:
 
     def export(self, table: str, to: str | os.PathLike[str], at: str | int = "head", *, format: str = "parquet",
                cast: dict[str, str] | None = None) -> ExportResult:
-        """Write ``table`` as of ``at`` to ``to``/version=V/ as Parquet, streamed from a server-side
-        cursor; the file metadata names the table and version. A version exported already is left
-        as it is (``.written`` False). ``cast``: {column: PostgreSQL type} for a column whose type
-        has no faithful Parquet type (one is an error naming it otherwise). Needs pyarrow
-        (``pip install 'rowver[export]'``)."""
+        """Write ``table`` as of ``at`` to ``to``/version=V/ as Parquet (``format="delta"``: to the
+        Delta table ``to``, one commit per version), streamed from a server-side cursor; the file
+        metadata (a Delta commit's info) names the table and version. A version exported already is
+        left as it is (``.written`` False). ``cast``: {column: PostgreSQL type} for a column whose
+        type has no faithful type there (one is an error naming it otherwise). Needs pyarrow
+        (``pip install 'rowver[export]'``; Delta: ``'rowver[delta]'``)."""
         return _export.export(self, table, at, to, fmt=format, cast=cast)
 
     def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,

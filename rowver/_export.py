@@ -1,4 +1,5 @@
-"""Exporting a table as of a version to Parquet (``rowver export``, ``db.export``).
+"""Exporting a table as of a version to Parquet or Delta Lake (``rowver export``, ``db.export``).
+(Delta Lake: see its section below; the reading and the types are the same.)
 
 One file set per version: ``PATH/version=V/part-NNNNN.parquet``, each file's schema metadata
 naming the table and the version (``rowver.table``, ``rowver.version``). The rows come from
@@ -36,7 +37,7 @@ from .errors import InvalidInputError, UnsupportedError, translated
 if TYPE_CHECKING:
     import pyarrow as pa
 
-FORMATS = ("parquet",)
+FORMATS = ("parquet", "delta")
 ROWS_PER_FILE = 1_000_000  # a new part file after this many rows
 BATCH = 50_000  # rows fetched and converted at a time
 
@@ -87,15 +88,25 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
         name, source, keys = _sql.one(
             db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
                      " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
-    target = Path(to) / f"version={version}"
-    if target.exists():
-        return _already(target, name, version)
+    if fmt == "delta":
+        deltalake = require_deltalake()
+        found = _delta_exported(deltalake, Path(to), table, name, version)
+        if found is not None:
+            return found
+    else:
+        target = Path(to) / f"version={version}"
+        if target.exists():
+            return _already(target, name, version)
     columns = _columns(db, table, pa, dict(cast or {}))
+    if fmt == "delta":
+        _delta_types(table, columns)
     metadata = {b"rowver.table": name.encode(), b"rowver.version": str(version).encode()}
     schema = pa.schema([pa.field(c.name, c.arrow) for c in columns], metadata=metadata)
     query = sql.SQL("select {} from {} order by {}").format(
         sql.SQL(", ").join(c.select for c in columns), sql.SQL(source),  # (quoted by the server: as_of_sql)
         sql.SQL(", ").join(sql.Identifier(k) for k in keys))
+    if fmt == "delta":
+        return _write_delta(db, deltalake, query, columns, schema, Path(to), table, batch)
     staging = target.parent / f".version={version}.{os.getpid()}.partial"
     try:
         files, rows = _write(db, query, columns, schema, staging, batch, rows_per_file)
@@ -212,7 +223,6 @@ def _arrow(pa: Any, base: str, typmod: int) -> Any:
 def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema, staging: Path,
            batch: int, rows_per_file: int) -> tuple[list[Path], int]:
     """The query's rows into part files under ``staging``, a batch at a time."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     staging.mkdir(parents=True)
@@ -220,16 +230,15 @@ def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: p
     writer: pq.ParquetWriter | None = None
     rows = in_file = 0
     try:
-        for values in _batches(db, query, batch):
+        for record_batch in _record_batches(db, query, columns, schema, batch):
             if writer is None or in_file >= rows_per_file:
                 if writer is not None:
                     writer.close()
                 files.append(staging / f"part-{len(files):05d}.parquet")
                 writer, in_file = pq.ParquetWriter(files[-1], schema), 0
-            arrays = [_array(pa, c, [row[i] for row in values]) for i, c in enumerate(columns)]
-            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            rows += len(values)
-            in_file += len(values)
+            writer.write_batch(record_batch)
+            rows += record_batch.num_rows
+            in_file += record_batch.num_rows
         if writer is None:  # an empty table: one file with the schema
             files.append(staging / "part-00000.parquet")
             writer = pq.ParquetWriter(files[-1], schema)
@@ -237,6 +246,16 @@ def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: p
         if writer is not None:
             writer.close()
     return files, rows
+
+
+def _record_batches(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema,
+                    batch: int) -> Iterator[pa.RecordBatch]:
+    """The query's rows as Arrow record batches of at most ``batch`` rows."""
+    import pyarrow as pa
+
+    for values in _batches(db, query, batch):
+        arrays = [_array(pa, c, [row[i] for row in values]) for i, c in enumerate(columns)]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _array(pa: Any, column: _Column, values: list[Any]) -> Any:
@@ -268,3 +287,83 @@ def _batches(db: Connected, query: sql.Composed, batch: int) -> Iterator[list[tu
                                        "(export that column cast to text)") from exc
             raise
 
+
+
+# -- Delta Lake ------------------------------------------------------------------------------
+# A Delta table at PATH holds one commit per exported version (an overwrite: the table as of
+# that version), its commit info naming the table and version (rowver.table, rowver.version),
+# so Delta's own time travel reads each exported version. Versions go forward: a version
+# older than the newest one there is refused (the table's latest state would go back in time).
+
+
+def require_deltalake() -> Any:
+    """deltalake, or one clear error saying how to get it."""
+    try:
+        import deltalake
+    except ImportError as exc:
+        raise UnsupportedError("export to Delta Lake needs deltalake: pip install 'rowver[delta]'") from exc
+    return deltalake
+
+
+def _delta_exported(deltalake: Any, to: Path, table: str, name: str, version: int) -> ExportResult | None:
+    """The commit a former export made of this version (None: none yet); refuses a path that is
+    another table's, or whose newest export is a later version."""
+    try:
+        found = deltalake.DeltaTable(str(to))
+    except deltalake.exceptions.TableNotFoundError:
+        return None
+    commits = found.history()
+    others = {c.get("rowver.table") for c in commits} - {name}
+    if others:
+        raise InvalidInputError(f"{to} is a Delta table of {sorted(map(str, others))[0]}, not of {name}")
+    exported = {int(c["rowver.version"]): c for c in commits if "rowver.version" in c}
+    if version in exported:
+        commit = exported[version]
+        at = deltalake.DeltaTable(str(to), version=commit["version"])
+        rows = int(commit.get("operationMetrics", {}).get("num_added_rows", 0))
+        return ExportResult(table, version, to, [Path(u) for u in at.file_uris()], rows, False)
+    if exported and version < max(exported):
+        raise InvalidInputError(f"{to} holds {name} up to version {max(exported)}; version {version} is older "
+                                "(a Delta table's versions go forward): export it to another path")
+    return None
+
+
+def _delta_types(table: str, columns: list[_Column]) -> None:
+    """Delta Lake has no time type and no decimal wider than 38 digits."""
+    for c in columns:
+        inner = getattr(c.arrow, "value_type", c.arrow)
+        if str(inner).startswith(("time64", "decimal256")):
+            raise UnsupportedError(f"column {c.name} of {table} is {c.type_name}, which has no Delta Lake type; "
+                                   f"export it cast to one, e.g. --cast {c.name}=text")
+
+
+def _write_delta(db: Connected, deltalake: Any, query: sql.Composed, columns: list[_Column], schema: pa.Schema,
+                 to: Path, table: str, batch: int) -> ExportResult:
+    """One overwrite commit of the query's rows, streamed to deltalake as Arrow batches. A write
+    that fails commits nothing: the table stays as it was."""
+    import pyarrow as pa
+
+    metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    rows, failed = [0], []  # (what the generator saw, read after deltalake returns)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for record_batch in _record_batches(db, query, columns, schema, batch):
+                rows[0] += record_batch.num_rows
+                yield record_batch
+        except Exception as exc:
+            failed.append(exc)  # (deltalake reports it as its own error: ours is the one to raise)
+            raise
+
+    to.mkdir(parents=True, exist_ok=True)
+    try:
+        deltalake.write_deltalake(str(to), pa.RecordBatchReader.from_batches(schema, batches()), mode="overwrite",
+                                  schema_mode="overwrite",
+                                  commit_properties=deltalake.CommitProperties(custom_metadata=metadata))
+    except Exception as exc:
+        if failed:
+            raise failed[0] from exc
+        raise
+    written = deltalake.DeltaTable(str(to))
+    return ExportResult(table, int(metadata["rowver.version"]), to, [Path(u) for u in written.file_uris()],
+                        rows[0], True)

@@ -193,3 +193,66 @@ def test_pyarrow_missing_is_one_clear_error(db_url: str, conn: psycopg.Connectio
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # (import pyarrow now fails)
     with pytest.raises(rowver.UnsupportedError, match=r"pip install 'rowver\[export\]'"):
         rowver.connect(db_url).export("t", tmp_path)
+
+
+# -- Delta Lake ---------------------------------------------------------------------------
+
+DELTA_CASTS = {"tm": "text", "big": "text"}  # (Delta Lake has no time type, no decimal over 38 digits)
+
+
+def test_delta_holds_one_commit_per_version_each_equal_to_the_table_as_of_it(db_url: str, conn: psycopg.Connection,
+                                                                            tmp_path: Path) -> None:
+    deltalake = pytest.importorskip("deltalake")
+    versions = make_wide(conn)
+    db = rowver.connect(db_url)
+    path = tmp_path / "wide"
+    with pytest.raises(rowver.UnsupportedError, match="column tm of wide is time without time zone, which has no Delta"):
+        db.export("wide", path, versions[0], format="delta", cast={"big": "text"})
+    for v in versions:
+        result = db.export("wide", path, v, format="delta", cast=DELTA_CASTS)
+        assert result.written and result.version == v
+    history = {c["rowver.version"]: c["version"] for c in deltalake.DeltaTable(str(path)).history()}
+    assert list(history) == [str(v) for v in reversed(versions)]  # (newest first)
+    for v in versions:
+        table = deltalake.DeltaTable(str(path), version=history[str(v)]).to_pyarrow_table()
+        expected = db.read("wide", v)
+        got = table.to_pylist()
+        rows = [tuple(r.values()) for r in got]
+        assert table.column_names == expected.columns
+        want = as_records(expected.columns, expected.rows)
+        for row in want:  # the two cast columns: as the server prints them
+            row["big"] = None if row["big"] is None else str(row["big"])
+            row["tm"] = None if row["tm"] is None else row["tm"].isoformat()
+        assert as_records(table.column_names, rows) == want
+    # the same version again: nothing written; an older one: refused
+    assert not db.export("wide", path, versions[2], format="delta", cast=DELTA_CASTS).written
+    assert deltalake.DeltaTable(str(path)).version() == len(versions) - 1
+    skipping = tmp_path / "skipping"
+    db.export("wide", skipping, versions[0], format="delta", cast=DELTA_CASTS)
+    db.export("wide", skipping, versions[2], format="delta", cast=DELTA_CASTS)
+    with pytest.raises(rowver.InvalidInputError, match="versions go forward"):
+        db.export("wide", skipping, versions[1], format="delta", cast=DELTA_CASTS)
+    assert deltalake.DeltaTable(str(skipping)).version() == 1
+
+
+def test_a_failed_delta_export_commits_nothing(db_url: str, conn: psycopg.Connection, tmp_path: Path) -> None:
+    deltalake = pytest.importorskip("deltalake")
+    conn.execute("create table times (id int primary key, at timestamptz)")
+    conn.execute("select rowver.enable('times')")
+    conn.execute("insert into times select g, now() from generate_series(1, 10) g")
+    db = rowver.connect(db_url)
+    db.export("times", tmp_path, format="delta")
+    conn.execute("insert into times values (11, 'infinity')")
+    with pytest.raises(rowver.UnsupportedError, match="infinity"):
+        rowver._export.export(db, "times", "head", tmp_path, fmt="delta", batch=3)
+    assert deltalake.DeltaTable(str(tmp_path)).version() == 0
+    assert deltalake.DeltaTable(str(tmp_path)).to_pyarrow_table().num_rows == 10
+    out = subprocess.run([ROWVER, "export", "times", "--to", str(tmp_path), "--format", "delta", "--cast", "at=text",
+                          "--url", db_url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "11 rows" in out.stdout
+    assert deltalake.DeltaTable(str(tmp_path)).to_pyarrow_table().column("at").to_pylist()[-1] == "infinity"
+    conn.execute("create table other (id int primary key)")
+    conn.execute("select rowver.enable('other')")
+    with pytest.raises(rowver.InvalidInputError, match="is a Delta table of public.times, not of public.other"):
+        db.export("other", tmp_path, format="delta")

@@ -1,4 +1,4 @@
-"""rowver export: a table as of a version, written as files other systems read (Parquet)."""
+"""rowver export: a table as of a version, written as files other systems read (Parquet, Delta Lake)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ class FileFormat(str, Enum):
     """What ``rowver export`` writes (``--format``)."""
 
     parquet = "parquet"
+    delta = "delta"
 
 
 @app.command()
 def export(
     table: Table,
-    to: Annotated[Path, typer.Option("--to", metavar="PATH", help="The directory; the files go in PATH/version=V/.",
-                                     show_default=False)],
+    to: Annotated[Path, typer.Option(
+        "--to", metavar="PATH", show_default=False,
+        help="parquet: a directory, the files go in PATH/version=V/; delta: a Delta table, one commit per version.")],
     at: Annotated[str, typer.Option("--at", metavar="REF", help="A version, tag, ISO-8601 time or head.")] = "head",
     fmt: Annotated[FileFormat, typer.Option("--format", "-f", case_sensitive=False, help="The file format.")]
     = FileFormat.parquet,
@@ -32,8 +34,9 @@ def export(
         "type with no faithful Parquet type, which is an error otherwise. Repeatable.")] = None,
     url: Url = None,
 ) -> None:
-    """Write a table as it was at a version to Parquet files, streamed (bounded memory); the files'
-    metadata names the table and version, and a version exported already is left as it is."""
+    """Write a table as it was at a version to Parquet files or a Delta Lake table, streamed (bounded
+    memory); the files' metadata (a Delta commit's info) names the table and version, and a version
+    exported already is left as it is."""
     casts = dict(_cast(c) for c in cast or [])
     with database(url) as db, _output.progress(f"exporting {table} as of {at}"):
         result = db.export(table, to, at, format=fmt.value, cast=casts)
