@@ -251,22 +251,27 @@ class Database:
 
     def read(self, table: str, ref: str | int = "head", *, columns: Sequence[str] | None = None,
              where: str | None = None, order_by: Sequence[str] | None = None,
-             limit: int | None = None) -> _query.Result:
+             limit: int | None = None, filters: Sequence[tuple[str, str, Any]] = (),
+             after: Sequence[Any] | None = None) -> _query.Result:
         """``table`` as of a ref, rows first (``.rows``, ``.columns``, ``.version``; ``.frame()``
         for a DataFrame): only ``columns``, rows meeting ``where`` (one SQL condition, run in a
-        READ ONLY transaction with your privileges), ordered by ``order_by`` (default: the
-        key), at most ``limit``."""
+        READ ONLY transaction with your privileges) and every filter ``(column, operator,
+        value)`` (operators ``= != < <= > >= contains``, ``is null``, ``is not null``; the value is
+        a bound parameter), ordered by ``order_by`` (default: the key), at most ``limit``; with
+        ``after``, only rows past those order values (the next page, by keyset)."""
         return _query.read(self, table, ref, columns=list(columns) if columns is not None else None,
-                           where=where, order_by=list(order_by) if order_by is not None else None, limit=limit)
+                           where=where, order_by=list(order_by) if order_by is not None else None, limit=limit,
+                           filters=filters, after=after)
 
     def stream(self, table: str, ref: str | int = "head", *, columns: Sequence[str] | None = None,
                where: str | None = None, order_by: Sequence[str] | None = None, limit: int | None = None,
-               batch: int = 10_000) -> contextlib.AbstractContextManager[_query.Stream]:
+               batch: int = 10_000, filters: Sequence[tuple[str, str, Any]] = (),
+               after: Sequence[Any] | None = None) -> contextlib.AbstractContextManager[_query.Stream]:
         """As ``read``, in batches of rows from a server-side cursor (memory stays flat):
         ``with db.stream("t") as s: for rows in s: ...``; ``s.columns``, ``s.version``."""
         return _query.stream(self, table, ref, columns=list(columns) if columns is not None else None,
                              where=where, order_by=list(order_by) if order_by is not None else None,
-                             limit=limit, batch=batch)
+                             limit=limit, batch=batch, filters=filters, after=after)
 
     def as_of(self, table: str, ref: str | int = "head", *, chunksize: int | None = None) -> Any:
         """``table`` as of a ref, as a DataFrame ordered by key; with ``chunksize``, an iterator of

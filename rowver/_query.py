@@ -92,8 +92,10 @@ def chunks(db: Connected, query: Any, chunksize: int,
 
 
 def as_of_query(db: Connected, table: str, ref: str | int) -> sql.Composed:
-    """The query that reads ``table`` as of a ref, ordered by key."""
-    return _read_query(db, table, ref, None, None, None, None).sql
+    """The query that reads ``table`` as of a ref, ordered by key (from T__as_of: it may run in
+    any snapshot taken after the ref was resolved)."""
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read sees every version up to it
+    return _read_query(db, table, version, None, None, None, None, snapshot=False).sql
 
 
 # The operators a filter (column, operator, value) may use; the value is always a bound
@@ -114,20 +116,26 @@ class Query:
     version: int
 
 
-def _read_query(db: Connected, table: str, ref: str | int, columns: list[str] | None, where: str | None,
-                order_by: list[str] | None, limit: int | None, *,
-                filters: Sequence[tuple[str, str, Any]] = (), after: Sequence[Any] | None = None) -> Query:
-    """The SELECT behind read and stream."""
+def _check_read(where: str | None, limit: int | None) -> None:
     if where is not None and (";" in where or not where.strip()):
         raise InvalidInputError("where takes one SQL condition, without ';'")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidInputError(f"limit must be a whole number of rows, not {limit!r}")
-    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read below sees every version up to it
+
+
+def _read_query(db: Connected, table: str, version: int, columns: list[str] | None, where: str | None,
+                order_by: list[str] | None, limit: int | None, *, snapshot: bool = True,
+                filters: Sequence[tuple[str, str, Any]] = (), after: Sequence[Any] | None = None) -> Query:
+    """The SELECT behind read and stream. With ``snapshot``, it runs in the repeatable-read
+    transaction of _read_only, begun after ``version`` was resolved, and may then read the
+    current table itself (rowver.read_source_sql); else T__as_of."""
+    _check_read(where, limit)
+    source_of = "rowver.read_source_sql" if snapshot else "rowver.as_of_sql"
     with translated():
         source, keys = _sql.one(
-            db.conn, "select rowver.as_of_sql(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns",
-            (table, version, table))
-    # source is the as-of function call, quoted by rowver.as_of_sql with format('%I')
+            db.conn, sql.SQL("select {}(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns").format(
+                sql.SQL(source_of)), (table, version, table))
+    # source is T__as_of(v) or a select from T, quoted by the server with format('%I')
     source_sql = sql.SQL(source)
     if columns or order_by or filters:
         with translated():
@@ -186,7 +194,8 @@ def _read_only(db: Connected, where: str | None, filters: Sequence[tuple[str, st
     """A READ ONLY transaction; an error the caller's ``where`` or a filter's value caused says so."""
     try:
         with translated(), db.conn.transaction():
-            db.conn.execute("set transaction read only")
+            # one snapshot for choosing what to read (rowver.read_source_sql) and reading it
+            db.conn.execute("set transaction isolation level repeatable read, read only")
             yield
     except RowverError as exc:
         state = (exc.sqlstate or "")[:2]
@@ -205,8 +214,10 @@ def read(db: Connected, table: str, ref: str | int = "head", *, columns: list[st
     ONLY transaction. ``where`` is one SQL condition of the caller's, run with their privileges;
     ``filters`` are (column, operator, value) with the value bound; ``after`` the order's values
     of the last row of the previous page."""
-    query = _read_query(db, table, ref, columns, where, order_by, limit, filters=filters, after=after)
+    _check_read(where, limit)
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read sees every version up to it
     with _read_only(db, where, filters):
+        query = _read_query(db, table, version, columns, where, order_by, limit, filters=filters, after=after)
         return fetch(db, query.sql, query.params, version=query.version, raw=True)
 
 
@@ -233,10 +244,12 @@ def stream(db: Connected, table: str, ref: str | int = "head", *, columns: list[
     stays flat however large the table. The transaction stays open while the block runs."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidInputError(f"batch must be a positive whole number, not {batch!r}")
-    query = _read_query(db, table, ref, columns, where, order_by, limit, filters=filters, after=after)
-    with _read_only(db, where, filters), _streamed(db, query.sql, query.params, version=query.version, batch=batch,
-                                          raw=True) as found:
-        yield found
+    _check_read(where, limit)
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read sees every version up to it
+    with _read_only(db, where, filters):
+        query = _read_query(db, table, version, columns, where, order_by, limit, filters=filters, after=after)
+        with _streamed(db, query.sql, query.params, version=query.version, batch=batch, raw=True) as found:
+            yield found
 
 
 @contextlib.contextmanager
@@ -260,8 +273,10 @@ def _streamed(db: Connected, query: Any, params: Any = None, *, version: int | N
 def count(db: Connected, table: str, ref: str | int = "head", *, where: str | None = None,
           filters: Sequence[tuple[str, str, Any]] = ()) -> int:
     """How many rows ``read`` would return without a limit."""
-    query = _read_query(db, table, ref, None, where, None, None, filters=filters)
+    _check_read(where, None)
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read sees every version up to it
     with _read_only(db, where, filters):
+        query = _read_query(db, table, version, None, where, None, None, filters=filters)
         return int(fetch(db, sql.SQL("select count(*) from ({}) q").format(query.sql), query.params, raw=True).rows[0][0])
 
 

@@ -48,6 +48,26 @@ as $$
     from rowver.registered(tbl) r
 $$;
 
+-- What a read of T as of v selects from, decided in the caller's snapshot, which must be a
+-- REPEATABLE READ transaction begun after v was resolved (so that the read below sees the
+-- same changesets as this test): T itself when no changeset and no column change of T lies
+-- above v, since T's current rows are then exactly its rows as of v, else T__as_of(v). At or
+-- near head this skips history, which an ordered, limited read of T__as_of cannot: to learn
+-- that no superseded row is still live at v it walks history's whole key index.
+create or replace function rowver.read_source_sql(tbl regclass, v bigint) returns text
+language sql stable set search_path = pg_catalog, pg_temp
+as $$
+  select case
+           when exists (select from rowver.changeset_table ct where ct.table_id = r.id and ct.version > v)
+             or exists (select from rowver.column_life c
+                         where c.table_id = r.id and (c.added_version > v or c.dropped_version > v))
+           then pg_catalog.format('%I.%I(%s)', rowver.schema_of(tbl), r.as_of_name, v)
+           else pg_catalog.format('(select * from %s where rv_version operator(pg_catalog.<=) %s) as rv_current',
+                                  rowver.qualified(tbl), v)
+         end
+    from rowver.registered(tbl) r
+$$;
+
 -- T's schema-qualified versions view.
 create or replace function rowver.versions_sql(tbl regclass) returns text
 language sql stable set search_path = pg_catalog, pg_temp
@@ -658,7 +678,7 @@ end $$;
 
 -- Reading, and writing through the caller's own privileges on the table (the capture
 -- triggers record those writes): open to all.
-grant execute on function rowver.registered(regclass), rowver.check_staged(regclass, regclass), rowver.resolve_for(regclass, text), rowver.as_of_sql(regclass, bigint), rowver.writable_columns(regclass),
+grant execute on function rowver.registered(regclass), rowver.check_staged(regclass, regclass), rowver.resolve_for(regclass, text), rowver.as_of_sql(regclass, bigint), rowver.read_source_sql(regclass, bigint), rowver.writable_columns(regclass),
   rowver.versions_sql(regclass), rowver.stage(regclass, name[]),
   rowver.apply_rows(regclass, regclass, text, bigint), rowver.load(regclass, regclass, text),
   rowver.current_version(), rowver.row_count(regclass), rowver.written_rows_sql(regclass),

@@ -199,3 +199,36 @@ def test_check_names_a_missing_brin_index_and_an_uncounted_insert(conn: psycopg.
     assert sorted(conn.execute("select invariant, detail from rowver.check('t')").fetchall()) == [
         ("inserted", f"key ({k}): inserted at version {inserted_at}, which counted no insert") for k in (1, 2)]
     conn.execute("update rowver.changeset_table set inserted = 2 where version = %s", (inserted_at,))
+
+
+def test_a_read_at_or_above_the_tables_last_change_reads_the_table_and_equals_as_of(db_url: str,
+                                                                                   conn: psycopg.Connection) -> None:
+    import rowver
+
+    conn.execute("create table t (id int primary key, v int)")
+    conn.execute("create table other (id int primary key)")
+    conn.execute("select rowver.enable('t'), rowver.enable('other')")
+    conn.execute("insert into t select g, 0 from generate_series(1, 200) g")
+    for r in range(4):
+        conn.execute("update t set v = v + 1 where id %% 4 = %s", (r,))
+        conn.execute("delete from t where id = %s", (r + 1,))
+    last = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+    conn.execute("insert into other values (1)")  # a version above t's last change
+    with rowver.connect(db_url) as db:
+        db.alter("t", "add column w int default 7")  # a column change: reads below it are T__as_of's
+        conn.execute("update other set id = 2")
+        head = db.head()
+        first = conn.execute("select enabled_version from rowver.versioned where relid = 't'::regclass").fetchone()[0]
+        sources = {}
+        for v in range(first, head + 1):
+            got = db.read("t", v)
+            want = conn.execute("select * from t__as_of(%s) order by id", (v,)).fetchall()
+            assert got.rows == want, v
+            assert [r[0] for r in db.read("t", v, after=[100], limit=3).rows] == [r[0] for r in want if r[0] > 100][:3]
+            with conn.transaction():
+                conn.execute("set transaction isolation level repeatable read")
+                sources[v] = conn.execute("select rowver.read_source_sql('t', %s)", (v,)).fetchone()[0]
+        added = conn.execute("select added_version from rowver.column_life where name = 'w'").fetchone()[0]
+    # the table itself once neither its rows nor its columns changed after v; its past below that
+    assert all(("__as_of(" in s) == (v < max(last, added or 0)) for v, s in sources.items()), sources
+    assert sources[head].startswith("(select * from public.t where")

@@ -177,7 +177,10 @@ def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False)
 VERSION_COLUMNS = ("rv_version", "rv_until", "rv_deleted", "created_at", "author", "message")
 
 
-def history(db: Database, table: str, key_text: str) -> Page:
+HISTORY_ROWS = 500   # versions of one row shown unless all are asked for (the newest)
+
+
+def history(db: Database, table: str, key_text: str, *, everything: bool = False) -> Page:
     try:
         key = json.loads(key_text)
     except ValueError:
@@ -194,7 +197,9 @@ def history(db: Database, table: str, key_text: str) -> Page:
         versions.append({**{c: row[c] for c in VERSION_COLUMNS}, "values": now,
                          "changed": [] if row["rv_deleted"] else changed})
         before = None if row["rv_deleted"] else now
-    data = {"table": table, "key": _query.key_object(db, table, key), "columns": values, "versions": versions}
+    older = 0 if everything else max(len(versions) - HISTORY_ROWS, 0)
+    data = {"table": table, "key": _query.key_object(db, table, key), "columns": values,
+            "versions": versions[older:], "older_not_shown": older}
     return Page("history.html", data)
 
 
@@ -286,10 +291,13 @@ def _known(db: Database, name: str, version: int | None = None) -> None:
 
 def model(db: Database, name: str) -> Page:
     _known(db, name)
-    versions = db.models.versions(name)
-    data = {"name": name, "versions": [_version_record(v) for v in versions],
-            "metric_names": sorted({m for v in versions for m in v.metrics}),
-            "param_names": sorted({p for v in versions for p in v.params}),
+    versions = _records(db, "model_versions.sql", {"model": name})
+    for v in versions:
+        v["aliases"] = list(v["aliases"])
+        v["metrics"] = summary(json.loads(v["metrics"]))
+    data = {"name": name, "versions": versions,
+            "metric_names": sorted({m for v in versions for m in v["metrics"]}),
+            "param_names": sorted({p for v in versions for p in v["params"]}),
             "alias_log": _records(db, "alias_log.sql", {"model": name})}
     return Page("model.html", data)
 

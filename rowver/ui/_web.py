@@ -59,6 +59,7 @@ class Pool:
         db = Database(self.url)
         db.conn.execute("set default_transaction_read_only = on")
         db.conn.execute("set statement_timeout = '60s'")  # a page is never worth more
+        db.conn.execute("set jit = off")  # short queries over big tables: compiling costs more than it saves
         set_json_loads(_output.json_loads, db.conn)  # jsonb numbers exactly, as the CLI reads them
         return db
 
@@ -157,7 +158,7 @@ class App:
     def history(self, request: Request) -> Response:
         q = request.query_params
         return self.respond(request, lambda db: _pages.history(
-            db, _required(q.get("t"), "t (the table)"), _required(q.get("key"), "key")))
+            db, _required(q.get("t"), "t (the table)"), _required(q.get("key"), "key"), everything=q.get("all") == "1"))
 
     def changeset(self, request: Request) -> Response:
         return self.respond(request, lambda db: _pages.changeset(db, request.path_params["version"]))
@@ -216,7 +217,9 @@ def create_app(url: str, *, token: str | None = None) -> Starlette:
         yield
         app.pool.close()
 
-    return Starlette(routes=routes, exception_handlers={404: app.not_found}, lifespan=lifespan)
+    starlette = Starlette(routes=routes, exception_handlers={404: app.not_found}, lifespan=lifespan)
+    starlette.state.rowver = app  # (its pool, for callers that run the app without a server)
+    return starlette
 
 
 def serve(url: str, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> None:
