@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rowver
-from rowver.errors import InvalidInputError, NotVersionedError, RowverError, UnknownTableError
+from rowver.errors import InvalidInputError, NotVersionedError, PermissionDeniedError, RowverError, UnknownTableError
 
 US = dt.timedelta(microseconds=1)
 _tables = itertools.count()
@@ -276,3 +276,35 @@ def test_bad_input_is_one_clear_error(db: rowver.Database, shop: dict[str, int],
     with pytest.raises(error, match=match):
         db.training_set(pd.DataFrame(events), features, on=on, at=at)
     assert db.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+# -- security: a training set reads no more than the caller may -------------------------------
+
+@pytest.fixture
+def tenant(db: rowver.Database) -> Iterator[str]:
+    role = f"rv_training_tenant_{next(_tables)}"
+    db.conn.execute(psycopg.sql.SQL("create role {}").format(psycopg.sql.Identifier(role)))
+    yield role
+    db.conn.execute("reset role")
+    db.conn.execute(psycopg.sql.SQL("drop owned by {}; drop role {}").format(
+        psycopg.sql.Identifier(role), psycopg.sql.Identifier(role)))
+
+
+def test_a_tenant_reads_only_its_own_rows_past_and_present(db: rowver.Database, tenant: str) -> None:
+    db.conn.execute("create table accounts (id int primary key, owner name, balance int)")
+    db.conn.execute("alter table accounts enable row level security")
+    db.conn.execute("create policy mine on accounts using (owner = current_user)")
+    db.conn.execute(psycopg.sql.SQL("grant select on accounts to {}").format(psycopg.sql.Identifier(tenant)))
+    db.conn.execute("insert into accounts values (1, %s, 10), (2, 'someone_else', 20)", (tenant,))
+    first = db.enable("accounts")
+    db.publish_head()
+    run(db, ("update accounts set balance = balance + 1", ()))
+    events = pd.DataFrame({"id": [1, 2, 1, 2], "v": [first, first, db.head(), db.head()]})
+    db.conn.execute(psycopg.sql.SQL("set role {}").format(psycopg.sql.Identifier(tenant)))
+    found = db.training_set(events, {"accounts": ["balance"]}, on={"accounts": "id"}, at="v")
+    assert [plain(v) for v in found["balance"]] == [10, None, 11, None]
+    db.conn.execute("reset role")
+    db.conn.execute(psycopg.sql.SQL("revoke select on accounts from {}").format(psycopg.sql.Identifier(tenant)))
+    db.conn.execute(psycopg.sql.SQL("set role {}").format(psycopg.sql.Identifier(tenant)))
+    with pytest.raises(PermissionDeniedError):
+        db.training_set(events, {"accounts": ["balance"]}, on={"accounts": "id"}, at="v")
