@@ -57,6 +57,7 @@ def follow(url: str, tables: Sequence[str], since: str | int | None = None, *, p
     between looks when no NOTIFY comes; ``reconnect``: how long to keep trying to connect again
     after the connection is lost before raising ServerError; ``configure``: called on each
     connection the reads go through (the CLI reads jsonb numbers exactly)."""
+    tables = list(dict.fromkeys(tables))  # (a table named twice is followed once)
     if not tables:
         raise InvalidInputError("follow needs at least one table")
     if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not poll > 0:

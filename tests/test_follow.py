@@ -167,6 +167,13 @@ def test_bad_input(db_url: str, conn: psycopg.Connection) -> None:
     out = subprocess.run([ROWVER, "changes", "items", "--follow", "--url", db_url], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and "--format jsonl" in out.stderr
+    for extra in (["--until", "3"], ["--limit", "5"]):
+        out = subprocess.run([ROWVER, "changes", "items", "--follow", "--format", "jsonl", *extra, "--url", db_url],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "do not apply" in out.stderr
+    out = subprocess.run([ROWVER, "changes", "items", "plain", "--since", "0", "--url", db_url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "need --follow" in out.stderr
 
 
 # -- a consumer killed and restarted ----------------------------------------------------
@@ -334,3 +341,17 @@ def test_a_role_without_rowver_privileges_follows_and_wakes_the_stream(db_url: s
     finally:
         conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_a_reader_that_stops_reading_stops_the_stream_quietly(db_url: str, conn: psycopg.Connection) -> None:
+    make_items(conn)
+    conn.execute("insert into items values (0, 'x', 1)")
+    pipeline = subprocess.Popen(f"{ROWVER} changes items --follow --since 0 --format jsonl --poll 0.2 --url '{db_url}'"
+                                " | head -n 1; echo \"status ${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash",
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert pipeline.stdout is not None
+    first = pipeline.stdout.readline()  # head has it, and has gone
+    assert json.loads(first)["changes"][0]["row"]["id"] == 0
+    conn.execute("insert into items values (1, 'x', 1)")  # the next line meets the closed pipe
+    out, err = pipeline.communicate(timeout=30)
+    assert out == "status 0\n" and err == ""

@@ -3,6 +3,7 @@ that write a version from the past or name one: revert, tag (with untag and prot
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -204,6 +205,8 @@ def changes(
     """The change feed: every row change after --since, in version order (insert, update, delete);
     with --follow, a stream of changesets as they commit."""
     if follow:
+        if until != "head" or limit is not None:
+            raise InvalidInputError("--follow runs until stopped: --until and --limit do not apply")
         _follow_changes(tables, since, poll, url, fmt)
         return
     if len(tables) != 1 or since is None:
@@ -234,11 +237,14 @@ def _follow_changes(tables: list[str], since: str | None, poll: float, url: str 
         url = db.url
     stream = _follow.follow(url, tables, since, poll=poll,
                             configure=lambda conn: set_json_loads(_output.json_loads, conn))
-    for committed in stream:
-        line = {"version": committed.version,
-                "changes": [{"table": c.table, "op": c.op, "row": c.row} for c in committed.changes]}
-        sys.stdout.write(_output.json_value(line) + "\n")
-        sys.stdout.flush()
+    try:
+        for committed in stream:
+            line = {"version": committed.version,
+                    "changes": [{"table": c.table, "op": c.op, "row": c.row} for c in committed.changes]}
+            sys.stdout.write(_output.json_value(line) + "\n")
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went (| head -n 10): a way to stop, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
 
 
 @app.command()
