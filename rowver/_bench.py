@@ -44,7 +44,11 @@ The figures (targets from the benchmark issue; "ratio" is versioned / plain):
     a diff of two adjacent versions that changed 10 rows, and the change feed between them,
     each <= 20 ms; one key's history of 5,000 versions as a DataFrame <= 20 ms; and figure 4
     again (oldest and head) after 50 rounds of 10% updates (200 with ``--deep``): <= 1.5,
-    within 10% of the figure after 10 rounds.
+    within 10% of the figure after 10 rounds;
+11. each page of ``rowver ui`` (home; the bench table at head, at its oldest version, a page
+    further by key, filtered; an adjacent diff; the long-history key; a changeset; the
+    models, a model of 100 versions with 1,000-step series, one version, a comparison of
+    three), server side and warm, in milliseconds: <= 300 ms each.
 
 A full read is ``count()`` of every column, so that every column of every row is read
 and nothing is sent to the client; point lookups go through the client, one round trip
@@ -60,6 +64,7 @@ import secrets
 import statistics
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -142,6 +147,8 @@ class Settings:
     model_rounds: int = 6       # even: load and the raw read into memory each go first half the time
     key_versions: int = 5000    # versions of one key (figure 10's row history)
     deep_rounds: int = 50       # rounds of 10% updates before figure 4 is measured again
+    ui_model_versions: int = 100  # figure 11's model: versions, each with a metric series of
+    ui_steps: int = 1000          # this many steps
     rewrite: bool | None = None  # enable's rewrite: None lets enable decide by size
     quick: bool = False
 
@@ -151,7 +158,7 @@ class Settings:
         if quick:
             base = cls(rows=20_000, reps=3, lookups=300, seconds=0.5, throughput_reps=1, sync_reps=2,
                        wide_rows=5_000, cpu_updates=200, tpcb_scale=1, model_mb=4, model_rounds=1,
-                       key_versions=200, deep_rounds=20, quick=True)
+                       key_versions=200, deep_rounds=20, ui_model_versions=5, ui_steps=50, quick=True)
         else:
             base = cls()
         return replace(base, rows=base.rows if rows is None else rows, rewrite=rewrite,
@@ -338,6 +345,7 @@ class _Run:
         figures.append(self._throughput())
         figures.append(self._sync())
         figures.extend(self._reads_at_depth())
+        figures.extend(self._ui_pages())
         figures.append(self._tpcb())
         figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
         return sorted(figures, key=lambda f: f.figure)
@@ -787,6 +795,42 @@ end $$"""
         self._after_write()
         self._vacuum(self.plain, self.ver, self.hist)
         return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds)]
+
+    # -- 11: the web UI --------------------------------------------------------------------------
+
+    def _ui_pages(self) -> list[Figure]:
+        """Each page of rowver ui in milliseconds, server side and warm (the app called in this
+        process), on the bench table after every figure before it has written (10,000s of
+        changesets, a key with figure 10's long history) and a model whose versions each carry a
+        long metric series; target 300 ms."""
+        import numpy as np
+
+        from .ui import _timing
+
+        s, name = self.s, self._text("bench_versioned")
+        model = f"{self.schema}-ui"
+        with Database(self.url) as db:
+            for v in range(s.ui_model_versions):
+                self.say(f"figure 11: model version {v + 1} of {s.ui_model_versions}")
+                db.models.save(model, params={"lr": 0.01 * (v % 7), "depth": v % 5},
+                               metrics={"auc": 0.5 + v / 1000, "loss": [1 / (i + 1 + v) for i in range(s.ui_steps)]},
+                               weights={"w": np.full(16, v, dtype=np.float32)}, data_version="head")
+            before = db.head()
+            self.conn.execute(sql.SQL("update {} set qty = qty + 1 where id between 201 and 210").format(self.ver))
+            self._after_write()
+            after, first = db.head(), self._v0
+        t = urllib.parse.quote(name)
+        middle = s.ui_model_versions // 2
+        pages = {"home": "/", "table_head": f"/table?t={t}", "table_oldest": f"/table?t={t}&at={first}",
+                 "table_next_page": f"/table?t={t}&after=" + urllib.parse.quote(f"[{s.rows // 2}]"),
+                 "table_filter": f"/table?t={t}&fcol=qty&fop=%3E&fval=5",
+                 "diff_adjacent": f"/diff?t={t}&a={before}&b={after}", "row_history": f"/history?t={t}&key=101",
+                 "changeset": f"/changeset/{after}", "models": "/models", "model": f"/models/{model}",
+                 "model_version": f"/models/{model}/{middle}",
+                 "compare": f"/models/{model}/compare?v=1&v={middle}&v={s.ui_model_versions}"}
+        times = _timing.page_times(self.url, pages, reps=s.reps, say=lambda p: self.say(f"figure 11: {p}"))
+        return [Figure(11, f"ui_{page}", f"rowver ui {pages[page]}", "ms", None, _median(ms), None, "<=", 300.0,
+                       absolute=True, detail={"versioned_ms": _round(ms)}) for page, ms in times.items()]
 
     def _absolute(self, name: str, title: str, read: Callable[[], int], rows: int, *,
                   at_least: bool = False) -> Figure:

@@ -50,7 +50,7 @@ def test_quick_bench_json(db_url: str) -> None:
     assert _log(db_url) == before and _databases(db_url) == 0
     assert {f["detail"]["database"] for f in figures} == {"scratch, dropped"}
 
-    assert {f["figure"] for f in figures} == set(range(1, 11))
+    assert {f["figure"] for f in figures} == set(range(1, 12))
     names = [f["name"] for f in figures]
     assert len(names) == len(set(names))
     for f in figures:
@@ -63,7 +63,7 @@ def test_quick_bench_json(db_url: str) -> None:
             continue
         assert f["status"] == "measured", f
         assert isinstance(f["pass"], bool), f
-        if f["figure"] == 10:  # milliseconds against an absolute target, no plain side
+        if f["figure"] in (10, 11):  # milliseconds against an absolute target, no plain side
             assert f["unit"] == "ms" and f["plain"] is None and _is_number(f["versioned"]), f
             assert f["pass"] == (f["versioned"] <= f["target"])
             continue
@@ -76,6 +76,10 @@ def test_quick_bench_json(db_url: str) -> None:
     deep = _bench.Settings.for_run(quick=True).deep_rounds
     assert by_name[f"as_of_scan_{deep}_rounds"]["detail"]["version"] == by_name["as_of_scan"]["detail"]["version"]
     assert by_name["diff_adjacent"]["detail"]["rows_read"] == 10
+    # every page of the web UI answered (page_times raises otherwise), each with its time
+    assert {n for n in by_name if n.startswith("ui_")} == {
+        "ui_home", "ui_table_head", "ui_table_oldest", "ui_table_next_page", "ui_table_filter", "ui_diff_adjacent",
+        "ui_row_history", "ui_changeset", "ui_models", "ui_model", "ui_model_version", "ui_compare"}
     # as-of reads at the oldest version and at head read different versions of the same rows
     assert by_name["as_of_scan_head"]["detail"]["version"] > by_name["as_of_scan"]["detail"]["version"]
     # what the figures stand on, not how fast: unchanged rows write no history at all

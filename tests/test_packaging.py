@@ -44,4 +44,7 @@ def test_wheel_contains_sql_and_py_typed(tmp_path: Path) -> None:
         if name.startswith("rowver/sql/") and name.endswith(".sql")
     }
     assert shipped, "no .sql files under rowver/sql/ in the wheel"
-    assert shipped == {p.name for p in (REPO / "sql").glob("*.sql")}
+    assert shipped == {str(p.relative_to(REPO / "sql")) for p in (REPO / "sql").rglob("*.sql")}  # (and sql/ui/)
+    # the web UI's templates and stylesheet
+    ui = {str(p.relative_to(REPO)) for p in (REPO / "rowver" / "ui").rglob("*") if p.suffix in (".html", ".css")}
+    assert ui and ui - names == set()

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,29 @@ def test_a_token_guards_every_page(demo_db: str, start_ui: Any) -> None:
     assert status == 200 and "rowver_token=s3cret" in headers["set-cookie"]
     assert ui.get("/models", {"Cookie": "rowver_token=s3cret"})[0] == 200
     assert ui.get("/models", {"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_a_select_only_role_sees_every_page(demo_db: str, conn: psycopg.Connection) -> None:
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    from rowver.ui import _timing
+
+    role = f"rv_viewer_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
+    try:  # README's recipe: usage on the schema, select on its tables
+        conn.execute(sql.SQL("grant usage on schema rowver_demo to {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("grant select on all tables in schema rowver_demo to {}").format(sql.Identifier(role)))
+        conn.execute("select rowver.refresh('rowver_demo.customers'), rowver.refresh('rowver_demo.orders')")  # history takes the grants
+        pages = {"home": "/", "table": "/table?t=rowver_demo.orders&at=2", "diff": "/diff?t=rowver_demo.orders&a=1",
+                 "history": "/history?t=rowver_demo.customers&key=3", "changeset": "/changeset/2",
+                 "models": "/models", "model": "/models/churn", "version": "/models/churn/2",
+                 "compare": "/models/churn/compare?v=1&v=3"}
+        times = _timing.page_times(make_conninfo(demo_db, user=role), pages, reps=1)  # (raises unless 200)
+        assert set(times) == set(pages)
+    finally:
+        conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 def test_connections_cannot_write(db_url: str) -> None:

@@ -45,7 +45,7 @@ def bench(
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
-    """Measure what versioning costs here: each figure against a plain table (figure 10's reads
+    """Measure what versioning costs here: each figure against a plain table (figures 10 and 11, reads and web pages,
     in milliseconds), with its target.
 
     Works in a scratch database (rowver_bench_<random>) that it creates, with rowver
