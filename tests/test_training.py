@@ -203,6 +203,11 @@ def test_events_before_a_tables_first_version_read_nulls_and_are_counted(db: row
     assert [plain(v) for v in found["x"]] == [None, 10, 10]
     assert [plain(v) for v in found["y"]] == [None, None, 20]
     assert found.attrs["rowver_before_first"] == {"public.early": 1, "public.later": 2}
+    first = {t: int(db.scalar("select (rowver.registered(%s::regclass)).enabled_version", (t,))) for t in ("early", "later")}
+    by_version = events.assign(t=[0, first["early"], first["later"]])  # versions, not times: the same rule
+    found = db.training_set(by_version, {"early": ["x"], "later": ["y"]}, on={"early": "id", "later": "id"}, at="t")
+    assert [plain(v) for v in found["x"]] == [None, 10, 10] and [plain(v) for v in found["y"]] == [None, None, 20]
+    assert found.attrs["rowver_before_first"] == {"public.early": 1, "public.later": 2}
     long_before = events.assign(t=pd.Timestamp("2000-01-01", tz="UTC"))  # before any head was published
     assert db.training_set(long_before, {"early": ["x"]}, on={"early": "id"}, at="t").attrs[
         "rowver_before_first"] == {"public.early": 3}
