@@ -172,6 +172,23 @@ def test_table_pages_by_key_filter_and_choose_columns(db_url: str, conn: psycopg
     assert conn.execute("select count(*) from items").fetchone() == (120,)
 
 
+def test_a_diff_that_would_take_seconds_asks_first(db_url: str, conn: psycopg.Connection, start_ui: Any) -> None:
+    conn.execute("create table wide (id int primary key, v int)")
+    conn.execute("insert into wide select g, 0 from generate_series(1, 25000) g")
+    with rowver.connect(db_url) as db:
+        db.enable("wide")
+        before = db.head()
+        conn.execute("update wide set v = 1")
+        after = db.head()
+    ui = start_ui()
+    asked = ui.json(f"/diff?t=wide&a={before}&b=head")
+    assert (asked["row_changes"], asked["counts"], asked["rows"], asked["versions"]) == (25000, None, [], [before, after])
+    status, _, body = ui.get(f"/diff?t=wide&a={before}&b=head")
+    assert status == 200 and "compute it anyway" in body
+    full = ui.json(f"/diff?t=wide&a={before}&b=head&full=1")
+    assert full["counts"] == {"added": 0, "removed": 0, "changed": 25000} and len(full["rows"]) == 200
+
+
 def test_bad_input_is_a_clear_page_with_the_right_status(db_url: str, conn: psycopg.Connection,
                                                          start_ui: Any) -> None:
     conn.execute('create table "Odd ""Name"" é" ("Kéy" int primary key, "select" text)')
@@ -229,7 +246,8 @@ def test_a_select_only_role_sees_every_page(demo_db: str, conn: psycopg.Connecti
     try:  # README's recipe: usage on the schema, select on its tables
         conn.execute(sql.SQL("grant usage on schema rowver_demo to {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("grant select on all tables in schema rowver_demo to {}").format(sql.Identifier(role)))
-        conn.execute("select rowver.refresh('rowver_demo.customers'), rowver.refresh('rowver_demo.orders')")  # history takes the grants
+        # history takes the new grants at refresh
+        conn.execute("select rowver.refresh('rowver_demo.customers'), rowver.refresh('rowver_demo.orders')")
         pages = {"home": "/", "table": "/table?t=rowver_demo.orders&at=2", "diff": "/diff?t=rowver_demo.orders&a=1",
                  "history": "/history?t=rowver_demo.customers&key=3", "changeset": "/changeset/2",
                  "models": "/models", "model": "/models/churn", "version": "/models/churn/2",

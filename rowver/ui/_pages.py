@@ -11,7 +11,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from .. import _query
+from .. import _query, _refs
 from ..errors import InvalidInputError
 from . import _svg
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 PAGE_ROWS = 50       # rows per page of a table
 DIFF_ROWS = 200      # rows of a diff shown (the counts cover every row)
+DIFF_CHANGES = 20_000  # row changes between two refs above which a diff page asks first
 LOG_ROWS = 20        # changesets on the home and table pages
 SPARK_DAYS = 30      # days in a table's changes-per-day sparkline
 
@@ -152,9 +153,17 @@ def _key_text(value: Any) -> Any:
 # -- a diff between two refs --------------------------------------------------------------------
 
 
-def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False) -> Page:
+def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False, full: bool = False) -> Page:
     keys = key_columns(db, table)
-    with _query.diff_stream(db, table, a, b, batch=DIFF_ROWS) as (versions, found):
+    versions = (_refs.resolve_for(db.conn, table, a), _refs.resolve_for(db.conn, table, b))
+    changes = int(_query.fetch(db, _query_file("row_changes.sql"),
+                               {"table": table, "a": min(versions), "b": max(versions)}).rows[0][0])
+    if changes > DIFF_CHANGES and not full:
+        # a diff costs what changed between the refs: ask before spending seconds on it
+        data = {"table": table, "a": a, "b": b, "versions": list(versions), "key_columns": keys,
+                "row_changes": changes, "counts": None, "rows": []}
+        return Page("diff_large.html", data)
+    with _query.diff_stream(db, table, *versions, batch=DIFF_ROWS) as (_, found):
         batch = next(iter(found), [])
     counts = _query.diff_counts(db, table, *versions)
     records = [{"op": op, "key": key, "changed": list(changed or []), "old": old, "new": new}

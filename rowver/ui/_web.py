@@ -153,7 +153,7 @@ class App:
         q = request.query_params
         return self.respond(request, lambda db: _pages.diff(
             db, _required(q.get("t"), "t (the table)"), _required(q.get("a"), "a (the first ref)"),
-            q.get("b") or "head", all_columns=q.get("all") == "1"))
+            q.get("b") or "head", all_columns=q.get("all") == "1", full=q.get("full") == "1"))
 
     def history(self, request: Request) -> Response:
         q = request.query_params
