@@ -161,18 +161,14 @@ def _times(column: pd.Series, at: str) -> tuple[str, list[Any]]:
 
 
 def _versions(db: Connected, kind: str, values: list[Any]) -> list[int]:
-    """Versions (checked: none negative or above head) or refs, each distinct one resolved by
+    """Versions (checked: none negative or above head) or refs (each distinct one resolved), by
     rowver.resolve, in one statement."""
-    distinct = sorted(set(values), key=str)
-    if kind == "version":
-        distinct = [min(values), max(values)] if values else []
+    asked = ([min(values), max(values)] if values else []) if kind == "version" else sorted(set(values))
     with translated():
         found = db.conn.execute("select u.r, rowver.resolve(u.r) from unnest(%s::text[]) u(r)",
-                                ([str(v) for v in distinct],)).fetchall()
+                                ([str(v) for v in asked],)).fetchall()
     resolved: dict[str, int] = dict(found)
-    if kind == "version":
-        return [int(v) for v in values]
-    return [int(resolved[v]) for v in values]
+    return [int(v) for v in values] if kind == "version" else [int(resolved[v]) for v in values]
 
 
 # -- reading ----------------------------------------------------------------------------------

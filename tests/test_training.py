@@ -313,3 +313,15 @@ def test_a_tenant_reads_only_its_own_rows_past_and_present(db: rowver.Database, 
     db.conn.execute(psycopg.sql.SQL("set role {}").format(psycopg.sql.Identifier(tenant)))
     with pytest.raises(PermissionDeniedError):
         db.training_set(events, {"accounts": ["balance"]}, on={"accounts": "id"}, at="v")
+
+
+def test_odd_names_are_quoted_not_pasted(db: rowver.Database) -> None:
+    db.conn.execute('create schema "Sales Dept"')
+    db.conn.execute('create table "Sales Dept"."Order Items" ("Item Id" int primary key, "Price; drop" numeric)')
+    db.conn.execute('insert into "Sales Dept"."Order Items" values (1, 9.5)')
+    db.enable('"Sales Dept"."Order Items"')
+    events = pd.DataFrame({"item": [1, 2], "v": [db.head(), db.head()]})
+    found = db.training_set(events, {'"Sales Dept"."Order Items"': ["Price; drop"]},
+                            on={'"Sales Dept"."Order Items"': "item"}, at="v")
+    assert [plain(v) for v in found["Price; drop"]] == [pytest.approx(9.5), None]
+    assert found.attrs["rowver_lineage"] == {'"Sales Dept"."Order Items"': [db.head()]}
