@@ -99,7 +99,7 @@ def statements(table: str, op: tuple[Any, ...]) -> list[tuple[str, tuple[Any, ..
             (f"insert into {t} values (%s, %s, null)", (op[1], op[2]))]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=st.lists(st.lists(OPS, min_size=1, max_size=3), min_size=1, max_size=8),
        keys=st.lists(KEYS, min_size=1, max_size=6), late=st.booleans())
 def test_training_set_equals_one_as_of_per_event_time(db: rowver.Database, history: list[list[tuple[Any, ...]]],
@@ -117,8 +117,10 @@ def test_training_set_equals_one_as_of_per_event_time(db: rowver.Database, histo
                 psycopg.sql.Identifier(table)))
             db.refresh(table)
             db.publish_head()
-    # events exactly on, just before and just after every published head, before all, after all
-    times = sorted({t + d for t in published(db) for d in (-US, dt.timedelta(0), US)})
+    # events exactly on, just before and just after every published head and every changeset's
+    # time, before all, after all
+    stamps = published(db) + [r[0] for r in db.conn.execute("select created_at from rowver.changeset").fetchall()]
+    times = sorted({t + d for t in stamps for d in (-US, dt.timedelta(0), US)})
     times = [times[0] - dt.timedelta(days=1), *times, times[-1] + dt.timedelta(days=1)]
     events = pd.DataFrame([{"k": k, "when": t} for t in times for k in keys])
     events["when"] = pd.to_datetime(events["when"], utc=True)
