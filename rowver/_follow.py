@@ -9,7 +9,9 @@ goes on from the last changeset it yielded."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from .errors import InvalidInputError, RowverError, ServerError, translated
 
 CHANNEL = "rowver_changes"
 STEP = 1_000  # changesets read at a time when the stream is behind
+HEARTBEAT = 10.0  # seconds between "still following" (rowver.follower forgets a stream after 60)
 _SOON = 0.05  # seconds: the first look again while head is held back
 
 
@@ -45,9 +48,18 @@ class Committed:
 
 @dataclass
 class _Reader:
-    """The connection the reads go through (what ``_query`` takes)."""
+    """The connection the reads go through (what ``_query`` takes), and this stream's entry in
+    rowver.follower: commits notify only while a stream has said it follows within a minute."""
 
     conn: psycopg.Connection
+    follower: uuid.UUID
+    seen_at: float = 0.0
+
+    def still_here(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.seen_at >= HEARTBEAT:
+            with translated():
+                self.conn.execute("select rowver.follower_seen(%s)", (self.follower,))
+            self.seen_at = time.monotonic()
 
 
 def follow(url: str, tables: Sequence[str], since: str | int | None = None, *, poll: float = 5.0,
@@ -86,7 +98,7 @@ def _run(url: str, tables: Sequence[str], firsts: list[int], seen: int, poll: fl
                 if not _lost(reader, listener, exc):
                     raise
             _close(reader, listener)
-            reader, listener = _connect_again(url, reconnect, configure)
+            reader, listener = _connect_again(url, reconnect, configure, reader.follower)
     finally:
         _close(reader, listener)
 
@@ -104,11 +116,12 @@ def _stream(reader: _Reader, listener: psycopg.Connection, tables: Sequence[str]
             seen = upto
         # a changeset committed above head waits for a writer below it, whose end may send no
         # NOTIFY (it rolled back, or wrote no versioned table): look again soon, then less soon
+        reader.still_here()
         if _held_back(reader, head):
             _wait(listener, soon)
             soon = min(soon * 2, poll)
         else:
-            _wait(listener, poll)
+            _wait(listener, min(poll, HEARTBEAT))
             soon = _SOON
 
 
@@ -162,7 +175,7 @@ def _wait(listener: psycopg.Connection, seconds: float) -> None:
 
 
 def _connect(url: str, configure: Callable[[psycopg.Connection], None] | None = None,
-             ) -> tuple[_Reader, psycopg.Connection]:
+             follower: uuid.UUID | None = None) -> tuple[_Reader, psycopg.Connection]:
     try:
         conn = psycopg.connect(url, autocommit=True, prepare_threshold=None)
         _frames.register_loaders(conn)
@@ -177,16 +190,22 @@ def _connect(url: str, configure: Callable[[psycopg.Connection], None] | None = 
             raise
     except psycopg.OperationalError as exc:
         raise ServerError(f"cannot connect to follow changes: {str(exc).strip().splitlines()[0]}") from exc
-    return _Reader(conn), listener
+    reader = _Reader(conn, follower or uuid.uuid4())
+    try:
+        reader.still_here(force=True)  # (before head is read: later commits notify)
+    except RowverError as exc:
+        _close(reader, listener)
+        raise ServerError(f"cannot follow changes: {exc}") from exc
+    return reader, listener
 
 
 def _connect_again(url: str, patience: float, configure: Callable[[psycopg.Connection], None] | None,
-                   ) -> tuple[_Reader, psycopg.Connection]:
+                   follower: uuid.UUID) -> tuple[_Reader, psycopg.Connection]:
     """Connect again after a lost connection, trying for ``patience`` seconds."""
     deadline, pause = time.monotonic() + patience, 0.1
     while True:
         try:
-            return _connect(url, configure)
+            return _connect(url, configure, follower)
         except ServerError:
             if time.monotonic() + pause > deadline:
                 raise
@@ -204,5 +223,9 @@ def _lost(reader: _Reader, listener: psycopg.Connection, exc: BaseException) -> 
 
 
 def _close(reader: _Reader, listener: psycopg.Connection) -> None:
+    """Close both; a stream that ends says so (commits stop notifying for it at once)."""
+    if not (reader.conn.closed or reader.conn.broken):
+        with contextlib.suppress(psycopg.Error):
+            reader.conn.execute("select rowver.follower_gone(%s)", (reader.follower,))
     reader.conn.close()
     listener.close()

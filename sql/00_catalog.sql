@@ -191,6 +191,14 @@ create table if not exists rowver.head_log (
 );
 insert into rowver.head_log select at, head from rowver.head_mark on conflict do nothing;
 
+-- Change streams following now (rowver changes --follow), each seen within the last minute:
+-- a commit sends its NOTIFY only while one is (sql/10_versions.sql). Written through
+-- rowver.follower_seen alone.
+create table if not exists rowver.follower (
+  id      uuid primary key,
+  seen_at timestamptz not null
+);
+
 -- Names of versions. Only rowver's functions write them (rowver_tagger may create, move and
 -- remove; a protected tag moves or goes only after rowver_admin unprotects it).
 create table if not exists rowver.tag (

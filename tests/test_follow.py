@@ -143,16 +143,34 @@ def test_a_lost_notify_is_found_by_polling(db_url: str, conn: psycopg.Connection
     assert got.version == changesets(conn)[-1]
 
 
-def test_a_commit_sends_one_notify(db_url: str, conn: psycopg.Connection) -> None:
+def test_a_commit_sends_one_notify_while_a_stream_follows(db_url: str, conn: psycopg.Connection) -> None:
     make_items(conn)
     conn.execute("listen rowver_changes")
-    with psycopg.connect(db_url, autocommit=True) as writer:
-        with writer.transaction():
-            writer.execute("insert into items values (1, 'a', 1)")
-            writer.execute("update items set name = 'b'")
-            writer.execute("insert into tags values (1, 'x')")
-        writer.execute("begin; insert into items values (2, 'gone', 1); rollback")
-    assert len(list(conn.notifies(timeout=1.0))) == 1
+
+    def notifies_of_one_commit() -> int:
+        with psycopg.connect(db_url, autocommit=True) as writer:
+            with writer.transaction():
+                writer.execute("insert into items values (1, 'a', 1) on conflict (id) do update set name = 'b'")
+                writer.execute("update items set name = name || '!'")
+                writer.execute("insert into tags values (1, 'x') on conflict do nothing")
+            writer.execute("begin; insert into items values (2, 'gone', 1); rollback")
+        return len(list(conn.notifies(timeout=1.0)))
+
+    # no stream: commits take no cluster-wide NOTIFY lock
+    assert notifies_of_one_commit() == 0
+    follower = uuid.uuid4()
+    conn.execute("select rowver.follower_seen(%s)", (follower,))
+    assert notifies_of_one_commit() == 1
+    conn.execute("select rowver.follower_gone(%s)", (follower,))
+    assert notifies_of_one_commit() == 0
+    # a stream not seen for a minute (it was killed) no longer counts
+    conn.execute("insert into rowver.follower values (%s, now() - interval '61 s')", (uuid.uuid4(),))
+    assert notifies_of_one_commit() == 0
+    stream = rowver.connect(db_url).follow("items", poll=30)
+    assert notifies_of_one_commit() == 1
+    assert conn.execute("select count(*) from rowver.follower where seen_at > now() - interval '1 minute'"
+                        ).fetchone() == (1,)
+    del stream
 
 
 def test_bad_input(db_url: str, conn: psycopg.Connection) -> None:
