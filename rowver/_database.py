@@ -296,19 +296,26 @@ class Database:
         return _query.history(self, table, key)
 
     def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head", *,
-             chunksize: int | None = None) -> Any:
+             chunksize: int | None = None, columns: Sequence[str] | None = None, where: str | None = None) -> Any:
         """Rows added, removed and changed between two refs, in the table's own types: ``op``,
         ``key``, ``changed``, then ``old_<column>`` and ``new_<column>`` for each column; with
-        ``chunksize``, an iterator of DataFrames of at most that many rows."""
+        ``chunksize``, an iterator of DataFrames of at most that many rows. ``columns``: only the
+        key and these, and only rows where one of them differs; ``where``: only rows whose old or
+        new state meets this SQL condition (run read-only)."""
+        only = list(columns) if columns is not None else None
         if chunksize is not None:
-            query, keys, _ = _query.diff_query(self, table, ref_a, ref_b)
+            query, keys, _ = _query.diff_query(self, table, ref_a, ref_b, columns=only, where=where)
             return _query.chunks(self, query, chunksize, _query.diff_frame(keys))
-        return _query.diff(self, table, ref_a, ref_b)
+        return _query.diff(self, table, ref_a, ref_b, columns=only, where=where)
 
-    def changes(self, table: str, since: str | int, until: str | int = "head") -> pd.DataFrame:
+    def changes(self, table: str, since: str | int, until: str | int = "head", *,
+                columns: Sequence[str] | None = None, where: str | None = None) -> pd.DataFrame:
         """The change feed: row changes after ``since`` up to ``until`` (clamped to head), in
-        version order, with ``op`` insert, update or delete. Resume from the last version seen."""
-        return _query.changes(self, table, since, until).frame()
+        version order, with ``op`` insert, update or delete. Resume from the last version seen.
+        Only the key and ``columns``, and only changes whose row after the change meets ``where``
+        (one SQL condition, run read-only; a delete's row is its key alone), when given."""
+        return _query.changes(self, table, since, until, columns=list(columns) if columns is not None else None,
+                              where=where).frame()
 
     def follow(self, *tables: str, since: str | int | None = None, poll: float = 5.0,
                reconnect: float = 60.0) -> Iterator[Committed]:

@@ -86,6 +86,7 @@ def chunks(db: Connected, query: Any, chunksize: int,
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
         raise InvalidInputError(f"chunksize must be a positive whole number, not {chunksize!r}")
     with translated(), db.conn.transaction(), db.conn.cursor(name="rowver_chunks") as cur:
+        db.conn.execute("set transaction read only")  # (a diff's where is the caller's SQL)
         cur.execute(query)
         while rows := cur.fetchmany(chunksize):
             yield to_frame(rows, cur.description or [])
@@ -320,16 +321,59 @@ def _history_query(db: Connected, table: str, key: Any) -> tuple[str, list[str]]
     return query, [key_json]
 
 
-def diff_query(db: Connected, table: str, ref_a: str | int,
-               ref_b: str | int) -> tuple[sql.Composed, list[str], tuple[int, int]]:
+def diff_query(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *, columns: list[str] | None = None,
+               where: str | None = None) -> tuple[sql.Composed, list[str], tuple[int, int]]:
     """The query for the rows added, removed and changed between two refs, the key, and the
-    two versions the refs resolved to."""
+    two versions the refs resolved to; with ``columns``, only the key and those columns, and
+    only rows where one of them differs; with ``where``, only rows whose old or new state
+    meets that condition."""
+    _check_read(where, None)
     with translated():
         keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     a, b = _refs.resolve_for(db.conn, table, ref_a), _refs.resolve_for(db.conn, table, ref_b)  # (their own statements, as above)
     with translated():
-        query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
-    return sql.Composed([sql.SQL(query)]), keys, (a, b)  # built by rowver.diff_sql with format('%I')
+        text = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
+    query = sql.Composed([sql.SQL(text)])  # built by rowver.diff_sql with format('%I')
+    if columns or where is not None:
+        query = _narrowed(db, table, query, len(keys), columns, where)
+    return query, keys, (a, b)
+
+
+def _narrowed(db: Connected, table: str, diff: sql.Composed, n: int, columns: list[str] | None,
+              where: str | None) -> sql.Composed:
+    """A diff (op, the n key columns, changed, the old row, the new row) cut to the key and
+    ``columns``, and to rows whose old or new state meets ``where``. Its columns are renamed by
+    position (old and new share names), then given their names back."""
+    with translated():
+        names = [d.name for d in db.conn.execute(sql.SQL("select * from ({}) rv_q limit 0").format(diff)).description or []]
+    half = (len(names) - n - 2) // 2
+    row = names[n + 2:n + 2 + half]
+    for column in columns or ():
+        if column not in row:
+            raise InvalidInputError(f"{table} has no column {column!r}; its columns are {', '.join(row)}")
+    keep = [i for i, c in enumerate(row) if not columns or c in columns or c in names[1:n + 1]]
+    at = [sql.Identifier(f"rv_c{i}") for i in range(len(names))]
+    old, new = at[n + 2:n + 2 + half], at[n + 2 + half:]
+    chosen = sql.Literal([row[i] for i in keep])
+    changed = sql.SQL("array(select c from unnest({}) c where c = any({}::text[]))").format(at[n + 1], chosen) \
+        if columns else at[n + 1]
+    select = [sql.SQL("{} as {}").format(at[i], sql.Identifier(names[i])) for i in range(n + 1)]
+    select += [sql.SQL("{} as changed").format(changed)]
+    select += [sql.SQL("{} as {}").format(side[i], sql.Identifier(row[i])) for side in (old, new) for i in keep]
+    query = sql.SQL("select {} from ({}) as rv_d({})").format(
+        sql.SQL(", ").join(select), diff, sql.SQL(", ").join(at))
+    conditions = []
+    if columns:
+        conditions.append(sql.SQL("({} <> 'changed' or {} && {}::text[])").format(at[0], at[n + 1], chosen))
+    if where is not None:
+        # the caller's condition, on each side's row under the table's own column names
+        states = [sql.SQL("exists (select from (select {}) as rv_row where (\n{}\n))").format(
+            sql.SQL(", ").join(sql.SQL("{} as {}").format(side[i], sql.Identifier(c)) for i, c in enumerate(row)),
+            sql.SQL(where)) for side in (old, new)]
+        conditions.append(sql.SQL("({})").format(sql.SQL(" or ").join(states)))
+    if conditions:
+        query += sql.SQL(" where ") + sql.SQL(" and ").join(conditions)
+    return query
 
 
 DIFF_COLUMNS = ["op", "key", "changed", "old", "new"]
@@ -353,23 +397,24 @@ def diff_records(keys: list[str]) -> Callable[[Described, Rows], tuple[list[str]
 
 
 @contextlib.contextmanager
-def diff_stream(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *,
-                batch: int = 10_000) -> Iterator[tuple[tuple[int, int], Stream]]:
+def diff_stream(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *, batch: int = 10_000,
+                columns: list[str] | None = None, where: str | None = None) -> Iterator[tuple[tuple[int, int], Stream]]:
     """The diff's records (see diff_records) in batches from a server-side cursor, with the two
     versions read; memory stays flat however many rows changed."""
-    query, keys, versions = diff_query(db, table, ref_a, ref_b)
-    with translated(), db.conn.transaction(), \
+    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where)
+    with _read_only(db, where), \
             _streamed(db, query, version=versions[1], batch=batch, shape=diff_records(keys)) as found:
         yield versions, found
 
 
-def diff_counts(db: Connected, table: str, a: int, b: int) -> dict[str, int]:
-    """How many rows were added, removed and changed between versions a and b."""
-    with translated():
-        query = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
-        # built by rowver.diff_sql with format('%I')
+def diff_counts(db: Connected, table: str, a: int, b: int, *, columns: list[str] | None = None,
+                where: str | None = None) -> dict[str, int]:
+    """How many rows were added, removed and changed between versions a and b (those that
+    ``columns`` and ``where`` keep, when given)."""
+    query = diff_query(db, table, a, b, columns=columns, where=where)[0]
+    with _read_only(db, where):
         found: dict[str, int] = dict(db.conn.execute(
-            sql.SQL("select op, count(*) from ({}) d group by op").format(sql.SQL(query))).fetchall())
+            sql.SQL("select op, count(*) from ({}) d group by op").format(query)).fetchall())
     return {op: int(found.get(op, 0)) for op in ("added", "removed", "changed")}
 
 
@@ -392,11 +437,12 @@ def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
     return to_frame
 
 
-def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int) -> pd.DataFrame:
+def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *, columns: list[str] | None = None,
+         where: str | None = None) -> pd.DataFrame:
     """Rows added, removed and changed between two refs, ordered by key (see diff_frame);
     ``frame.attrs["versions"]`` holds the two versions that were read."""
-    query, keys, versions = diff_query(db, table, ref_a, ref_b)
-    with translated():
+    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where)
+    with _read_only(db, where):
         cur = db.conn.execute(query)
         rows = cur.fetchall()
     frame = diff_frame(keys)(rows, cur.description or [])
@@ -404,34 +450,57 @@ def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int) -> pd.Da
     return frame
 
 
-def _changes_query(db: Connected, table: str, since: str | int, until: str | int) -> tuple[sql.Composed, tuple[Any, ...]]:
+def _changes_query(db: Connected, table: str, since: str | int, until: str | int, columns: list[str] | None = None,
+                   where: str | None = None) -> tuple[sql.Composed, tuple[Any, ...]]:
+    _check_read(where, None)
     with translated():
-        name, columns = _sql.one(
+        name, every, keys = _sql.one(
             db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid),"
                      " array(select a.attname from pg_catalog.pg_attribute a"
                      " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
-                     " and a.attname <> 'rv_version' order by a.attnum)", (table, table))
+                     " and a.attname <> 'rv_version' order by a.attnum),"
+                     " (rowver.registered(%s::regclass)).key_columns", (table, table, table))
+    for column in columns or ():
+        if column not in every:
+            raise InvalidInputError(f"{table} has no column {column!r}; its columns are {', '.join(every)}")
+    # the key always (a delete is its key alone), then the columns asked for, in the table's order
+    shown = every if not columns else [c for c in every if c in keys or c in columns]
     # name is schema-qualified from the catalog and quoted by the server (format('%I.%I')), never
     # regclass text, which a temporary table of the same name could capture; the row is read into
     # T's own types
     query = sql.SQL("select c.rv_version, c.op, {} from rowver.changes(%s::regclass, %s, %s) c,"
                     " jsonb_populate_record(null::{}, coalesce(c.row, c.key)) r").format(
-        sql.SQL(", ").join(sql.Identifier("r", column) for column in columns), sql.SQL(name))
+        sql.SQL(", ").join(sql.Identifier("r", column) for column in every), sql.SQL(name))
+    if where is not None or shown != every:
+        # the caller's condition sees the version, op and every column of the row after the change
+        # (its own lines, so that a trailing -- comment ends there; its % signs are no placeholders)
+        query = sql.SQL("select rv_version, op, {} from ({}) change").format(
+            sql.SQL(", ").join(map(sql.Identifier, shown)), query)
+        if where is not None:
+            query += sql.SQL(" where (\n{}\n)").format(sql.SQL(where.replace("%", "%%")))
     return query, (table, str(since), str(until))
 
 
-def changes(db: Connected, table: str, since: str | int, until: str | int) -> Result:
+def changes(db: Connected, table: str, since: str | int, until: str | int, *, columns: list[str] | None = None,
+            where: str | None = None) -> Result:
     """Every row change after ``since`` up to ``until`` (at most head), in version order: the
-    version, op, and the row in the table's own columns and types (a delete: its key alone)."""
-    return fetch(db, *_changes_query(db, table, since, until))
+    version, op, and the row in the table's own columns and types (a delete: its key alone);
+    only the key and ``columns``, and only changes whose row meets ``where`` (one SQL condition,
+    run read-only with the caller's privileges), when given."""
+    query, params = _changes_query(db, table, since, until, columns, where)
+    if where is None:
+        return fetch(db, query, params)  # (one statement: in any transaction the caller holds)
+    with _read_only(db, where):
+        return fetch(db, query, params)
 
 
 @contextlib.contextmanager
 def changes_stream(db: Connected, table: str, since: str | int, until: str | int, *,
+                   columns: list[str] | None = None, where: str | None = None,
                    batch: int = 10_000) -> Iterator[Stream]:
     """The change feed in batches from a server-side cursor."""
-    query, params = _changes_query(db, table, since, until)
-    with translated(), db.conn.transaction(), _streamed(db, query, params, version=None, batch=batch) as found:
+    query, params = _changes_query(db, table, since, until, columns, where)
+    with _read_only(db, where), _streamed(db, query, params, version=None, batch=batch) as found:
         yield found
 
 

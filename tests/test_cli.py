@@ -338,6 +338,37 @@ def test_diff(shop: psycopg.Connection, db_url: str) -> None:
     assert "0 added, 0 removed, 0 changed" in rv(db_url, "diff", "customers", "head", "head").stdout
 
 
+def test_diff_and_changes_narrowed_by_columns_and_where(shop: psycopg.Connection, db_url: str) -> None:
+    shop.execute("insert into customers values (4, 'Barbara', 'Boston', 1, null, null, null)")
+    shop.execute("update customers set balance = 11.25 where id = 1")
+    shop.execute("update customers set score = 2 where id = 2")
+    shop.execute("select rowver.publish_head()")
+    # --columns: the key and those columns, and only rows where one of them differs
+    rows = rv_json(db_url, "diff", "customers", "1", "--columns", "city")
+    assert [(r["op"], r["key"], r["old"], r["new"]) for r in rows] == [
+        ("changed", {"id": 1}, {"id": 1, "city": "London"}, {"id": 1, "city": "Lisbon"}),
+        ("added", {"id": 4}, None, {"id": 4, "city": "Boston"})]
+    assert rows[0]["changed"] == ["city"]  # (balance changed too, left out)
+    assert "1 added, 0 removed, 1 changed" in rv(db_url, "diff", "customers", "1", "--columns", "city").stdout
+    # --where: rows whose old or new state meets it ('%' is no placeholder)
+    rows = rv_json(db_url, "diff", "customers", "1", "--where", "city like 'Lis%' or name = 'Barbara'")
+    assert [r["key"]["id"] for r in rows] == [1, 4]
+    assert [r["key"]["id"] for r in rv_json(db_url, "diff", "customers", "1", "--where", "city = 'London'")] == [1]
+    rows = rv_json(db_url, "changes", "customers", "--since", "1", "--columns", "score", "--where", "op = 'update'")
+    assert [(r["id"], r["score"]) for r in rows] == [(1, 1.5), (1, 1.5), (2, 2.0)] and set(rows[0]) == {
+        "rv_version", "op", "id", "score"}
+    # a condition is read-only and one statement; a bad one is one error, nothing changed
+    before = changesets(shop)
+    assert "without ';'" in error(rv(db_url, "diff", "customers", "1", "--where", "true; drop table customers", code=1))
+    assert "cannot execute" in error(rv(db_url, "changes", "customers", "--since", "1", "--where",
+                                        "nextval('rowver.version_seq') > 0", code=1))
+    assert "customers has no column 'nope'" in error(rv(db_url, "diff", "customers", "1", "--columns", "nope", code=1))
+    assert changesets(shop) == before
+    with rowver.connect(db_url) as db:  # the same in Python
+        assert list(db.diff("customers", 1, where="name = 'Barbara'")["key"]) == [{"id": 4}]
+        assert list(db.changes("customers", 1, columns=["city"]).columns) == ["rv_version", "op", "id", "city"]
+
+
 def test_revert(shop: psycopg.Connection, db_url: str) -> None:
     out = rv(db_url, "revert", "customers", "--to", "1", "--message", "undo the move").stdout
     assert "customers is back to version 1 as version 5: 0 inserted, 1 updated, 0 deleted" in out

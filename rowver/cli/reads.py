@@ -157,6 +157,12 @@ def diff(
     table: Table,
     ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The older ref.", show_default=False)],
     ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The newer ref.")] = "head",
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="A,B",
+        help="Only the key and these columns, and only rows where one of them differs.")] = None,
+    where: Annotated[str | None, typer.Option(
+        "--where", metavar="SQL", help="Only rows whose old or new state meets this SQL condition (read-only, "
+        "with your privileges; ';' is refused).")] = None,
     limit: Limit = None,
     no_pager: NoPager = False,
     url: Url = None,
@@ -164,13 +170,14 @@ def diff(
 ) -> None:
     """Rows added, removed and changed between two refs; for changed rows, old -> new."""
     shown = shown_rows(limit, fmt)
+    only = split(columns)
     with database(url) as db:
-        with _query.diff_stream(db, table, ref_a, ref_b) as ((a, b), stream):
+        with _query.diff_stream(db, table, ref_a, ref_b, columns=only, where=where) as ((a, b), stream):
             if fmt is not Format.table:
                 _output.emit_stream(stream.columns, take(stream, shown), fmt)
                 return
             rows = [dict(zip(stream.columns, r)) for batch in take(stream, shown) for r in batch]
-        counts = _query.diff_counts(db, table, a, b)
+        counts = _query.diff_counts(db, table, a, b, columns=only, where=where)
     total = sum(counts.values())
     more = f"; the first {len(rows):,} shown (--limit N shows more, --format csv every row)" if total > len(rows) else ""
     out = _output.console()
@@ -197,6 +204,11 @@ def changes(
     poll: Annotated[float, typer.Option(
         "--poll", metavar="SECONDS", min=0.01, help="With --follow: look for changes this often even "
         "when no NOTIFY wakes the stream.")] = 5.0,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="A,B", help="Only the key and these columns of each row.")] = None,
+    where: Annotated[str | None, typer.Option(
+        "--where", metavar="SQL", help="Only changes whose row after the change meets this SQL condition (it "
+        "sees rv_version, op and the columns; a delete's row is its key alone; read-only).")] = None,
     limit: Limit = None,
     no_pager: NoPager = False,
     url: Url = None,
@@ -205,8 +217,9 @@ def changes(
     """The change feed: every row change after --since, in version order (insert, update, delete);
     with --follow, a stream of changesets as they commit."""
     if follow:
-        if until != "head" or limit is not None:
-            raise InvalidInputError("--follow runs until stopped: --until and --limit do not apply")
+        if until != "head" or limit is not None or columns is not None or where is not None:
+            raise InvalidInputError("--follow streams whole changesets until stopped: --until, --limit, --columns "
+                                    "and --where do not apply")
         _follow_changes(tables, since, poll, url, fmt)
         return
     if len(tables) != 1 or since is None:
@@ -214,7 +227,8 @@ def changes(
                                 "or no --since, need --follow)")
     table = tables[0]
     shown = shown_rows(limit, fmt)
-    with database(url) as db, _query.changes_stream(db, table, since, until) as stream:
+    with database(url) as db, _query.changes_stream(db, table, since, until, columns=split(columns),
+                                                    where=where) as stream:
         if fmt is not Format.table:
             _output.emit_stream(stream.columns, take(stream, shown), fmt, stream.type_oids)
             return
