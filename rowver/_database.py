@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import _export, _follow, _frames, _guards, _install, _query, _refs, _schema, _server, _sql, _training, _write
-from .errors import NotInstalledError, RowverError, ServerError, translated
+from .errors import NOT_INSTALLED, NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,7 +107,7 @@ class Database:
 
     def require_catalog(self) -> None:
         if self.catalog_version() is None:
-            raise NotInstalledError("rowver is not installed in this database; run `rowver init`")
+            raise NotInstalledError(NOT_INSTALLED)
 
     # -- schema -----------------------------------------------------------------------
 

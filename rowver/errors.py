@@ -7,6 +7,7 @@ catch by meaning (`except rowver.ConflictError`) and the CLI can print one clear
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -97,6 +98,16 @@ class CheckFailedError(RowverError):
         self.sample_keys = list(sample_keys or [])
 
 
+# The one rule for the catalog: `rowver init` installs or upgrades it, and so does `rowver enable`
+# (db.enable), the first step on a new database; every other command on a database without it
+# (or with an older one) says so, in these words.
+NOT_INSTALLED = ("rowver is not installed in this database, or is older than this package; run `rowver init` "
+                 "(or `rowver enable TABLE`, which installs it)")
+# a catalog table missing (a relation of schema rowver that rowver makes, not one a user names)
+_CATALOG = re.compile(r'relation "rowver\.(meta|slot|allocation|tracked|changeset|changeset_table|versioned|'
+                      r'column_life|retention|head_mark|head_log|tag|tag_log|follower|model|model_version|'
+                      r'model_tensor|model_alias|model_chunk)" does not exist')
+
 # SQLSTATE (exact, or its two-character class) -> exception class.
 _BY_SQLSTATE: dict[str, type[RowverError]] = {
     "42P01": UnknownTableError,
@@ -136,9 +147,8 @@ def from_database(exc: psycopg.Error) -> RowverError:
     message = shorten(message, 500)
     if isinstance(exc, psycopg.OperationalError) and not state:
         return ServerError(message)
-    if state in ("3F000", "42883") and "rowver" in message:
-        return NotInstalledError("rowver is not installed in this database, or is older than this "
-                                 "package; run `rowver init`", sqlstate=state)
+    if (state in ("3F000", "42883") and "rowver" in message) or (state == "42P01" and _CATALOG.search(message)):
+        return NotInstalledError(NOT_INSTALLED, sqlstate=state)
     cls = _BY_SQLSTATE.get(state) or _BY_SQLSTATE.get(state[:2], RowverError)
     return cls(message, sqlstate=state or None, hint=diag.message_hint)
 

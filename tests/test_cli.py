@@ -369,6 +369,17 @@ def test_diff_and_changes_narrowed_by_columns_and_where(shop: psycopg.Connection
         assert list(db.changes("customers", 1, columns=["city"]).columns) == ["rv_version", "op", "id", "city"]
 
 
+def test_one_rule_for_the_catalog(bare_url: str) -> None:
+    """init or enable install it; every other command says, in one line, that it is missing."""
+    for command in (["status"], ["log"], ["tags"], ["show", "t"], ["diff", "t", "1"], ["model", "list"], ["check"]):
+        line = error(rv(bare_url, *command, code=1))
+        assert "rowver is not installed in this database" in line and "`rowver init`" in line, (command, line)
+    with psycopg.connect(bare_url, autocommit=True) as conn:
+        conn.execute("create table t (id int primary key)")
+    assert "t is versioned" in rv(bare_url, "enable", "t").stdout  # enable installs it
+    assert rv_json(bare_url, "tags") == [] and rv_json(bare_url, "model", "list") == []
+
+
 def test_revert(shop: psycopg.Connection, db_url: str) -> None:
     out = rv(db_url, "revert", "customers", "--to", "1", "--message", "undo the move").stdout
     assert "customers is back to version 1 as version 5: 0 inserted, 1 updated, 0 deleted" in out
