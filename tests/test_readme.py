@@ -50,3 +50,22 @@ def test_illustrative_blocks_are_the_ones_that_need_an_application() -> None:
     are exempt from running."""
     skipped = [code for illustrative, code in python_blocks() if illustrative]
     assert skipped and all("rowver.orm" in code or "op." in code for code in skipped)
+
+
+def test_the_cli_tour_shows_what_a_real_run_prints(db_url: str) -> None:
+    """README's tour is docs/tour.py's output on a fresh `rowver demo` (times aside); rerun that
+    script when a command's output changes."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("tour", README.parent / "docs" / "tour.py")
+    assert spec and spec.loader
+    tour = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tour)
+    rowver = str(Path(sys.executable).parent / "rowver")
+    subprocess.run([rowver, "demo", "--url", db_url], check=True, capture_output=True, timeout=300)
+    text = README.read_text()
+    start, end = tour.block(text)
+    assert len(tour.commands(text)) >= 5
+    assert tour.TIMES.sub("<time>", tour.rendered(db_url, text)) == tour.TIMES.sub("<time>", text[start:end])
