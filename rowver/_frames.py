@@ -126,6 +126,24 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
         raise InvalidInputError(f"duplicate key in rows for {table}: {shorten(repr(dict(zip(keys, shown))))}")
 
 
+def parquet_batches(path: str, size: int = 10_000) -> tuple[Iterator[list[tuple[Any, ...]]], list[str]]:
+    """A Parquet file's rows, in batches of Python values, and its column names (pyarrow reads it,
+    a batch at a time: memory stays flat however large the file)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInputError("loading a Parquet file needs pyarrow: pip install 'rowver[export]'") from None
+    try:
+        found = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # (pyarrow's errors are both)
+        raise InvalidInputError(f"cannot read {path} as Parquet: {exc}") from exc
+
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
+        for batch in found.iter_batches(batch_size=size):
+            yield list(zip(*(column.to_pylist() for column in batch.columns)))
+    return batches(), list(found.schema_arrow.names)
+
+
 def adapt_json(columns: Sequence[str], json_columns: set[str],
                records: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
     """Wrap dicts and lists bound for json/jsonb columns so psycopg sends them as JSON."""

@@ -216,6 +216,8 @@ class Changeset:
         return _apply(conn, table, stage, mode, guards)
 
     def _load_file(self, table: str, path: str, mode: str, guards: Guards) -> WriteResult:
+        if path.lower().endswith(".parquet"):
+            return self._load_parquet(table, path, mode, guards)
         conn = self._db.conn
         keys, known, _ = _table_shape(conn, table)
         try:
@@ -237,6 +239,30 @@ class Changeset:
             error = from_database(exc)
             raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, ", f"({path}: "),
                               sqlstate=error.sqlstate, hint=error.hint) from exc
+        _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
+        return _apply(conn, table, stage, mode, guards)
+
+    def _load_parquet(self, table: str, path: str, mode: str, guards: Guards) -> WriteResult:
+        """A Parquet file, a record batch at a time, by COPY into the stage (each value sent as its
+        Python value, read by the server into its column's type)."""
+        conn = self._db.conn
+        keys, known, json_cols = _table_shape(conn, table)
+        batches, header = _frames.parquet_batches(path)
+        _frames.check_rows(table, header, [], keys, known)
+        stage = _sql.value(conn, "select rowver.stage(%s::regclass, %s::name[])", (table, header))
+        copy = sql.SQL("copy {} ({}) from stdin").format(
+            sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, header)))
+        try:
+            with conn.cursor().copy(copy) as cp:
+                for rows in batches:
+                    for row in _frames.adapt_json(header, json_cols, rows):
+                        cp.write_row(row)
+        except psycopg.Error as exc:  # the server's words, naming the row (its line in COPY) and column
+            error = from_database(exc)
+            raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, line ", f"({path}: row "),
+                              sqlstate=error.sqlstate, hint=error.hint) from exc
+        except (TypeError, ValueError, UnicodeError, OSError) as exc:  # a value psycopg cannot send, a bad page
+            raise InvalidInputError(f"a value in {path} cannot be sent to {table}: {shorten(str(exc))}") from exc
         _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
         return _apply(conn, table, stage, mode, guards)
 

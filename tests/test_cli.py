@@ -858,6 +858,38 @@ def test_load_a_csv_file(conn: psycopg.Connection, db_url: str, tmp_path: Path) 
     assert [r[0] for r in conn.execute("select sku from prices order by sku").fetchall()] == ["b", "c"]
 
 
+def test_load_a_parquet_file(conn: psycopg.Connection, db_url: str, tmp_path: Path) -> None:
+    """rowver load of a .parquet file: the same write layer, a record batch at a time; a value
+    the column cannot take names the row and column, and nothing is written."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    conn.execute("create table prices (sku text primary key, price numeric(8,2), tags jsonb, seen timestamptz)")
+    conn.execute("insert into prices values ('a', 1.00, null, null), ('gone', 9.99, null, null)")
+    rv(db_url, "enable", "prices")
+    seen = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    good = tmp_path / "prices.parquet"
+    pq.write_table(pa.table({"sku": ["a", "b"], "price": pa.array([Decimal("1.00"), Decimal("2.50")], pa.decimal128(8, 2)),
+                             "tags": ['{"new": true}', None], "seen": [None, seen]}), good, row_group_size=1)
+    [row] = rv_json(db_url, "load", "prices", str(good))
+    assert (row["inserted"], row["updated"], row["deleted"], row["unchanged"]) == (1, 1, 1, 0)
+    assert conn.execute("select sku, price::text, tags, seen from prices order by sku").fetchall() == \
+        [("a", "1.00", {"new": True}, None), ("b", "2.50", None, seen)]
+
+    before = conn.execute("select count(*) from rowver.changeset").fetchone()
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"sku": ["a", "b", "c"], "price": ["1", "2", "cheap"]}), bad)
+    said = rv(db_url, "load", "prices", str(bad), code=1)
+    assert f"({bad}: row 3, column price: \"cheap\")" in error(said)
+    notparquet = tmp_path / "x.parquet"
+    notparquet.write_text("sku,price\n")
+    assert "cannot read" in error(rv(db_url, "load", "prices", str(notparquet), code=1))
+    assert conn.execute("select count(*) from rowver.changeset").fetchone() == before
+
+
 def test_diff_and_changes_at_size_stream_and_limit(conn: psycopg.Connection, db_url: str) -> None:
     """diff and changes stream csv and json (every row) and show 1,000 rows as a table unless
     --limit; diff's counts cover every row however many are shown."""

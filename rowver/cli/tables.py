@@ -93,7 +93,8 @@ def load(
     table: Table,
     file: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False, exists=True, dir_okay=False,
-        help="A CSV file (UTF-8) whose first line names its columns; they must include the key.")],
+        help="A CSV file (UTF-8) whose first line names its columns, or a Parquet file (.parquet, needs pyarrow: "
+        "rowver[export]); its columns must include the key.")],
     mode: Annotated[LoadMode, typer.Option(
         "--mode", case_sensitive=False, help="sync: the file is the whole table (keys missing from it are "
         "deleted); upsert: insert or update its rows; insert: only new keys; delete: delete its keys.")] = LoadMode.sync,
@@ -114,7 +115,7 @@ def load(
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
-    """Load a CSV file into a versioned table as one changeset: only rows that differ become versions."""
+    """Load a CSV or Parquet file into a versioned table as one changeset: only rows that differ become versions."""
     guards = _guards.Guards(
         max_deleted=None if max_deleted is None else _guards.parse_limit("--max-deleted", max_deleted),
         max_changed=None if max_changed is None else _guards.parse_limit("--max-changed", max_changed),
