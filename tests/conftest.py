@@ -19,10 +19,11 @@ import pytest
 from psycopg import sql
 
 from rowver import _install
-from rowver._server import embedded_url, server_url_for
+from rowver._server import embedded_info, embedded_url, server_url_for, stop_embedded
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_HOME = REPO / ".rowver-test-home"
+# (ROWVER_TEST_HOME: for the test that runs the suite itself in a home of its own)
+TEST_HOME = Path(os.environ.get("ROWVER_TEST_HOME") or REPO / ".rowver-test-home")
 
 _db_names = itertools.count()
 
@@ -37,6 +38,50 @@ def pytest_configure(config: pytest.Config) -> None:
     # server) must land in the test home, never in the user's real one.
     os.environ["ROWVER_HOME"] = str(TEST_HOME)
     os.environ.pop("ROWVER_URL", None)
+    if _embedded():
+        RUNS.mkdir(parents=True, exist_ok=True)
+        (RUNS / str(os.getpid())).touch()
+
+
+# Runs of the suite using the embedded server, one file each (by pid): the last to end stops it.
+RUNS = TEST_HOME / "runs"
+
+
+def _embedded() -> bool:
+    return not os.environ.get("ROWVER_TEST_URL")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The suite stops the embedded server it started, unless another run still uses it: one
+    still registered, or (a run from before this rule) connected to it."""
+    if not _embedded() or not (RUNS / str(os.getpid())).exists():
+        return
+    (RUNS / str(os.getpid())).unlink()
+    if not embedded_info(TEST_HOME).running or any(_alive(int(p.name)) for p in RUNS.iterdir() if p.name.isdigit()):
+        return
+    if not _others_connected():
+        stop_embedded(TEST_HOME)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        (RUNS / str(pid)).unlink(missing_ok=True)  # a run that crashed
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _others_connected() -> bool:
+    try:
+        with psycopg.connect(_maintenance_url(), connect_timeout=5) as conn:
+            row = conn.execute("select count(*) from pg_stat_activity where backend_type = 'client backend'"
+                               " and pid <> pg_backend_pid()").fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0])
 
 
 @functools.cache

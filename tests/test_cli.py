@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 import rowver
 from rowver import _output
-from rowver._server import stop_embedded
+from rowver._server import embedded_info, stop_embedded
 from rowver.cli import app
 from rowver.errors import InvalidInputError
 
@@ -916,3 +916,23 @@ def test_diff_and_changes_at_size_stream_and_limit(conn: psycopg.Connection, db_
     assert len(rv_json(db_url, "changes", "wide", "--since", str(first), "-n", "3")) == 3
     shown = rv(db_url, "changes", "wide", "--since", str(first)).stdout
     assert "more changes follow: --limit N shows more" in shown
+
+
+@pytest.mark.slow
+def test_the_suite_stops_the_embedded_server_it_started(tmp_path: Path) -> None:
+    """A run of the tests on the embedded server leaves none running behind it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp_path.chmod(0o755)
+    home.chmod(0o755)  # as root, the embedded server runs as its own user and must reach its pgdata
+    env = {k: v for k, v in os.environ.items() if k not in ("ROWVER_URL", "ROWVER_TEST_URL")}
+    env["ROWVER_TEST_HOME"] = str(home)
+    test = "tests/test_api.py::test_changeset_counts_and_metadata"
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], capture_output=True,
+                              text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert (home / "pgdata").exists()  # it ran there
+        assert not embedded_info(home).running
+    finally:
+        stop_embedded(home)
