@@ -106,3 +106,46 @@ def test_install_passes_over_a_versioned_table_dropped_with_cascade(conn: psycop
     _install.install(conn)
     assert conn.execute("select invariant from rowver.check()").fetchall() == [("dropped",)]
     conn.execute("select rowver.forget(%s)", (conn.execute("select relid::oid from rowver.versioned").fetchone()[0],))
+
+
+# The catalog's shape, as a fresh install and an upgrade must both leave it: every relation of
+# schema rowver with its columns (as a set: an upgrade adds columns at the end), indexes,
+# constraints, triggers, policies and grants; every function with its arguments, body, settings,
+# security and grants; the sequence's grants.
+SHAPE = {
+    "columns": """select c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                         pg_get_expr(d.adbin, d.adrelid)
+                    from pg_class c join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+                    left join pg_attrdef d on d.adrelid = c.oid and d.adnum = a.attnum
+                   where c.relnamespace = 'rowver'::regnamespace""",
+    "relations": """select relname, relkind, relowner::regrole::text, coalesce(relacl::text, ''), relrowsecurity
+                      from pg_class where relnamespace = 'rowver'::regnamespace and relkind <> 'i'""",
+    "indexes": "select indexname, indexdef from pg_indexes where schemaname = 'rowver'",
+    "constraints": """select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint
+                       where connamespace = 'rowver'::regnamespace""",
+    "triggers": """select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger
+                    where not tgisinternal and tgrelid in (select oid from pg_class where relnamespace = 'rowver'::regnamespace)""",
+    "policies": "select tablename, policyname, cmd, roles::text, qual, with_check from pg_policies where schemaname = 'rowver'",
+    "functions": """select p.oid::regprocedure::text, pg_get_function_result(p.oid), md5(p.prosrc), p.prosecdef,
+                           coalesce(p.proconfig::text, ''), p.provolatile, proowner::regrole::text,
+                           coalesce(p.proacl::text, '')
+                      from pg_proc p where p.pronamespace = 'rowver'::regnamespace""",
+}
+
+
+def catalog_shape(conn: psycopg.Connection) -> dict[str, list[tuple]]:
+    return {what: sorted(conn.execute(query).fetchall(), key=repr) for what, query in SHAPE.items()}
+
+
+def test_an_upgraded_catalog_is_a_fresh_one(bare_url: str, conn: psycopg.Connection) -> None:
+    """Installing this package over rowver 0.1's catalog leaves exactly what a fresh install
+    makes (column order aside), so nothing an upgrade skips or leaves behind goes unseen."""
+    fresh = catalog_shape(conn)  # (conn: a database cloned from a fresh install)
+    with psycopg.connect(bare_url, autocommit=True) as old:
+        for text in previous_files():
+            old.execute(text)
+        _install.install(old)
+        upgraded = catalog_shape(old)
+    for what in SHAPE:
+        assert upgraded[what] == fresh[what], (what, [("upgraded", r) for r in upgraded[what] if r not in fresh[what]],
+                                               [("fresh", r) for r in fresh[what] if r not in upgraded[what]])
