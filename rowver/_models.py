@@ -376,12 +376,7 @@ class Models:
         """The data version a model version was trained on and the changesets around it."""
         model, version = self._ref(ref)
         with translated():
-            row = _sql.one(self._conn, """
-                select v.data_version, v.data_ref, v.code_revision,
-                       (select to_jsonb(c) - 'xid' from rowver.changeset c
-                         where c.version <= v.data_version order by c.version desc limit 1),
-                       (select to_jsonb(c) - 'xid' from rowver.changeset c where c.version = v.rv_version)
-                  from rowver.model_version v where v.model = %s and v.version = %s""", (model, version))
+            row = _sql.one(self._conn, _sql.query("models/lineage.sql"), {"model": model, "version": version})
         return Lineage(model, version, row[0], row[1], row[3], row[4], row[2])
 
     def trained_on(self, ref: str | int) -> list[ModelVersion]:
@@ -426,20 +421,9 @@ class Models:
             return []
         names, numbers = [k[0] for k in keys], [k[1] for k in keys]
         with translated():
-            rows = self._conn.execute("""
-                select v.model, v.version, v.params, v.metrics, v.tags, v.description, v.data_version,
-                       v.data_ref, v.code_revision, v.author, v.db_user, v.created_at, v.nbytes,
-                       v.content_hash, v.rv_version,
-                       array(select a.alias from rowver.model_alias a
-                              where a.model = v.model and a.version = v.version order by 1)
-                  from unnest(%s::text[], %s::integer[]) with ordinality k(model, version, i)
-                  join rowver.model_version v on v.model = k.model and v.version = k.version
-                 order by k.i""", (names, numbers)).fetchall()
-            parts = self._conn.execute("""
-                select t.model, t.version, t.kind, t.name, t.dtype, t.shape, t.nbytes, t.chunk_size, t.chunks
-                  from rowver.model_tensor t join unnest(%s::text[], %s::integer[]) k(model, version)
-                    on t.model = k.model and t.version = k.version
-                 order by t.model, t.version, t.kind desc, t.name""", (names, numbers)).fetchall()
+            asked = {"models": names, "versions": numbers}
+            rows = self._conn.execute(_sql.query("models/versions.sql"), asked).fetchall()
+            parts = self._conn.execute(_sql.query("models/tensors.sql"), asked).fetchall()
         tensors: dict[tuple[str, int], list[Tensor]] = {}
         for p in parts:
             tensors.setdefault((p[0], p[1]), []).append(
@@ -453,12 +437,7 @@ class Models:
     def list(self) -> list[ModelSummary]:
         """Registered models with their version count, newest version and aliases."""
         with translated():
-            rows = self._conn.execute(
-                "select m.name, count(v.version), max(v.version), m.description, max(v.created_at),"
-                " coalesce((select jsonb_object_agg(a.alias, a.version) from rowver.model_alias a"
-                "           where a.model = m.name), '{}')"
-                " from rowver.model m left join rowver.model_version v on v.model = m.name"
-                " group by m.name, m.description order by m.name").fetchall()
+            rows = self._conn.execute(_sql.query("models/list.sql")).fetchall()
         return [ModelSummary(r[0], r[1], r[2], dict(sorted(r[5].items())), r[3], r[4]) for r in rows]
 
 def _entry(t: Tensor) -> Entry:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
+from importlib import resources
 from typing import Any, Protocol
 
 import psycopg
 
 from .errors import RowverError
+
+
+@functools.cache
+def query(path: str) -> str:
+    """A static query from sql/ (``ui/tables.sql``, ``models/list.sql``): SQL lives in files, with
+    its comments; placeholders are psycopg's named ones, %(name)s."""
+    return (resources.files("rowver.sql") / path).read_text(encoding="utf-8")
 
 
 class Connected(Protocol):
@@ -18,7 +27,7 @@ class Connected(Protocol):
     def conn(self) -> psycopg.Connection: ...
 
 
-def one(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = None) -> tuple[Any, ...]:
+def one(conn: psycopg.Connection, query: Any, params: Sequence[Any] | Mapping[str, Any] | None = None) -> tuple[Any, ...]:
     """The single row a query returns (rowver's functions always return one)."""
     row = conn.execute(query, params).fetchone()
     if row is None:
@@ -26,7 +35,7 @@ def one(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = Non
     return tuple(row)
 
 
-def value(conn: psycopg.Connection, query: Any, params: Sequence[Any] | None = None) -> Any:
+def value(conn: psycopg.Connection, query: Any, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
     """The first column of the single row a query returns."""
     return one(conn, query, params)[0]
 

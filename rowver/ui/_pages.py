@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from .. import _query, _refs
+from .. import _query, _refs, _sql
 from ..errors import InvalidInputError
 from . import _svg
 
@@ -40,13 +39,8 @@ class Page:
     extra: dict[str, Any] = field(default_factory=dict)  # for the template only (charts, geometry)
 
 
-def _query_file(name: str) -> str:
-    """A static query of the UI's, from sql/ui/ (names of %(param)s placeholders inside)."""
-    return (resources.files("rowver.sql") / "ui" / name).read_text(encoding="utf-8")
-
-
 def _records(db: Database, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    result = _query.fetch(db, _query_file(name), params)
+    result = _query.fetch(db, _sql.query("ui/" + name), params)
     return [dict(zip(result.columns, row)) for row in result.rows]
 
 
@@ -156,7 +150,7 @@ def _key_text(value: Any) -> Any:
 def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False, full: bool = False) -> Page:
     keys = key_columns(db, table)
     versions = (_refs.resolve_for(db.conn, table, a), _refs.resolve_for(db.conn, table, b))
-    changes = int(_query.fetch(db, _query_file("row_changes.sql"),
+    changes = int(_query.fetch(db, _sql.query("ui/row_changes.sql"),
                                {"table": table, "a": min(versions), "b": max(versions)}).rows[0][0])
     if changes > DIFF_CHANGES and not full:
         # a diff costs what changed between the refs: ask before spending seconds on it
