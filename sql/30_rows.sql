@@ -68,6 +68,54 @@ as $$
     from rowver.registered(tbl) r
 $$;
 
+-- Where to cut T's rows for reading them in parts (rowver.dask): T's first key column, and up
+-- to parts - 1 of its values, ascending, as text (a client binds them back as the column's own
+-- type). Part j holds the keys from cut j - 1 (inclusive) to cut j (exclusive); the first part is
+-- unbounded below and the last above, so rows of a past version whose keys lie outside the
+-- current ones still fall in exactly one part. The cuts come from a sample of the current rows,
+-- whole pages (TABLESAMPLE SYSTEM, so cheap) holding about max(10000, 100 * parts) rows by the
+-- planner's estimate; a table without an estimate (never analyzed) is read whole. Parts are thus
+-- only roughly even, which is all a split needs. The sort is the column's own (its collation),
+-- the one its comparison operators use. A composite key is cut on its first column: keys that
+-- share it stay in one part.
+create or replace function rowver.key_splits(tbl regclass, parts integer)
+returns table (key_column name, splits text[])
+language plpgsql stable set search_path = pg_catalog, pg_temp
+as $$
+declare
+  estimate real := (select c.reltuples from pg_catalog.pg_class c where c.oid = tbl);
+  percent  float8 := 100;
+begin
+  key_column := (rowver.registered(tbl)).key_columns[1];
+  if parts is null or parts < 1 then
+    raise exception 'rowver: parts must be a positive whole number, not %', coalesce(parts::text, 'null')
+      using errcode = '22023';
+  end if;
+  if parts = 1 then
+    splits := '{}';
+    return next;
+    return;
+  end if;
+  if estimate > 0 then
+    percent := least(100, 100.0 * greatest(10000, 100 * parts) / estimate);
+  end if;
+  -- row i of the n sampled (in key order) starts part floor((i - 1) * parts / n); the first row
+  -- of each part but the first is a cut, unless its value is the smallest (that part would be
+  -- empty: a composite key's first column repeats)
+  execute pg_catalog.format(
+    'select coalesce(pg_catalog.array_agg(k::text order by k), ''{}'') from ('
+    '  select distinct k from ('
+    '    select k, pg_catalog.row_number() over w as i, pg_catalog.count(*) over () as n,'
+    '           pg_catalog.first_value(k) over w as least'
+    '      from (select %I as k from %s tablesample system ($1)) s window w as (order by k)) ranked'
+    '   where i > 1 and (i - 1) * $2 / n > (i - 2) * $2 / n and k > least) cuts',
+    key_column, rowver.qualified(tbl))
+    into splits using percent, parts::bigint;
+  return next;
+end $$;
+
+grant execute on function rowver.key_splits(regclass, integer) to public;
+
 -- T's schema-qualified versions view.
 create or replace function rowver.versions_sql(tbl regclass) returns text
 language sql stable set search_path = pg_catalog, pg_temp

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rowver"
 
 # highest first; a module may import from its own layer and the ones after it
 LAYERS: list[tuple[str, set[str]]] = [
-    ("interfaces", {"cli", "ui", "alembic", "orm", "_demo", "_bench", "_models_bench"}),
+    ("interfaces", {"cli", "ui", "alembic", "orm", "dask", "_demo", "_bench", "_models_bench"}),
     ("surface", {"rowver"}),
     ("facade", {"_database"}),
     ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write", "_follow", "_export"}),

@@ -35,6 +35,7 @@ def test_readme_python_examples_run_as_written(db_url: str, monkeypatch: pytest.
         assert "nightly load" in messages and "upgrades" in messages
         assert db.as_of("customers", "train-2026-11")["plan"].tolist() == ["free", "pro", "pro"]
         assert db.as_of("customers", "head")["plan"].tolist() == ["free", "pro", "pro"]  # reverted
+        assert scope["plans"] == ["free", "pro", "pro"]  # the Dask read, as of the tag
         assert db.models.get("churn@production").version == scope["v1"].version  # rolled back
         ts = scope["ts"]  # the training set: point in time, its early event counted, its lineage saved
         assert ts["calls_7d"].tolist()[1:] == [3, 40, 0, 55, 7] and pd.isna(ts["calls_7d"][0])
