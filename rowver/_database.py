@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _export, _follow, _frames, _guards, _install, _query, _refs, _schema, _server, _sql, _training, _write
-from .errors import NOT_INSTALLED, NotInstalledError, RowverError, ServerError, translated
+from . import _export, _follow, _frames, _guards, _iceberg, _install, _query, _refs, _schema, _server, _sql, _training, _write
+from .errors import NOT_INSTALLED, InvalidInputError, NotInstalledError, RowverError, ServerError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -206,6 +206,25 @@ class Database:
             result = cs.revert(table, to)
         return dataclasses.replace(result, version=None) if dry_run else result
 
+    def publish(self, name: str, *, message: str | None = None, author: str | None = None,
+                dry_run: bool = False) -> _write.WriteResult:
+        """Write the stage ``name`` (``cs.sync(..., stage=name)``) as one changeset, as this
+        connection's role, then drop it; its message and author unless given. Refused
+        (rowver.StaleStageError, nothing written) when a key it stages changed in the table after
+        it was staged. ``dry_run``: the counts, with nothing written and the stage kept."""
+        with self.changeset(message=message, author=author, dry_run=dry_run) as cs:
+            result = cs.publish(name)
+        return dataclasses.replace(result, version=None) if dry_run else result
+
+    def stages(self, table: str | None = None) -> pd.DataFrame:
+        """Stages kept for a look (only those of ``table``, when given): name, table, mode, base
+        version, counts, message, author, who and when."""
+        return _query.stages(self, table).frame()
+
+    def unstage(self, name: str) -> str:
+        """Drop a stage unpublished; returns its table."""
+        return str(self.scalar("select rowver.unstage(%s)", (name,)))
+
     @functools.cached_property
     def models(self) -> Models:
         """The model-as-rows store: ``db.models.save(...)``, ``load``, ``alias``, ``rollback``."""
@@ -295,18 +314,20 @@ class Database:
         """Every version of one row (key: a value, a tuple, or a dict of key columns)."""
         return _query.history(self, table, key)
 
-    def diff(self, table: str, ref_a: str | int, ref_b: str | int = "head", *,
-             chunksize: int | None = None, columns: Sequence[str] | None = None, where: str | None = None) -> Any:
-        """Rows added, removed and changed between two refs, in the table's own types: ``op``,
-        ``key``, ``changed``, then ``old_<column>`` and ``new_<column>`` for each column; with
-        ``chunksize``, an iterator of DataFrames of at most that many rows. ``columns``: only the
-        key and these, and only rows where one of them differs; ``where``: only rows whose old or
-        new state meets this SQL condition (run read-only)."""
+    def diff(self, table: str, ref_a: str | int | None = None, ref_b: str | int | None = None, *,
+             chunksize: int | None = None, columns: Sequence[str] | None = None, where: str | None = None,
+             staged: str | None = None) -> Any:
+        """Rows added, removed and changed between two refs (``ref_b`` default head), in the
+        table's own types: ``op``, ``key``, ``changed``, then ``old_<column>`` and ``new_<column>``
+        for each column; with ``chunksize``, an iterator of DataFrames of at most that many rows.
+        ``columns``: only the key and these, and only rows where one of them differs; ``where``:
+        only rows whose old or new state meets this SQL condition (run read-only). ``staged``:
+        instead of refs, what publishing that stage would do (old: as of its base version)."""
         only = list(columns) if columns is not None else None
         if chunksize is not None:
-            query, keys, _ = _query.diff_query(self, table, ref_a, ref_b, columns=only, where=where)
+            query, keys, _ = _query.diff_query(self, table, ref_a, ref_b, columns=only, where=where, staged=staged)
             return _query.chunks(self, query, chunksize, _query.diff_frame(keys))
-        return _query.diff(self, table, ref_a, ref_b, columns=only, where=where)
+        return _query.diff(self, table, ref_a, ref_b, columns=only, where=where, staged=staged)
 
     def changes(self, table: str, since: str | int, until: str | int = "head", *,
                 columns: Sequence[str] | None = None, where: str | None = None) -> pd.DataFrame:
@@ -327,13 +348,21 @@ class Database:
         return _follow.follow(self.url, tables, since, poll=poll, reconnect=reconnect)
 
     def export(self, table: str, to: str | os.PathLike[str], at: str | int = "head", *, format: str = "parquet",
-               cast: dict[str, str] | None = None) -> ExportResult:
+               cast: dict[str, str] | None = None, catalog: str | None = None,
+               name: str | None = None) -> ExportResult:
         """Write ``table`` as of ``at`` to ``to``/version=V/ as Parquet (``format="delta"``: to the
-        Delta table ``to``, one commit per version), streamed from a server-side cursor; the file
-        metadata (a Delta commit's info) names the table and version. A version exported already is
-        left as it is (``.written`` False). ``cast``: {column: PostgreSQL type} for a column whose
+        Delta table ``to``, one commit per version; ``"iceberg"``: to the Iceberg table ``name``,
+        NAMESPACE.TABLE, default rowver.<schema>_<table>, in warehouse ``to``, registered in the SQL
+        ``catalog``, a SQLAlchemy URL, default ``to``/catalog.db; one commit per version, after the
+        first only the rows that changed), streamed from a server-side cursor; the file metadata (a
+        commit's info, a snapshot's summary) names the table and version. A version exported already
+        is left as it is (``.written`` False). ``cast``: {column: PostgreSQL type} for a column whose
         type has no faithful type there (one is an error naming it otherwise). Needs pyarrow
-        (``pip install 'rowver[export]'``; Delta: ``'rowver[delta]'``)."""
+        (``pip install 'rowver[export]'``; Delta: ``'rowver[delta]'``; Iceberg: ``'rowver[iceberg]'``)."""
+        if format == "iceberg":
+            return _iceberg.export(self, table, at, to, catalog=catalog, name=name, cast=cast)
+        if catalog is not None or name is not None:
+            raise InvalidInputError("a catalog and a table name are for format='iceberg' only")
         return _export.export(self, table, at, to, fmt=format, cast=cast)
 
     def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,

@@ -48,7 +48,8 @@ _AS_TEXT = {"json", "jsonb", "uuid"}
 @dataclass(frozen=True)
 class ExportResult:
     """Where a version of a table went: the file set's directory, its files, how many rows, and
-    whether this call wrote it (False: it was exported already, and left as it was)."""
+    whether this call wrote it (False: it was exported already, and left as it was); ``changed``:
+    the rows this call wrote, when that is not all of them (Iceberg, which appends changes)."""
 
     table: str
     version: int
@@ -56,6 +57,7 @@ class ExportResult:
     files: list[Path]
     rows: int
     written: bool
+    changed: int | None = None
 
 
 @dataclass(frozen=True)

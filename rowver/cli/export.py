@@ -1,4 +1,5 @@
-"""rowver export: a table as of a version, written as files other systems read (Parquet, Delta Lake)."""
+"""rowver export: a table as of a version, written as files other systems read (Parquet, Delta Lake,
+Apache Iceberg)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class FileFormat(str, Enum):
 
     parquet = "parquet"
     delta = "delta"
+    iceberg = "iceberg"
 
 
 @app.command()
@@ -25,23 +27,36 @@ def export(
     table: Table,
     to: Annotated[Path, typer.Option(
         "--to", metavar="PATH", show_default=False,
-        help="parquet: a directory, the files go in PATH/version=V/; delta: a Delta table, one commit per version.")],
+        help="parquet: a directory, the files go in PATH/version=V/; delta: a Delta table, one commit per version; "
+        "iceberg: the warehouse directory of the Iceberg table, one commit per version.")],
     at: Annotated[str, typer.Option("--at", metavar="REF", help="A version, tag, ISO-8601 time or head.")] = "head",
     fmt: Annotated[FileFormat, typer.Option("--format", "-f", case_sensitive=False, help="The file format.")]
     = FileFormat.parquet,
     cast: Annotated[list[str] | None, typer.Option(
         "--cast", metavar="COL=TYPE", help="Export COL cast by the server to TYPE (e.g. location=text): for a "
         "type with no faithful Parquet type, which is an error otherwise. Repeatable.")] = None,
+    catalog: Annotated[str | None, typer.Option(
+        "--catalog", metavar="URL", show_default=False,
+        help="iceberg: the SQL catalog, a SQLAlchemy URL (postgresql://..., sqlite:///FILE); default: "
+        "sqlite:///PATH/catalog.db.")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--as", metavar="NAMESPACE.TABLE", show_default=False,
+        help="iceberg: the table in the catalog; default: rowver.SCHEMA_TABLE.")] = None,
     url: Url = None,
 ) -> None:
-    """Write a table as it was at a version to Parquet files or a Delta Lake table, streamed (bounded
-    memory); the files' metadata (a Delta commit's info) names the table and version, and a version
-    exported already is left as it is."""
+    """Write a table as it was at a version to Parquet files, a Delta Lake table or an Apache Iceberg
+    table, streamed (bounded memory); the files' metadata (a Delta commit's info, an Iceberg
+    snapshot's summary) names the table and version, and a version exported already is left as it
+    is. Iceberg: each version is a snapshot tagged vVERSION; after the first, only the rows that
+    changed are written."""
     casts = dict(_cast(c) for c in cast or [])
     with database(url) as db, _output.progress(f"exporting {table} as of {at}"):
-        result = db.export(table, to, at, format=fmt.value, cast=casts)
+        result = db.export(table, to, at, format=fmt.value, cast=casts, catalog=catalog, name=name)
     files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
-    if result.written:
+    if result.written and result.changed is not None:
+        typer.echo(f"{table} as of version {result.version}: {result.changed:,} rows written; {result.rows:,} rows "
+                   f"in {files} under {result.path}")
+    elif result.written:
         typer.echo(f"{table} as of version {result.version}: {result.rows:,} rows in {files} under {result.path}")
     else:
         typer.echo(f"{table} as of version {result.version} is exported already ({result.rows:,} rows in {files} "

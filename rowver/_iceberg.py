@@ -1,0 +1,311 @@
+"""Exporting a table as of a version to an Apache Iceberg table (``--format iceberg``).
+
+The Iceberg table lives in a warehouse directory PATH, registered in a pyiceberg SQL catalog:
+by default the SQLite file PATH/catalog.db (the export is then one self-contained directory),
+or any SQLAlchemy URL given as ``catalog`` (a PostgreSQL one, ``postgresql://...``, even the
+versioned database itself: pyiceberg keeps two tables there, ``iceberg_tables`` and
+``iceberg_namespace_properties``). The table is ``rowver.<schema>_<table>`` unless named.
+
+Each exported version is one catalog commit: its last snapshot holds the table as of that
+version, is tagged ``v<version>``, and its summary names ``rowver.table``, ``rowver.version``,
+the changesets since the version exported before (versions, authors, messages) and the rowver
+tags on the version; the table's property ``rowver.version`` is the newest version exported.
+The first export appends the whole table; a later one reads only the keys that changed in
+between (the change feed's ``rowver.changed_keys_sql``), deletes those keys' rows and appends
+their states as of the new version: a delete snapshot (untagged, summary ``rowver.step``) then
+the append, committed together or not at all. It falls back to a full overwrite when that
+would not be exact or cheap: a composite key, a key that is neither an integer nor text, a
+column added or dropped in between, or history pruned in between. A version exported already
+writes nothing; an older one than the newest there is refused.
+
+Types are the Parquet export's (``_export``), except that smallint becomes Iceberg's int and a
+numeric over 38 digits (Iceberg's widest decimal) is an error naming the column, or a cast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from . import _export, _refs, _sql
+from ._export import BATCH, ExportResult, _Column
+from ._sql import Connected
+from .errors import InvalidInputError, ServerError, UnsupportedError, translated
+
+NAMESPACE = "rowver"
+CATALOG_FILE = "catalog.db"
+SHOWN_CHANGESETS = 100  # the newest changesets a summary lists
+TEXT_LIMIT = 2000  # characters of authors and of messages a summary keeps
+_KEY_TYPES = ("int16", "int32", "int64", "string")  # keys a delete filter names exactly (In)
+
+
+def require_pyiceberg() -> Any:
+    """pyiceberg, or one clear error saying how to get it."""
+    try:
+        import pyiceberg.catalog.sql
+    except ImportError as exc:
+        raise UnsupportedError("export to Iceberg needs pyiceberg: pip install 'rowver[iceberg]'") from exc
+    return pyiceberg
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """The exported table as rowver knows it, at the version exported."""
+
+    table: str  # as the caller named it
+    name: str  # schema-qualified, from the catalog
+    version: int
+    keys: list[str]
+    as_of: str  # the as-of function called at version, as a FROM item (quoted by the server)
+
+
+def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str], *, catalog: str | None = None,
+           name: str | None = None, cast: Mapping[str, str] | None = None, batch: int = BATCH) -> ExportResult:
+    """Write ``table`` as of ``at`` to the Iceberg table in warehouse ``to`` (the module docstring)."""
+    pa = _export.require_pyarrow()
+    require_pyiceberg()
+    version = _refs.resolve_for(db.conn, table, at)
+    with translated():
+        qualified, as_of, keys = _sql.one(
+            db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
+                     " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
+    source = _Source(table, qualified, version, list(keys), as_of)
+    identifier = _identifier(name, qualified)
+    warehouse = Path(to).resolve()
+    found = _open_catalog(warehouse, catalog)
+    try:
+        target = _load(found, identifier)
+        last = _exported_before(target, identifier, source)
+        if isinstance(last, ExportResult):
+            return last
+        columns = [_iceberg_column(pa, table, c) for c in _export._columns(db, table, pa, dict(cast or {}))]
+        schema = pa.schema([pa.field(c.name, c.arrow) for c in columns])
+        return _write(db, found, target, identifier, source, last, columns, schema, warehouse, batch)
+    finally:
+        found.engine.dispose()  # (its pooled connections: a PostgreSQL catalog's would linger)
+
+
+def _identifier(name: str | None, qualified: str) -> tuple[str, str]:
+    """The Iceberg table: ``name`` (NAMESPACE.TABLE), else rowver.<schema>_<table>."""
+    if name is None:
+        return NAMESPACE, re.sub(r"[^A-Za-z0-9_]", "_", qualified.replace('"', "").replace(".", "_", 1))
+    namespace, dot, table = name.partition(".")
+    if not dot or not namespace or not table or "." in table:
+        raise InvalidInputError(f"--as takes NAMESPACE.TABLE, not {name!r}")
+    return namespace, table
+
+
+def _open_catalog(warehouse: Path, uri: str | None) -> Any:
+    """pyiceberg's SQL catalog at ``uri`` (default: the SQLite file in the warehouse). A PostgreSQL
+    URL goes through psycopg 3, which rowver has already, not psycopg2."""
+    from pyiceberg.catalog.sql import SqlCatalog
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    warehouse.mkdir(parents=True, exist_ok=True)
+    if uri is None:
+        uri = f"sqlite:///{warehouse / CATALOG_FILE}"
+    elif re.match(r"^postgres(ql)?://", uri):
+        uri = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", uri)
+    try:
+        return SqlCatalog(NAMESPACE, uri=uri, warehouse=warehouse.as_uri())
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise InvalidInputError(f"--catalog takes a SQLAlchemy URL (sqlite:///PATH, postgresql://...): {exc}") from exc
+    except OperationalError as exc:  # (its message names the server, never the password)
+        raise ServerError(f"cannot open the Iceberg catalog: {exc.orig}") from exc
+
+
+def _load(catalog: Any, identifier: tuple[str, str]) -> Any:
+    """The Iceberg table, or None when there is none yet."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return None
+
+
+def _exported_before(target: Any, identifier: tuple[str, str], source: _Source) -> int | None | ExportResult:
+    """The newest version exported to ``target`` (None: none), or the result of the export that
+    wrote this version already; refuses another table's target and an older version."""
+    if target is None:
+        return None
+    shown = ".".join(identifier)
+    owner = target.properties.get("rowver.table")
+    if owner != source.name:
+        raise InvalidInputError(f"Iceberg table {shown} holds {owner or 'no rowver export'}, not {source.name}: "
+                                "export to another table (--as) or warehouse")
+    tag = target.refs().get(f"v{source.version}")
+    if tag is not None:
+        return _result(target, source, tag.snapshot_id, written=False)
+    last = int(target.properties["rowver.version"])
+    if source.version < last:
+        raise InvalidInputError(f"Iceberg table {shown} holds {source.name} up to version {last}; version "
+                                f"{source.version} is older (versions go forward): export it to another table")
+    return last
+
+
+def _result(target: Any, source: _Source, snapshot_id: int, *, written: bool,
+            changed: int | None = None) -> ExportResult:
+    """What the snapshot holding the version holds: its data files and rows."""
+    snapshot = target.snapshot_by_id(snapshot_id)
+    files = [Path(t.file.file_path.removeprefix("file://")) for t in target.scan(snapshot_id=snapshot_id).plan_files()]
+    rows = int(snapshot.summary.get("total-records", 0)) if snapshot is not None and snapshot.summary else 0
+    return ExportResult(source.table, source.version, Path(target.location().removeprefix("file://")), files, rows,
+                        written, changed)
+
+
+def _iceberg_column(pa: Any, table: str, column: _Column) -> _Column:
+    """The Parquet export's column, as Iceberg holds it: smallint as int; no decimal256."""
+    def held(arrow: Any) -> Any:
+        if pa.types.is_list(arrow):
+            return pa.list_(held(arrow.value_type))
+        if pa.types.is_int16(arrow):
+            return pa.int32()
+        if pa.types.is_decimal256(arrow):
+            raise UnsupportedError(f"column {column.name} of {table} is {column.type_name}, wider than Iceberg's "
+                                   f"decimal(38); export it cast to one, e.g. --cast {column.name}=text")
+        return arrow
+
+    return dataclasses.replace(column, arrow=held(column.arrow))
+
+
+def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str], source: _Source,
+           last: int | None, columns: list[_Column], schema: Any, warehouse: Path, batch: int) -> ExportResult:
+    """One catalog commit: the version's rows (all, or the changed keys'), its tag and properties."""
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    summary = _summary(db, source, last)
+    properties = {"rowver.table": source.name, "rowver.version": str(source.version)}
+    if target is None:
+        catalog.create_namespace_if_not_exists(identifier[0])  # (listed: catalog.list_tables finds the table)
+        tx = catalog.create_table_transaction(identifier, schema=schema, properties=properties,
+                                              location=(warehouse / identifier[0] / identifier[1]).as_uri())
+    else:
+        tx = target.transaction()
+        if _schema_differs(target, schema):
+            raise UnsupportedError(f"the columns of {source.name} changed since version {last}, which Iceberg table "
+                                   f"{'.'.join(identifier)} holds: export to another table (--as) or warehouse")
+    changed_keys = None if last is None else _changed_keys(db, source, last, columns)
+    counted = [0]
+    if changed_keys is None:  # everything: the first export, or a full overwrite
+        summary["rowver.export"] = "full" if last is None else "full overwrite"
+        reader = _reader(db, _full_query(source, columns), columns, schema, batch, counted)
+        (tx.append if last is None else tx.overwrite)(reader, snapshot_properties=summary)
+    else:
+        assert last is not None  # (changed keys: only after a former export)
+        key, values = changed_keys
+        summary["rowver.export"] = "changes"
+        summary["rowver.changed-keys"] = str(len(values))
+        if values:
+            from pyiceberg.expressions import In
+
+            key_in: Any = In  # (a pydantic model: its signature is not the one mypy reads)
+            with warnings.catch_warnings():  # (keys only inserted since match no row: that is no news)
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tx.delete(key_in(key, values), snapshot_properties={
+                    "rowver.table": source.name,
+                    "rowver.step": f"deleting the rows changed up to version {source.version}"})
+        reader = _reader(db, _changed_query(db, source, last, columns), columns, schema, batch, counted)
+        tx.append(reader, snapshot_properties=summary)
+    snapshot_id = tx.table_metadata.current_snapshot().snapshot_id
+    ManageSnapshots(tx).create_tag(snapshot_id, f"v{source.version}").commit()
+    if target is not None:
+        tx.set_properties(properties)
+    tx.commit_transaction()
+    return _result(catalog.load_table(identifier), source, snapshot_id, written=True, changed=counted[0])
+
+
+def _schema_differs(target: Any, schema: Any) -> bool:
+    """Whether the Iceberg table's columns are not these (names and types, in order)."""
+    from pyiceberg.io.pyarrow import pyarrow_to_schema
+
+    held = target.schema()
+    if [f.name for f in held.fields] != schema.names:
+        return True
+    wanted = pyarrow_to_schema(schema, name_mapping=held.name_mapping)  # (every name is held: mapped to its id)
+    return [(f.name, f.field_type) for f in held.fields] != [(f.name, f.field_type) for f in wanted.fields]
+
+
+def _changed_keys(db: Connected, source: _Source, last: int, columns: list[_Column]) -> tuple[str, list[Any]] | None:
+    """The keys that changed after ``last`` up to the version, when deleting them by key and
+    appending their new states is exact (None: export the whole table instead)."""
+    if len(source.keys) != 1:
+        return None
+    key = source.keys[0]
+    column = next(c for c in columns if c.name == key)
+    if str(column.arrow) not in _KEY_TYPES or column.select != sql.Identifier(key):
+        return None
+    with translated():
+        by_keys, columns_changed, keys_sql = _sql.one(
+            db.conn, "select rowver.diff_by_keys(%s::regclass, %s, %s),"
+                     " exists (select from rowver.column_life c"
+                     "          where c.table_id = (rowver.registered(%s::regclass)).id"
+                     "            and (c.added_version > %s or c.dropped_version > %s)),"
+                     " rowver.changed_keys_sql(%s::regclass, %s, %s)",
+            (source.table, last, source.version, source.table, last, last, source.table, last, source.version))
+        if not by_keys or columns_changed:
+            return None
+        rows = db.conn.execute(sql.SQL(keys_sql)).fetchall()  # (quoted by the server: changed_keys_sql)
+    return key, [r[0] for r in rows]
+
+
+def _full_query(source: _Source, columns: list[_Column]) -> sql.Composed:
+    return sql.SQL("select {} from {} order by {}").format(
+        sql.SQL(", ").join(c.select for c in columns), sql.SQL(source.as_of),  # (quoted by the server)
+        sql.SQL(", ").join(map(sql.Identifier, source.keys)))
+
+
+def _changed_query(db: Connected, source: _Source, last: int, columns: list[_Column]) -> sql.Composed:
+    """The rows as of the version of the keys that changed after ``last``: each key looked up
+    through the as-of function's key index, as rowver's diff does."""
+    with translated():
+        keys_sql, join = _sql.one(
+            db.conn, "select rowver.changed_keys_sql(%s::regclass, %s, %s),"
+                     " rowver.key_join_sql(%s::regclass, (rowver.registered(%s::regclass)).key_columns, 'x', 'rv_k')",
+            (source.table, last, source.version, source.table, source.table))
+    # (all three pieces are written by the server, identifiers quoted by format('%I'))
+    rows = sql.SQL("select x.* from ({}) rv_k cross join lateral (select * from {} x where {} limit 1) x").format(
+        sql.SQL(keys_sql), sql.SQL(source.as_of), sql.SQL(join))
+    return sql.SQL("select {} from ({}) rv_row order by {}").format(
+        sql.SQL(", ").join(c.select for c in columns), rows, sql.SQL(", ").join(map(sql.Identifier, source.keys)))
+
+
+def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: Any, batch: int,
+            counted: list[int]) -> Any:
+    """The query's rows as an Arrow stream pyiceberg consumes a batch at a time; counts them."""
+    import pyarrow as pa
+
+    def batches() -> Iterator[Any]:
+        for record_batch in _export._record_batches(db, query, columns, schema, batch):
+            counted[0] += record_batch.num_rows
+            yield record_batch
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _summary(db: Connected, source: _Source, last: int | None) -> dict[str, str]:
+    """The snapshot summary's rowver properties: the table, the version, the changesets after
+    ``last`` up to it (the newest SHOWN_CHANGESETS; authors and messages cut at TEXT_LIMIT) and
+    the rowver tags naming the version."""
+    with translated():
+        changesets = db.conn.execute(
+            "select version, author, message from rowver.log(%s::integer, %s::regclass, null, null, %s, %s)",
+            (SHOWN_CHANGESETS, source.table, last, source.version)).fetchall()
+        tags = [r[0] for r in db.conn.execute("select name from rowver.tag where version = %s order by name",
+                                              (source.version,))]
+    authors = sorted({a for _, a, _ in changesets if a})
+    messages = [f"{v}: {m}" for v, _, m in changesets if m]
+    summary = {"rowver.table": source.name, "rowver.version": str(source.version),
+               "rowver.changesets": ",".join(str(v) for v, _, _ in reversed(changesets)),
+               "rowver.authors": ", ".join(authors)[:TEXT_LIMIT], "rowver.messages": "\n".join(messages)[:TEXT_LIMIT],
+               "rowver.tags": ",".join(tags)}
+    if last is not None:
+        summary["rowver.since"] = str(last)
+    return summary

@@ -1,0 +1,169 @@
+"""rowver export --format iceberg / db.export(format="iceberg"): each exported version is an
+Iceberg snapshot tagged v<version> whose rows (read by that tag) equal the table read as of the
+version, value for value; its summary names the version and the changesets; after the first,
+an export writes only the rows that changed; a version exported again writes nothing; an older
+one is refused; a failed export commits nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from test_export import ROWVER, as_records, make_wide, version  # (the Parquet export's table and helpers)
+
+import rowver
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("pyiceberg")  # (in the test extra: CI has it)
+from pyiceberg.catalog.sql import SqlCatalog  # noqa: E402
+
+CASTS = {"big": "text"}  # (Iceberg has no decimal over 38 digits)
+
+
+def catalog(warehouse: Path, uri: str | None = None) -> Any:
+    uri = uri.replace("postgresql://", "postgresql+psycopg://") if uri else f"sqlite:///{warehouse}/catalog.db"
+    return SqlCatalog("rowver", uri=uri, warehouse=warehouse.as_uri())
+
+
+def read_tag(table: Any, tag: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The Iceberg table's rows at a tag, in key order, as the Parquet tests compare them."""
+    got = table.scan().use_ref(tag).to_arrow()
+    rows = sorted(got.to_pylist(), key=lambda r: r["id"])
+    return got.column_names, as_records(got.column_names, [tuple(r.values()) for r in rows])
+
+
+def expected(db: rowver.Database, table: str, v: int) -> tuple[list[str], list[dict[str, Any]]]:
+    want = db.read(table, v)
+    records = as_records(want.columns, want.rows)
+    for row in records:  # the cast column: as the server prints it
+        if "big" in row:
+            row["big"] = None if row["big"] is None else str(row["big"])
+    return want.columns, records
+
+
+def changed_state(conn: psycopg.Connection) -> int:
+    """A fourth version: a key changes (3 becomes 6), and another row's values."""
+    with conn.transaction():
+        conn.execute("update wide set id = 6 where id = 3")
+        conn.execute("update wide set f8 = null, texts = '{\"new\"}' where id = 1")
+    return version(conn)
+
+
+def test_each_version_is_a_tagged_snapshot_equal_to_the_table_as_of_it(db_url: str, conn: psycopg.Connection,
+                                                                      tmp_path: Path) -> None:
+    versions = make_wide(conn)
+    conn.execute("select rowver.tag('last', %s)", (str(versions[2]),))
+    versions.append(changed_state(conn))
+    db = rowver.connect(db_url)
+    with pytest.raises(rowver.UnsupportedError, match="column big of wide is numeric.50,10., wider than Iceberg"):
+        db.export("wide", tmp_path, versions[0], format="iceberg")
+    results = [db.export("wide", tmp_path, v, format="iceberg", cast=CASTS) for v in versions]
+    assert [r.written for r in results] == [True] * 4
+    assert [r.changed for r in results] == [4, 2, 1, 2]  # (all; then the changed keys still there)
+    table = catalog(tmp_path).load_table("rowver.public_wide")
+    assert table.properties["rowver.version"] == str(versions[-1])
+    for v, result in zip(versions, results):
+        assert read_tag(table, f"v{v}") == expected(db, "wide", v)
+        summary = table.snapshot_by_name(f"v{v}").summary
+        assert summary["rowver.version"] == str(v) and summary["rowver.table"] == "public.wide"
+        # the changesets after the version exported before (one each), or, first, all up to it
+        assert summary["rowver.changesets"].split(",")[-1] == str(v)
+        assert v == versions[0] or summary["rowver.changesets"] == str(v)
+        assert result.rows == len(expected(db, "wide", v)[1]) == int(summary["total-records"])
+    summaries = [table.snapshot_by_name(f"v{v}").summary for v in versions]
+    assert [s["rowver.export"] for s in summaries] == ["full", "changes", "changes", "changes"]
+    assert [s.get("rowver.changed-keys") for s in summaries] == [None, "3", "2", "3"]  # (3 and 6: both)
+    assert summaries[2]["rowver.tags"] == "last" and summaries[2]["rowver.since"] == str(versions[1])
+    schema = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert schema["i2"] == "int" and schema["tstz"] == "timestamptz" and schema["tm"] == "time"
+    assert schema["n"] == "decimal(12, 3)" and schema["prices"] == "list<decimal(8, 2)>"
+    # the same version again: nothing written; an older one: refused
+    snapshots = len(table.snapshots())
+    again = db.export("wide", tmp_path, str(versions[1]), format="iceberg", cast=CASTS)
+    assert not again.written and again.rows == results[1].rows
+    out = subprocess.run([ROWVER, "export", "wide", "--at", "last", "--to", str(tmp_path), "--format", "iceberg",
+                          "--cast", "big=text", "--url", db_url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "exported already" in out.stdout, out.stderr
+    assert len(catalog(tmp_path).load_table("rowver.public_wide").snapshots()) == snapshots
+    skipping = tmp_path / "skipping"
+    db.export("wide", skipping, versions[0], format="iceberg", cast=CASTS)
+    db.export("wide", skipping, versions[2], format="iceberg", cast=CASTS)
+    with pytest.raises(rowver.InvalidInputError, match="versions go forward"):
+        db.export("wide", skipping, versions[1], format="iceberg", cast=CASTS)
+    skipped = catalog(skipping).load_table("rowver.public_wide")
+    assert sorted(skipped.refs()) == sorted(["main", f"v{versions[0]}", f"v{versions[2]}"])
+    assert read_tag(skipped, f"v{versions[2]}") == expected(db, "wide", versions[2])
+
+
+def test_a_catalog_in_postgres_a_name_a_composite_key_and_the_cli(db_url: str, conn: psycopg.Connection,
+                                                                 tmp_path: Path) -> None:
+    conn.execute("create table pairs (id int, part text, qty int, primary key (id, part))")
+    conn.execute("select rowver.enable('pairs')")
+    conn.execute("insert into pairs select g, 'p' || g % 3, g from generate_series(1, 50) g")
+    db = rowver.connect(db_url)
+    first = version(conn)
+    db.export("pairs", tmp_path, format="iceberg", catalog=db_url, name="lake.pairs")
+    with conn.transaction():
+        conn.execute("update pairs set qty = null where id <= 5")
+        conn.execute("update pairs set part = 'moved' where id = 7")
+        conn.execute("delete from pairs where id > 45")
+    out = subprocess.run([ROWVER, "export", "pairs", "--to", str(tmp_path), "--format", "iceberg",
+                          "--catalog", db_url, "--as", "lake.pairs", "--url", db_url],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "45 rows written; 45 rows" in out.stdout  # (a composite key: the whole table, overwritten)
+    second = version(conn)
+    # the catalog is two tables in the same database
+    assert conn.execute("select table_namespace, table_name from iceberg_tables").fetchall() == [("lake", "pairs")]
+    in_postgres = catalog(tmp_path, db_url)
+    try:
+        table = in_postgres.load_table("lake.pairs")
+        assert table.snapshot_by_name(f"v{second}").summary["rowver.export"] == "full overwrite"
+        for v in (first, second):
+            got = sorted(table.scan().use_ref(f"v{v}").to_arrow().to_pylist(), key=lambda r: (r["id"], r["part"]))
+            want = db.read("pairs", v)
+            assert got == [dict(zip(want.columns, row)) for row in want.rows]
+    finally:
+        in_postgres.engine.dispose()  # (its pooled connections: the test's database is dropped after it)
+    conn.execute("create table other (id int primary key)")
+    conn.execute("select rowver.enable('other')")
+    with pytest.raises(rowver.InvalidInputError, match="holds public.pairs, not public.other"):
+        db.export("other", tmp_path, format="iceberg", catalog=db_url, name="lake.pairs")
+    for bad in ({"name": "nodot"}, {"catalog": "not a url"}):
+        with pytest.raises(rowver.InvalidInputError):
+            db.export("other", tmp_path / "bad", format="iceberg", **bad)
+    with pytest.raises(rowver.ServerError, match="cannot open the Iceberg catalog") as unreachable:
+        db.export("other", tmp_path / "bad", format="iceberg", catalog="postgresql://nobody:secret@127.0.0.1:1/x")
+    assert "secret" not in str(unreachable.value)
+    with pytest.raises(rowver.InvalidInputError, match="format='iceberg' only"):
+        db.export("other", tmp_path / "bad", catalog=db_url)
+
+
+def test_a_failed_iceberg_export_commits_nothing(db_url: str, conn: psycopg.Connection, tmp_path: Path) -> None:
+    conn.execute("create table times (id int primary key, at timestamptz)")
+    conn.execute("select rowver.enable('times')")
+    conn.execute("insert into times select g, now() from generate_series(1, 10) g")
+    db = rowver.connect(db_url)
+    db.export("times", tmp_path, format="iceberg")
+    conn.execute("insert into times values (11, 'infinity')")
+    with pytest.raises(rowver.UnsupportedError, match="infinity"):
+        rowver._iceberg.export(db, "times", "head", tmp_path, batch=3)
+    table = catalog(tmp_path).load_table("rowver.public_times")
+    assert len(table.snapshots()) == 1 and table.scan().to_arrow().num_rows == 10
+    fresh = tmp_path / "fresh"
+    with pytest.raises(rowver.UnsupportedError, match="infinity"):
+        db.export("times", fresh, format="iceberg")
+    assert catalog(fresh).list_tables("rowver") == []  # (not even an empty table)
+
+
+def test_pyiceberg_missing_is_one_clear_error(db_url: str, conn: psycopg.Connection, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    conn.execute("create table t (id int primary key)")
+    conn.execute("select rowver.enable('t')")
+    monkeypatch.setitem(sys.modules, "pyiceberg.catalog.sql", None)
+    with pytest.raises(rowver.UnsupportedError, match=r"pip install 'rowver\[iceberg\]'"):
+        rowver.connect(db_url).export("t", tmp_path, format="iceberg")
