@@ -20,6 +20,7 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
 import rowver
+import rowver._query
 import rowver.dask
 from rowver.errors import InvalidInputError, UnknownTableError
 
@@ -101,7 +102,8 @@ def test_a_read_while_four_writers_write_equals_as_of_its_version(db_url: str, c
     assert len({task["worker"] for task in tasks.data}) == 2, "the partitions ran on one worker only"
     expected = db.as_of("items", version)
     assert set(expected["id"]) >= {-5, -1, ROWS * 100}  # outside the keys the splits were cut from
-    assert len(db.as_of("items", "head")) != len(expected) or not db.as_of("items", "head").equals(expected)
+    now = db.as_of("items", "head")
+    assert len(now) != len(expected) or not now.equals(expected)  # the writers did change it
     got = got.sort_values("id", ignore_index=True)
     pd.testing.assert_frame_equal(got, rowver.dask.conform(expected, frame.dtypes.to_dict()), check_exact=True)
     assert got["id"].is_unique
@@ -134,6 +136,23 @@ def test_one_partition_a_text_key_and_a_composite_key(db_url: str, conn: psycopg
     expected = db.as_of("pairs", "head")
     pd.testing.assert_frame_equal(got, rowver.dask.conform(expected, pairs.dtypes.to_dict()), check_exact=True)
     db.close()
+
+
+def test_a_computation_reads_only_the_columns_it_needs(db_url: str, conn: psycopg.Connection,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    conn.execute("create table t (id int primary key, x float8, s text)")
+    conn.execute("insert into t select g, g, 's' from generate_series(1, 100) g")
+    rowver.connect(db_url).enable("t")
+    read, asked = rowver._query.read, []
+
+    def seen(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("columns"))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(rowver._query, "read", seen)
+    frame = rowver.dask.read_as_of(db_url, "t", "head", npartitions=2)
+    assert frame["x"].sum().compute(scheduler="synchronous") == 5050
+    assert asked[1:] == [["x"], ["x"]]  # (the first: read_as_of's own zero-row read of every column)
 
 
 @pytest.mark.parametrize(("change", "error", "says"), [
