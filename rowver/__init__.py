@@ -28,6 +28,7 @@ from .errors import (
     PromotionRefusedError,
     RowverError,
     ServerError,
+    StaleStageError,
     UnknownTableError,
     UnsupportedError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Result",
     "RowverError",
     "ServerError",
+    "StaleStageError",
     "Tensor",
     "UnknownTableError",
     "UnsupportedError",

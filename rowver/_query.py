@@ -321,18 +321,32 @@ def _history_query(db: Connected, table: str, key: Any) -> tuple[str, list[str]]
     return query, [key_json]
 
 
-def diff_query(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *, columns: list[str] | None = None,
-               where: str | None = None) -> tuple[sql.Composed, list[str], tuple[int, int]]:
+def diff_query(db: Connected, table: str, ref_a: str | int | None, ref_b: str | int | None, *,
+               columns: list[str] | None = None, where: str | None = None,
+               staged: str | None = None) -> tuple[sql.Composed, list[str], tuple[int, int]]:
     """The query for the rows added, removed and changed between two refs, the key, and the
     two versions the refs resolved to; with ``columns``, only the key and those columns, and
     only rows where one of them differs; with ``where``, only rows whose old or new state
-    meets that condition."""
+    meets that condition. ``staged``: instead of two refs, what publishing that stage would do,
+    from the table as of the stage's base version (both versions given are that one)."""
     _check_read(where, None)
     with translated():
         keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
-    a, b = _refs.resolve_for(db.conn, table, ref_a), _refs.resolve_for(db.conn, table, ref_b)  # (their own statements, as above)
-    with translated():
-        text = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
+    if staged is not None:
+        if ref_a is not None or ref_b is not None:
+            raise InvalidInputError("a diff is between two refs, or of a stage (staged=), not both")
+        with translated():
+            text, base = _sql.one(db.conn, "select rowver.staged_diff_sql(%s::regclass, %s),"
+                                           " (select s.base from rowver.staged s where s.name = %s)",
+                                  (table, staged, staged))
+        a = b = int(base)
+    else:
+        if ref_a is None:
+            raise InvalidInputError("a diff needs the ref to compare from (or staged='name')")
+        # (their own statements, as above)
+        a, b = _refs.resolve_for(db.conn, table, ref_a), _refs.resolve_for(db.conn, table, "head" if ref_b is None else ref_b)
+        with translated():
+            text = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
     query = sql.Composed([sql.SQL(text)])  # built by rowver.diff_sql with format('%I')
     if columns or where is not None:
         query = _narrowed(db, table, query, len(keys), columns, where)
@@ -397,21 +411,22 @@ def diff_records(keys: list[str]) -> Callable[[Described, Rows], tuple[list[str]
 
 
 @contextlib.contextmanager
-def diff_stream(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *, batch: int = 10_000,
-                columns: list[str] | None = None, where: str | None = None) -> Iterator[tuple[tuple[int, int], Stream]]:
+def diff_stream(db: Connected, table: str, ref_a: str | int | None, ref_b: str | int | None, *, batch: int = 10_000,
+                columns: list[str] | None = None, where: str | None = None,
+                staged: str | None = None) -> Iterator[tuple[tuple[int, int], Stream]]:
     """The diff's records (see diff_records) in batches from a server-side cursor, with the two
     versions read; memory stays flat however many rows changed."""
-    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where)
+    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where, staged=staged)
     with _read_only(db, where), \
             _streamed(db, query, version=versions[1], batch=batch, shape=diff_records(keys)) as found:
         yield versions, found
 
 
-def diff_counts(db: Connected, table: str, a: int, b: int, *, columns: list[str] | None = None,
-                where: str | None = None) -> dict[str, int]:
-    """How many rows were added, removed and changed between versions a and b (those that
-    ``columns`` and ``where`` keep, when given)."""
-    query = diff_query(db, table, a, b, columns=columns, where=where)[0]
+def diff_counts(db: Connected, table: str, a: int | None, b: int | None, *, columns: list[str] | None = None,
+                where: str | None = None, staged: str | None = None) -> dict[str, int]:
+    """How many rows were added, removed and changed between versions a and b, or by publishing
+    the stage ``staged`` (those that ``columns`` and ``where`` keep, when given)."""
+    query = diff_query(db, table, a, b, columns=columns, where=where, staged=staged)[0]
     with _read_only(db, where):
         found: dict[str, int] = dict(db.conn.execute(
             sql.SQL("select op, count(*) from ({}) d group by op").format(query)).fetchall())
@@ -437,11 +452,11 @@ def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
     return to_frame
 
 
-def diff(db: Connected, table: str, ref_a: str | int, ref_b: str | int, *, columns: list[str] | None = None,
-         where: str | None = None) -> pd.DataFrame:
-    """Rows added, removed and changed between two refs, ordered by key (see diff_frame);
-    ``frame.attrs["versions"]`` holds the two versions that were read."""
-    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where)
+def diff(db: Connected, table: str, ref_a: str | int | None, ref_b: str | int | None, *,
+         columns: list[str] | None = None, where: str | None = None, staged: str | None = None) -> pd.DataFrame:
+    """Rows added, removed and changed between two refs, or by publishing a stage, ordered by
+    key (see diff_frame); ``frame.attrs["versions"]`` holds the two versions that were read."""
+    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where, staged=staged)
     with _read_only(db, where):
         cur = db.conn.execute(query)
         rows = cur.fetchall()
@@ -517,6 +532,15 @@ def log(db: Connected, *, limit: int | str | None, table: str | None, author: st
     hi = None if until is None else _refs.resolve(db.conn, until)
     return fetch(db, "select * from rowver.log(%s::integer, %s::regclass, %s, %s, %s, %s)",
                  (limit, table, author, grep, lo, hi))
+
+
+def stages(db: Connected, table: str | None = None) -> Result:
+    """Stages kept for a look, oldest first (only those of ``table``, when given)."""
+    return fetch(db, "select s.name, v.relid::text as table, s.mode, s.base, s.inserted, s.updated, s.deleted,"
+                     " s.unchanged, s.message, s.author, s.db_user, s.db_role, s.created_at"
+                     " from rowver.staged s join rowver.versioned v on v.id = s.table_id"
+                     " where %(t)s::regclass is null or v.relid = %(t)s::regclass order by s.created_at, s.name",
+                 {"t": table})
 
 
 def tags(db: Connected) -> Result:

@@ -44,6 +44,7 @@ class WriteResult:
     deleted: int = 0
     unchanged: int = 0
     version: int | None = None
+    stage: str | None = None  # the stage it was kept under, unwritten (cs.sync(..., stage=))
 
 
 class Changeset:
@@ -147,8 +148,9 @@ class Changeset:
                     raise
                 continue
             self._ops.append((op, args))
-            self._results.append((args[0], result))
-            self.version = result.version
+            if result.stage is None:  # (a staged call wrote nothing: no check judges it)
+                self._results.append((args[0], result))
+                self.version = result.version
             return result
         raise AssertionError("unreachable")
 
@@ -158,6 +160,9 @@ class Changeset:
     # (a refusal rolls the whole changeset back): max_deleted and max_changed (updated or
     # deleted), an int a number of rows, a float in [0, 1] a fraction of the rows the table held
     # before the call; expect_rows=(lo, hi), the rows it holds after (None: open).
+    # sync, upsert, delete and load take stage="name": the diff is computed and kept under that
+    # name (rowver.staged), the table is not written and no version is taken; db.publish(name)
+    # writes it later (sql/32_stage.sql). A name that exists is refused unless replace=True.
 
     def insert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
                expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
@@ -165,20 +170,35 @@ class Changeset:
         return self._run(self._load, table, rows, "insert", Guards(max_deleted, max_changed, expect_rows))
 
     def upsert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
-               expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
+               expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
+               replace: bool = False) -> WriteResult:
         """Insert new keys and update changed rows; unchanged rows cost nothing."""
-        return self._run(self._load, table, rows, "upsert", Guards(max_deleted, max_changed, expect_rows))
+        return self._run(self._load, table, rows, "upsert", Guards(max_deleted, max_changed, expect_rows),
+                         _kept(stage, replace))
 
     def delete(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
-               expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
+               expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
+               replace: bool = False) -> WriteResult:
         """Delete the rows with these keys (tombstones in history)."""
-        return self._run(self._load, table, rows, "delete", Guards(max_deleted, max_changed, expect_rows))
+        return self._run(self._load, table, rows, "delete", Guards(max_deleted, max_changed, expect_rows),
+                         _kept(stage, replace))
 
     def sync(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
-             expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
+             expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
+             replace: bool = False) -> WriteResult:
         """Make ``table`` equal this full snapshot: only differences become versions.
-        ``max_deleted=0.05`` refuses a snapshot that would delete more than 5% of the rows."""
-        return self._run(self._load, table, rows, "sync", Guards(max_deleted, max_changed, expect_rows))
+        ``max_deleted=0.05`` refuses a snapshot that would delete more than 5% of the rows.
+        ``stage="name"``: keep the diff under that name for a look, write nothing (see above)."""
+        return self._run(self._load, table, rows, "sync", Guards(max_deleted, max_changed, expect_rows),
+                         _kept(stage, replace))
+
+    def publish(self, name: str) -> WriteResult:
+        """Write the stage ``name`` in this changeset, then drop it; refused (StaleStageError,
+        nothing written) when a key it stages changed in the table after it was staged."""
+        with translated():
+            table = _sql.value(self._db.conn, "select (select v.relid::text from rowver.staged s join rowver.versioned v"
+                                              " on v.id = s.table_id where s.name = %s)", (name,))
+        return self._run(self._publish, table or name, name)
 
     def revert(self, table: str, to: str | int) -> WriteResult:
         """Restore ``table`` as of ``to``; the reverted-from state stays readable."""
@@ -190,16 +210,18 @@ class Changeset:
 
     def load(self, table: str, path: str | os.PathLike[str], mode: str = "sync", *,
              max_deleted: Limit | None = None, max_changed: Limit | None = None,
-             expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
+             expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
+             replace: bool = False) -> WriteResult:
         """Rows from a CSV file whose header line names the columns, streamed to the server by
         COPY (which reads each value into its column's type), then applied as ``mode`` (sync,
         upsert, insert or delete) like the calls above, with the same limits. A bad value is one
         error naming the file's line and column; nothing is written."""
-        return self._run(self._load_file, table, os.fspath(path), mode, Guards(max_deleted, max_changed, expect_rows))
+        return self._run(self._load_file, table, os.fspath(path), mode, Guards(max_deleted, max_changed, expect_rows),
+                         _kept(stage, replace))
 
     # -- the statements behind them ------------------------------------------------------
 
-    def _load(self, table: str, rows: Any, mode: str, guards: Guards) -> WriteResult:
+    def _load(self, table: str, rows: Any, mode: str, guards: Guards, kept: Kept = None) -> WriteResult:
         conn = self._db.conn
         keys, known, json_cols = _table_shape(conn, table)
         columns, records = _frames.to_records(rows)
@@ -213,11 +235,11 @@ class Changeset:
                     cp.write_row(row)
         except (TypeError, ValueError, UnicodeError) as exc:  # a value psycopg cannot send
             raise InvalidInputError(f"a value for {table} cannot be sent: {shorten(str(exc))}") from exc
-        return _apply(conn, table, stage, mode, guards)
+        return _apply(conn, table, stage, mode, guards, kept)
 
-    def _load_file(self, table: str, path: str, mode: str, guards: Guards) -> WriteResult:
+    def _load_file(self, table: str, path: str, mode: str, guards: Guards, kept: Kept = None) -> WriteResult:
         if path.lower().endswith(".parquet"):
-            return self._load_parquet(table, path, mode, guards)
+            return self._load_parquet(table, path, mode, guards, kept)
         conn = self._db.conn
         keys, known, _ = _table_shape(conn, table)
         try:
@@ -240,9 +262,9 @@ class Changeset:
             raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, ", f"({path}: "),
                               sqlstate=error.sqlstate, hint=error.hint) from exc
         _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
-        return _apply(conn, table, stage, mode, guards)
+        return _apply(conn, table, stage, mode, guards, kept)
 
-    def _load_parquet(self, table: str, path: str, mode: str, guards: Guards) -> WriteResult:
+    def _load_parquet(self, table: str, path: str, mode: str, guards: Guards, kept: Kept = None) -> WriteResult:
         """A Parquet file, a record batch at a time, by COPY into the stage (each value sent as its
         Python value, read by the server into its column's type)."""
         conn = self._db.conn
@@ -264,7 +286,12 @@ class Changeset:
         except (TypeError, ValueError, UnicodeError, OSError) as exc:  # a value psycopg cannot send, a bad page
             raise InvalidInputError(f"a value in {path} cannot be sent to {table}: {shorten(str(exc))}") from exc
         _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
-        return _apply(conn, table, stage, mode, guards)
+        return _apply(conn, table, stage, mode, guards, kept)
+
+    def _publish(self, table: str, name: str) -> WriteResult:
+        inserted, updated, deleted, unchanged, version = _sql.one(
+            self._db.conn, "select * from rowver.publish(%s)", (name,))
+        return WriteResult(inserted, updated, deleted, unchanged, version=version)
 
     def _revert(self, table: str, ref: str) -> WriteResult:
         return WriteResult(*_sql.one(self._db.conn, "select * from rowver.revert(%s::regclass, %s)", (table, ref)))
@@ -309,10 +336,32 @@ def _counted(result: WriteResult) -> tuple[int, int, int, int]:
 
 
 
-def _apply(conn: psycopg.Connection, table: str, stage: str, mode: str, guards: Guards | None = None) -> WriteResult:
+Kept = tuple[str, bool] | None  # (stage name, replace) for a call kept for a look, not written
+
+
+def _kept(stage: str | None, replace: bool) -> Kept:
+    if stage is None:
+        if replace:
+            raise InvalidInputError("replace=True is for a call with stage='name'")
+        return None
+    if not isinstance(stage, str):
+        raise InvalidInputError(f"stage takes a name, not {stage!r}")
+    return stage, bool(replace)
+
+
+def _apply(conn: psycopg.Connection, table: str, stage: str, mode: str, guards: Guards | None = None,
+           kept: Kept = None) -> WriteResult:
     """Apply the staged rows to ``table`` as ``mode``, unless they pass a limit of ``guards``
-    (CheckFailedError, nothing written); what it did."""
+    (CheckFailedError, nothing written); what it did. With ``kept``, compute it and keep it as a
+    stage instead (rowver.stage_write): nothing written."""
     limits = guards.as_json() if guards is not None else None
+    if kept is not None:
+        if mode not in ("sync", "upsert", "delete"):
+            raise InvalidInputError(f"a stage holds a sync, upsert or delete, not {mode!r}")
+        inserted, updated, deleted, unchanged = _sql.one(
+            conn, "select * from rowver.stage_write(%s::regclass, %s::regclass, %s, %s::jsonb, %s, %s)",
+            (table, stage, mode, limits, *kept))
+        return WriteResult(inserted, updated, deleted, unchanged, stage=kept[0])
     if limits is None:
         inserted, updated, deleted, unchanged = _sql.one(
             conn, "select * from rowver.load(%s::regclass, %s::regclass, %s)", (table, stage, mode))

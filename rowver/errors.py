@@ -98,6 +98,24 @@ class CheckFailedError(RowverError):
         self.sample_keys = list(sample_keys or [])
 
 
+class StaleStageError(RowverError):
+    """A stage could not be published: keys it stages changed in the table after the version
+    it was computed against (``base``); nothing was written. ``keys`` holds up to 5 of them,
+    ``count`` how many changed."""
+
+    sqlstate = "RV002"  # rowver's own: rowver.refuse_stale_stage
+
+    def __init__(self, message: str, *, stage: str = "", table: str | None = None, base: int | None = None,
+                 count: int = 0, keys: list[dict[str, object]] | None = None,
+                 sqlstate: str | None = None, hint: str | None = None):
+        super().__init__(message, sqlstate=sqlstate, hint=hint)
+        self.stage = stage
+        self.table = table
+        self.base = base
+        self.count = count
+        self.keys = list(keys or [])
+
+
 # The one rule for the catalog: `rowver init` installs or upgrades it, and so does `rowver enable`
 # (db.enable), the first step on a new database; every other command on a database without it
 # (or with an older one) says so, in these words.
@@ -105,7 +123,7 @@ NOT_INSTALLED = ("rowver is not installed in this database, or is older than thi
                  "(or `rowver enable TABLE`, which installs it)")
 # a catalog table missing (a relation of schema rowver that rowver makes, not one a user names)
 _CATALOG = re.compile(r'relation "rowver\.(meta|slot|allocation|tracked|changeset|changeset_table|versioned|'
-                      r'column_life|retention|head_mark|head_log|tag|tag_log|follower|model|model_version|'
+                      r'column_life|retention|head_mark|head_log|tag|tag_log|follower|staged|staged_row|model|model_version|'
                       r'model_tensor|model_alias|model_chunk)" does not exist')
 
 # SQLSTATE (exact, or its two-character class) -> exception class.
@@ -139,6 +157,10 @@ def from_database(exc: psycopg.Error) -> RowverError:
         said = json.loads(diag.message_detail or "{}")
         return CheckFailedError(message, check=said.get("check", ""), table=said.get("table"),
                                 counts=said.get("counts"), sample_keys=said.get("keys"))
+    if state == StaleStageError.sqlstate:  # its detail holds the keys, as JSON
+        said = json.loads(diag.message_detail or "{}")
+        return StaleStageError(message, stage=said.get("stage", ""), table=said.get("table"), base=said.get("base"),
+                               count=int(said.get("count") or 0), keys=said.get("keys"), hint=diag.message_hint)
     if diag.context and "COPY" in diag.context:
         # a value the table's type cannot take: name the column and line it came from
         message = f"{message} ({diag.context.splitlines()[0]})"

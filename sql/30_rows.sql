@@ -261,7 +261,9 @@ end $$;
 -- Apply rows to tbl, set-based: from a staging relation, or (source null) from tbl as of
 -- version `at`. Modes: insert, upsert, delete, sync (upsert + delete keys not in source).
 -- Rows that are unchanged are not touched (NULL equals NULL, NaN equals NaN). Returns the
--- counts. guards (null: none): limits judged after the diff, before any write (check_guards).
+-- counts. guards (null: none): limits judged after the diff, before any write (check_guards);
+-- with "plan": true in guards (sync, upsert, delete), the diff is left in pg_temp.rv_diff and
+-- nothing is written (staging: sql/32_stage.sql).
 create or replace function rowver.apply_rows(tbl regclass, source regclass, mode text, at bigint, guards jsonb,
                                              out inserted bigint, out updated bigint,
                                              out deleted bigint, out unchanged bigint)
@@ -321,7 +323,14 @@ begin
     execute format('create temp table rv_diff on commit drop as select %s, %L::text as rv_op from %s s%s',
                    (select string_agg(format('s.%I', c), ', ') from unnest(r.key_columns) c), mode, src,
                    case when mode = 'delete' then format(' where exists (select from %s t where %s)', t, k) else '' end);
-    perform rowver.check_guards(tbl, mode, guards, total);
+    if guards - 'plan' <> '{}'::jsonb then
+      perform rowver.check_guards(tbl, mode, guards, total);
+    end if;
+    if guards ? 'plan' and mode = 'delete' then  -- staging (sql/32_stage.sql): the diff alone, nothing written
+      deleted := (select count(*) from pg_temp.rv_diff);
+      unchanged := total - deleted;
+      return;
+    end if;
   end if;
 
   if mode = 'insert' then
@@ -354,8 +363,15 @@ begin
     coalesce((select string_agg(rowver.same_value_sql(c, a.atttypid, 't', 's'), ' and ')
                 from unnest(vals) c join pg_catalog.pg_attribute a on a.attrelid = tbl and a.attname = c),
              'true'));
-  if guards is not null then
+  if guards is not null and guards - 'plan' <> '{}'::jsonb then
     perform rowver.check_guards(tbl, mode, guards, total);
+  end if;
+  if guards ? 'plan' then  -- staging (sql/32_stage.sql): the diff alone in pg_temp.rv_diff, nothing written
+    select count(*) filter (where d.rv_op = 'insert'), count(*) filter (where d.rv_op = 'update'),
+           count(*) filter (where d.rv_op = 'delete')
+      into inserted, updated, deleted from pg_temp.rv_diff d;
+    unchanged := total - inserted - updated;
+    return;
   end if;
   k := rowver.key_join_sql(tbl, r.key_columns, 't', 'd');
 

@@ -155,8 +155,13 @@ def history(
 @app.command()
 def diff(
     table: Table,
-    ref_a: Annotated[str, typer.Argument(metavar="REF_A", help="The older ref.", show_default=False)],
-    ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="The newer ref.")] = "head",
+    ref_a: Annotated[str | None, typer.Argument(
+        metavar="[REF_A]", help="The older ref (needed unless --staged).", show_default=False)] = None,
+    ref_b: Annotated[str, typer.Argument(metavar="[REF_B]", help="The newer ref.")] = "head",
+    staged: Annotated[str | None, typer.Option(
+        "--staged", metavar="NAME", show_default=False,
+        help="Instead of two refs: what publishing stage NAME would do, from the table as of the version it "
+        "was staged against.")] = None,
     columns: Annotated[str | None, typer.Option(
         "--columns", "-c", metavar="A,B",
         help="Only the key and these columns, and only rows where one of them differs.")] = None,
@@ -168,20 +173,28 @@ def diff(
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
-    """Rows added, removed and changed between two refs; for changed rows, old -> new."""
+    """Rows added, removed and changed between two refs, or by publishing a stage (--staged); for
+    changed rows, old -> new."""
     shown = shown_rows(limit, fmt)
     only = split(columns)
+    if staged is None and ref_a is None:
+        raise typer.BadParameter("give REF_A (and REF_B), or --staged NAME", param_hint="REF_A")
+    refs = (ref_a, ref_b) if staged is None else (None, None)
+    if staged is not None and ref_a is not None:
+        raise typer.BadParameter("--staged NAME takes no refs", param_hint="REF_A")
     with database(url) as db:
-        with _query.diff_stream(db, table, ref_a, ref_b, columns=only, where=where) as ((a, b), stream):
+        with _query.diff_stream(db, table, *refs, columns=only, where=where, staged=staged) as ((a, b), stream):
             if fmt is not Format.table:
                 _output.emit_stream(stream.columns, take(stream, shown), fmt)
                 return
             rows = [dict(zip(stream.columns, r)) for batch in take(stream, shown) for r in batch]
-        counts = _query.diff_counts(db, table, a, b, columns=only, where=where)
+        counts = _query.diff_counts(db, table, *((a, b) if staged is None else refs), columns=only, where=where,
+                                    staged=staged)
     total = sum(counts.values())
     more = f"; the first {len(rows):,} shown (--limit N shows more, --format csv every row)" if total > len(rows) else ""
     out = _output.console()
-    out.print(f"{table}, version {a} -> {b}: {counts['added']} added, {counts['removed']} removed, "
+    to = f"stage {staged}" if staged is not None else b
+    out.print(f"{table}, version {a} -> {to}: {counts['added']} added, {counts['removed']} removed, "
               f"{counts['changed']} changed{more}")
     if rows:
         with _output.paged(not no_pager, out):

@@ -1,5 +1,5 @@
 """Commands that change tables and what is versioned: init, enable, disable, refresh, load, truncate,
-prune, erase, ddl."""
+prune, erase, ddl, and staged changesets: publish, stages, unstage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .. import _guards, _output
+from .. import _guards, _output, _query
 from .._database import TRUSTED_WRITERS, redacted
 from .._output import Format
 from ._common import Author, DryRun, Fmt, Ignore, Keys, Message, Rewrite, Table, Triggers, Url, Yes, app, confirm, database
@@ -108,6 +108,11 @@ def load(
     expect_rows: Annotated[str | None, typer.Option(
         "--expect-rows", metavar="LO:HI", show_default=False,
         help="Refuse it unless the table then holds LO to HI rows (either may be left out: 1000:).")] = None,
+    stage: Annotated[str | None, typer.Option(
+        "--stage", metavar="NAME", show_default=False,
+        help="Write nothing: keep what the load would do under NAME, for a look (rowver diff TABLE --staged NAME) "
+        "and rowver publish NAME later (sync, upsert or delete; limits are judged now).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="With --stage: replace a stage of that name.")] = False,
     message: Message = None,
     author: Author = None,
     dry_run: DryRun = False,
@@ -120,12 +125,13 @@ def load(
         max_deleted=None if max_deleted is None else _guards.parse_limit("--max-deleted", max_deleted),
         max_changed=None if max_changed is None else _guards.parse_limit("--max-changed", max_changed),
         expect_rows=None if expect_rows is None else _guards.parse_bounds(expect_rows))
-    if mode is LoadMode.sync and not dry_run:
+    if mode is LoadMode.sync and not dry_run and stage is None:
         confirm(f"Make {table} equal {file} (rows whose keys it lacks are deleted)?", yes)
     with database(url) as db, _output.progress(f"loading {file} into {table}"):
         with db.changeset(message=message or f"load {file.name}", author=author, dry_run=dry_run) as cs:
             result = cs.load(table, file, mode.value, max_deleted=guards.max_deleted,
-                             max_changed=guards.max_changed, expect_rows=guards.expect_rows)
+                             max_changed=guards.max_changed, expect_rows=guards.expect_rows,
+                             stage=stage, replace=replace)
     version = None if dry_run else result.version
     if fmt is not Format.table:
         _output.emit(["table", "file", "mode", "version", "inserted", "updated", "deleted", "unchanged"],
@@ -133,7 +139,10 @@ def load(
                        result.unchanged)], fmt)
         return
     counts = f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted, {result.unchanged} unchanged"
-    if dry_run:
+    if stage is not None and not dry_run:
+        typer.echo(f"{table} from {file}: staged as {stage}, nothing written ({counts}); look with rowver diff "
+                   f"{table} --staged {stage}, write it with rowver publish {stage}")
+    elif dry_run:
         typer.echo(f"{table} from {file}: would be {counts} (dry run: nothing changed)")
     elif version is None:
         typer.echo(f"{table} already matches {file}; no new version")
@@ -200,3 +209,48 @@ def ddl(table: Table, key: Keys = None, triggers: Triggers = True, ignore: Ignor
     """Print the SQL that `rowver enable` would run, without running it."""
     with database(url) as db:
         typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite), nl=False)
+
+
+Stage = Annotated[str, typer.Argument(metavar="NAME", show_default=False, help="The stage's name.")]
+
+
+@app.command()
+def publish(
+    name: Stage,
+    message: Annotated[str | None, typer.Option(
+        "--message", "-m", help="The changeset's message (default: the stage's).")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="The changeset's author (default: the stage's).")] = None,
+    dry_run: DryRun = False,
+    url: Url = None,
+) -> None:
+    """Write a stage (rowver load --stage, cs.sync(..., stage=)) as one changeset, then drop it; refused,
+    naming the keys and writing nothing, if a key it stages changed in the table since it was staged."""
+    with database(url) as db:
+        result = db.publish(name, message=message, author=author, dry_run=dry_run)
+    counts = f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted"
+    if dry_run:
+        typer.echo(f"stage {name}: would be {counts} (dry run: nothing changed, the stage is kept)")
+    elif result.version is None:
+        typer.echo(f"stage {name} changed nothing; no new version; the stage is dropped")
+    else:
+        typer.echo(f"stage {name}: version {result.version}, {counts}; the stage is dropped")
+
+
+@app.command()
+def stages(
+    table: Annotated[str | None, typer.Argument(metavar="[TABLE]", help="Only this table's stages.")] = None,
+    url: Url = None,
+    fmt: Fmt = Format.table,
+) -> None:
+    """List stages kept for a look: table, mode, base version, counts, message, who and when."""
+    with database(url) as db:
+        found = _query.stages(db, table)
+    _output.emit(found.columns, found.rows, fmt, empty="No stages: rowver load TABLE FILE --stage NAME makes one")
+
+
+@app.command()
+def unstage(name: Stage, url: Url = None) -> None:
+    """Drop a stage without publishing it."""
+    with database(url) as db:
+        table = db.unstage(name)
+    typer.echo(f"stage {name} of {table} is dropped")
