@@ -313,10 +313,10 @@ def _history_query(db: Connected, table: str, key: Any) -> tuple[str, list[str]]
         key_json = json.dumps(where, default=str, allow_nan=False)  # dates, decimals, uuids: as text
     except ValueError:
         raise InvalidInputError(f"a key of {table} cannot be NaN or infinite: {where!r}") from None
-    with translated():
-        _sql.one(db.conn, "select rowver.check_key(%s::regclass, (rowver.registered(%s::regclass)).key_columns, %s::jsonb)",
-                 (table, table, key_json))
-        query = _sql.value(db.conn, "select rowver.history_sql(%s::regclass)", (table,))
+    with translated():  # (one round trip: the key checked, then the query made)
+        query = _sql.value(db.conn, "select rowver.history_sql(%s::regclass)"
+                           " from rowver.check_key(%s::regclass, (rowver.registered(%s::regclass)).key_columns, %s::jsonb)",
+                           (table, table, table, key_json))
     # built by rowver.history_sql: names quoted, operators and functions qualified
     return query, [key_json]
 
