@@ -289,3 +289,21 @@ def test_the_cli_shows_publishes_lists_and_drops_stages(conn: psycopg.Connection
     assert again.exit_code != 0 and "no stage 'spare'" in again.output and "Traceback" not in again.output
     empty = runner.invoke(app, ["diff", "items", "--url", db.url])
     assert empty.exit_code != 0 and "REF_A" in empty.output
+
+
+def test_on_a_table_with_row_level_security_only_the_stager_and_the_owner_read_a_stage(
+        conn: psycopg.Connection, db: rowver.Database, roles: dict[str, str]) -> None:
+    """A tenant never reads another tenant's staged rows: SELECT on a table under row-level
+    security does not open its stages."""
+    conn.execute("alter table items enable row level security")
+    conn.execute("create policy everyone on items using (true)")
+    conn.execute("select rowver.refresh('items')")
+    with rowver.connect(roles["writer"]) as writer, writer.changeset() as cs:
+        cs.sync("items", snapshot(), stage="nightly")
+    with rowver.connect(roles["reader"]) as reader:
+        with pytest.raises(rowver.PermissionDeniedError, match="may not read stage"):
+            reader.diff("items", staged="nightly")
+        assert reader.conn.execute("select count(*) from rowver.staged_row").fetchone() == (0,)
+    with rowver.connect(roles["writer"]) as writer:
+        assert len(writer.diff("items", staged="nightly", columns=["price"])) == 3  # 3 repriced, 10 gone, 11 new
+    assert len(db.diff("items", staged="nightly")) == 4  # the owner
