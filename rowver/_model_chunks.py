@@ -80,10 +80,15 @@ class WriteStats:
 # -- saving ------------------------------------------------------------------------------
 
 
+# told (bytes done, bytes in all) as a save or load goes: db.models' progress=
+Progress = Callable[[int, int], Any]
+
+
 def write(conn: psycopg.Connection, blobs: list[Blob], *, chunk_size: int = CHUNK_SIZE,
-          batch_bytes: int = BATCH_BYTES) -> tuple[list[Entry], WriteStats]:
+          batch_bytes: int = BATCH_BYTES, progress: Progress | None = None) -> tuple[list[Entry], WriteStats]:
     """Store every chunk of ``blobs`` that the server lacks; return the manifest entries."""
     entries = [Entry(b.kind, b.name, b.dtype, b.shape, b.nbytes, chunk_size) for b in blobs]
+    total = sum(b.nbytes for b in blobs)
     stats = WriteStats()
     known: set[bytes] = set()   # stored, or sent by this save
     batch: dict[bytes, Any] = {}
@@ -92,6 +97,8 @@ def write(conn: psycopg.Connection, blobs: list[Blob], *, chunk_size: int = CHUN
         entries[i].chunks.append(digest)
         stats.chunks += 1
         stats.total_bytes += len(data)
+        if progress is not None:
+            progress(stats.total_bytes, total)
         if digest in known or digest in batch:
             continue
         batch[digest] = data
@@ -167,7 +174,7 @@ def _flush(conn: psycopg.Connection, batch: dict[bytes, Any], known: set[bytes],
 
 
 def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, int, memoryview], Any], *,
-         what: str, verify: bool = True) -> None:
+         what: str, verify: bool = True, progress: Progress | None = None) -> None:
     """Stream every chunk of ``entries`` to ``sink(entry index, offset, data)`` in one
     binary COPY, verifying each hash in threads while the next chunks arrive. ``data`` is
     a view of libpq's own buffer: no intermediate copy is made.
@@ -193,7 +200,8 @@ def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, in
                 raise ModelIntegrityError(_where(what, entries[i], k) + " does not match its sha-256: "
                                           "the stored chunk is corrupt")
 
-    got = 0
+    got = done = 0
+    total = sum(e.nbytes for e in entries)
     pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="rowver-verify")
     try:
         with conn.cursor() as cur, cur.copy(query, (digests,)) as cp:
@@ -209,6 +217,9 @@ def read(conn: psycopg.Connection, entries: list[Entry], sink: Callable[[int, in
                     raise ModelIntegrityError(_where(what, entry, k) + f" has {len(data)} bytes, "
                                               f"expected {entry.chunk_length(k)}: the stored chunk is corrupt")
                 kept = sink(i, k * entry.chunk_size, data)
+                if progress is not None:
+                    done += len(data)
+                    progress(done, total)
                 if verify:
                     pending.append((pool.submit(_sha256, data if kept is None else kept), i, k))
                 settle(AHEAD if kept is None else len(where))

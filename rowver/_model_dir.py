@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 FORMAT = "rowver-model-export/1"
 
 
-def export(conn: psycopg.Connection, info: ModelVersion, entries: list[Entry], directory: Path) -> None:
+def export(conn: psycopg.Connection, info: ModelVersion, entries: list[Entry], directory: Path,
+           progress: chunks.Progress | None = None) -> None:
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInputError(f"{directory} exists and is not an empty directory")
     files = []
@@ -55,7 +56,7 @@ def export(conn: psycopg.Connection, info: ModelVersion, entries: list[Entry], d
         current[1].write(data)
 
     try:
-        chunks.read(conn, entries, sink, what=info.ref)
+        chunks.read(conn, entries, sink, what=info.ref, progress=progress)
     finally:
         if current[1] is not None:
             current[1].close()

@@ -111,9 +111,10 @@ class Models:
              artifacts: Mapping[str, Any] | None = None, data_version: str | int | Any = None,
              tags: Iterable[str] = (), description: str | None = None, code_revision: str | None = None,
              alias: str | None = None, author: str | None = None, message: str | None = None,
-             chunk_size: int = CHUNK_SIZE) -> ModelVersion:
+             chunk_size: int = CHUNK_SIZE, progress: chunks.Progress | None = None) -> ModelVersion:
         """Save a new version of ``name``; returns it. Weights map names to numpy arrays (any
         native dtype and shape) or torch tensors; artifacts map names to bytes or file paths.
+        ``progress(done, total)`` is told the bytes hashed and sent so far, chunk by chunk.
         ``data_version`` is a ref, or a training set (``db.training_set``'s frame or its attrs): it
         records the newest version the set read from, and the set's lineage as the data ref."""
         if isinstance(tags, str):
@@ -131,12 +132,13 @@ class Models:
         return self._save(name, blobs, params=_json("params", params), metrics=_json("metrics", metrics),
                           data_version=data_version, tags=list(tags), description=description,
                           code_revision=code_revision, alias=alias, author=author, message=message,
-                          chunk_size=chunk_size, data_ref=data_ref)
+                          chunk_size=chunk_size, data_ref=data_ref, progress=progress)
 
     def _save(self, name: str, blobs: list[Blob], *, params: str, metrics: str,
               data_version: str | int | None, tags: list[str], description: str | None,
               code_revision: str | None, alias: str | None, author: str | None, message: str | None,
-              chunk_size: int, expect_hash: str | None = None, data_ref: str | None = None) -> ModelVersion:
+              chunk_size: int, expect_hash: str | None = None, data_ref: str | None = None,
+              progress: chunks.Progress | None = None) -> ModelVersion:
         if not 1024 <= chunk_size <= 256 << 20:
             raise InvalidInputError("chunk_size must be between 1 KiB and 256 MiB")
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
@@ -159,7 +161,7 @@ class Models:
             seen.add((b.kind, b.name))
 
         with self._gc_waits():
-            entries, stats = self._write(blobs, chunk_size)
+            entries, stats = self._write(blobs, chunk_size, progress)
             for attempt in range(5):
                 args = (name, params, metrics, tags, description, version,
                         data_ref or (None if data_version is None else str(data_version)), code_revision, author,
@@ -179,7 +181,7 @@ class Models:
                         raise
                     # a chunk this save found stored is gone (gc from inside a transaction, or
                     # a manual delete): write what is missing again
-                    entries, stats = self._write(blobs, chunk_size)
+                    entries, stats = self._write(blobs, chunk_size, progress)
         self.last_write = stats
         return self.get(f"{name}/{saved}")
 
@@ -209,9 +211,10 @@ class Models:
                 with contextlib.suppress(psycopg.OperationalError):  # a lost session lost its locks
                     conn.execute("select pg_advisory_unlock_shared(key1, key2) from rowver.model_gc_lock()")
 
-    def _write(self, blobs: list[Blob], chunk_size: int) -> tuple[list[Entry], WriteStats]:
+    def _write(self, blobs: list[Blob], chunk_size: int,
+               progress: chunks.Progress | None) -> tuple[list[Entry], WriteStats]:
         with translated():
-            return chunks.write(self._conn, blobs, chunk_size=chunk_size)
+            return chunks.write(self._conn, blobs, chunk_size=chunk_size, progress=progress)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -228,9 +231,9 @@ class Models:
                                       " order by version", (name,)).fetchall()
         return self._infos([tuple(k) for k in keys])
 
-    def load(self, ref: str, *, verify: bool = True) -> Model:
+    def load(self, ref: str, *, verify: bool = True, progress: chunks.Progress | None = None) -> Model:
         """A model version with its weights and artifacts, every chunk hash verified.
-        Memory: the model once, plus a few chunks in flight."""
+        Memory: the model once, plus a few chunks in flight. ``progress(done, total)``: bytes."""
         info = self.get(ref)
         entries = self._manifest(info)
         buffers = [np.empty(e.nbytes, np.uint8) for e in entries]
@@ -241,7 +244,7 @@ class Models:
             return dest  # hashed here: what the caller gets is what is verified
 
         with translated():
-            chunks.read(self._conn, entries, sink, what=info.ref, verify=verify)
+            chunks.read(self._conn, entries, sink, what=info.ref, verify=verify, progress=progress)
         weights: dict[str, np.ndarray] = {}
         artifacts: dict[str, bytes] = {}
         for t, buf in zip(info.tensors, buffers):
@@ -252,15 +255,16 @@ class Models:
         meta = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
         return Model(**meta, weights=weights, artifacts=artifacts, lineage=self.lineage(info.ref))
 
-    def export(self, ref: str, directory: str | os.PathLike[str]) -> ModelVersion:
+    def export(self, ref: str, directory: str | os.PathLike[str], *,
+               progress: chunks.Progress | None = None) -> ModelVersion:
         """Write a model version to ``directory`` (.npy files, artifacts, manifest.json),
-        streaming: memory stays a few chunks whatever the model's size."""
+        streaming: memory stays a few chunks whatever the model's size. ``progress``: as load's."""
         from . import _model_dir
 
         info = self.get(ref)
         entries = self._manifest(info)
         with translated():
-            _model_dir.export(self._conn, info, entries, Path(directory))
+            _model_dir.export(self._conn, info, entries, Path(directory), progress)
         return info
 
     def _manifest(self, info: ModelVersion) -> list[Entry]:
@@ -277,9 +281,11 @@ class Models:
 
     def import_(self, directory: str | os.PathLike[str], *, name: str | None = None,
                 data_version: str | int | None = None, alias: str | None = None,
-                author: str | None = None, message: str | None = None) -> ModelVersion:
+                author: str | None = None, message: str | None = None,
+                progress: chunks.Progress | None = None) -> ModelVersion:
         """Save the export in ``directory`` as a new version (of ``name``, default the
-        exported model's name). Every file is checked against the manifest first."""
+        exported model's name). Every file is checked against the manifest first. ``progress``:
+        as save's."""
         from . import _model_dir
 
         meta, blobs = _model_dir.read(Path(directory))
@@ -289,7 +295,7 @@ class Models:
                           code_revision=meta.get("code_revision"), alias=alias, author=author,
                           message=message or f"import model {meta['model']}/{meta['version']}",
                           chunk_size=int(meta.get("chunk_size") or CHUNK_SIZE),
-                          expect_hash=meta.get("content_hash"))
+                          expect_hash=meta.get("content_hash"), progress=progress)
 
     # -- aliases ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from enum import Enum
@@ -81,6 +81,40 @@ def progress(message: str) -> Iterator[None]:
 
     with Console(stderr=True).status(message):
         yield
+
+
+def _quiet(done: int, total: int | None = None) -> None:
+    """Progress no one sees (not a terminal)."""
+
+
+@contextmanager
+def counting(what: str, *, unit: str = "rows") -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on stderr with counts and a rate (bytes or ``unit``), only when stderr is a
+    terminal; yields the callback the library's ``progress=`` takes: (done so far, total or None)."""
+    if not sys.stderr.isatty():
+        yield _quiet
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    counts = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [
+        MofNCompleteColumn(), TextColumn(unit), TextColumn("{task.fields[rate]}")]
+    with Progress(TextColumn("{task.description}"), BarColumn(), *counts, TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None, rate="")
+
+        def update(done: int, total: int | None = None) -> None:
+            speed = bar.tasks[task].speed
+            bar.update(task, completed=done, total=total, rate=f"{speed:,.0f} {unit}/s" if speed else "")
+        yield update
 
 
 # -- from frames to rows -------------------------------------------------------------------

@@ -504,3 +504,40 @@ def test_cli(db: rowver.Database, db_url: str, tmp_path: Path) -> None:
     assert "same ref" in rv(db_url, "compare", "churn/1", "churn/1", code=1)
     assert "KEY=VALUE" in rv(db_url, "search", "--param", "lr", code=1)
     assert "ok" in rv(db_url, "check")
+
+
+def test_progress_counts_the_bytes_of_a_save_a_load_an_export_and_an_import(db: rowver.Database, db_url: str,
+                                                                              tmp_path: Path) -> None:
+    weights = {"w": np.arange(300_000, dtype=np.float64), "b": np.ones(10, np.float32)}
+    total = sum(a.nbytes for a in weights.values())
+    for_each: dict[str, list[tuple[int, int]]] = {"save": [], "load": [], "export": [], "import": []}
+    db.models.save("prog", weights=weights, chunk_size=64 << 10, progress=lambda d, t: for_each["save"].append((d, t)))
+    db.models.load("prog/1", progress=lambda d, t: for_each["load"].append((d, t)))
+    db.models.export("prog/1", tmp_path / "out", progress=lambda d, t: for_each["export"].append((d, t)))
+    db.models.import_(tmp_path / "out", name="prog2", progress=lambda d, t: for_each["import"].append((d, t)))
+    for what, calls in for_each.items():
+        done = [d for d, _ in calls]
+        assert len(calls) >= 30 and done == sorted(done) and calls[-1] == (total, total), (what, calls[-3:])
+
+    # the CLI draws it on a terminal, and only there
+    import pty
+
+    leader, follower = pty.openpty()
+    done = subprocess.run([str(Path(sys.executable).parent / "rowver"), "model", "export", "prog/1",
+                           str(tmp_path / "again"), "--url", db_url], stdout=subprocess.PIPE, stderr=follower,
+                          text=True, timeout=120)
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            part = os.read(leader, 1 << 16)
+        except OSError:
+            break
+        if not part:
+            break
+        drawn += part
+    os.close(leader)
+    assert done.returncode == 0 and "is in" in done.stdout and b"exporting prog/1" in drawn
+    piped = subprocess.run([str(Path(sys.executable).parent / "rowver"), "model", "export", "prog/1",
+                            str(tmp_path / "third"), "--url", db_url], capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""

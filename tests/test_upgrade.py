@@ -124,7 +124,8 @@ SHAPE = {
     "constraints": """select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint
                        where connamespace = 'rowver'::regnamespace""",
     "triggers": """select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger
-                    where not tgisinternal and tgrelid in (select oid from pg_class where relnamespace = 'rowver'::regnamespace)""",
+                    where not tgisinternal
+                      and tgrelid in (select oid from pg_class where relnamespace = 'rowver'::regnamespace)""",
     "policies": "select tablename, policyname, cmd, roles::text, qual, with_check from pg_policies where schemaname = 'rowver'",
     "functions": """select p.oid::regprocedure::text, pg_get_function_result(p.oid), md5(p.prosrc), p.prosecdef,
                            coalesce(p.proconfig::text, ''), p.provolatile, proowner::regrole::text,

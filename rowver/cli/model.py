@@ -182,8 +182,8 @@ def export_(ref: Ref, directory: Annotated[Path, typer.Argument(metavar="DIR", s
                                                                  help="A new or empty directory.")],
             url: Url = None) -> None:
     """Write a model version to DIR: .npy weights, artifacts and manifest.json."""
-    with _models(url) as models, _output.progress(f"exporting {ref}"):
-        v = models.export(ref, directory)
+    with _models(url) as models, _output.counting(f"exporting {ref}", unit="bytes") as progress:
+        v = models.export(ref, directory, progress=progress)
     typer.echo(f"{v.ref} ({v.nbytes} bytes, content hash {v.content_hash[:12]}) is in {directory}")
 
 
@@ -196,9 +196,9 @@ def import_(directory: Annotated[Path, typer.Argument(metavar="DIR", show_defaul
             alias: Annotated[str | None, typer.Option("--alias", help="Point this alias at it.")] = None,
             message: Message = None, author: Author = None, url: Url = None) -> None:
     """Save an exported model version as a new version; every file is verified first."""
-    with _models(url) as models, _output.progress(f"importing {directory}"):
+    with _models(url) as models, _output.counting(f"importing {directory}", unit="bytes") as progress:
         v = models.import_(directory, name=name, data_version=data_version, alias=alias,
-                           message=message, author=author)
+                           message=message, author=author, progress=progress)
     typer.echo(f"imported as {v.ref} (content hash {v.content_hash[:12]}, changeset {v.changeset})")
 
 
