@@ -12,8 +12,8 @@ the changesets since the version exported before (versions, authors, messages) a
 tags on the version; the table's property ``rowver.version`` is the newest version exported.
 The first export appends the whole table; a later one reads only the keys that changed in
 between (the change feed's ``rowver.changed_keys_sql``), deletes those keys' rows and appends
-their states as of the new version: a delete snapshot (untagged, summary ``rowver.step``) then
-the append, committed together or not at all. It falls back to a full overwrite when that
+their states as of the new version, in one overwrite snapshot (each data file holding a changed
+key is rewritten without those rows: pyiceberg writes no delete files). It falls back to a full overwrite when that
 would not be exact or cheap: a composite key, a key that is neither an integer nor text, a
 column added or dropped in between, or history pruned in between. A version exported already
 writes nothing; an older one than the newest there is refused.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from psycopg import sql
 from . import _export, _refs, _sql
 from ._export import BATCH, ExportResult, _Column
 from ._sql import Connected
-from .errors import InvalidInputError, ServerError, UnsupportedError, translated
+from .errors import ConflictError, InvalidInputError, ServerError, UnsupportedError, translated
 
 NAMESPACE = "rowver"
 CATALOG_FILE = "catalog.db"
@@ -179,6 +178,7 @@ def _iceberg_column(pa: Any, table: str, column: _Column) -> _Column:
 def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str], source: _Source,
            last: int | None, columns: list[_Column], schema: Any, warehouse: Path, batch: int) -> ExportResult:
     """One catalog commit: the version's rows (all, or the changed keys'), its tag and properties."""
+    from pyiceberg.exceptions import CommitFailedException
     from pyiceberg.table.update.snapshot import ManageSnapshots
 
     summary = _summary(db, source, last)
@@ -203,23 +203,55 @@ def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str]
         key, values = changed_keys
         summary["rowver.export"] = "changes"
         summary["rowver.changed-keys"] = str(len(values))
-        if values:
-            from pyiceberg.expressions import In
-
-            key_in: Any = In  # (a pydantic model: its signature is not the one mypy reads)
-            with warnings.catch_warnings():  # (keys only inserted since match no row: that is no news)
-                warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                tx.delete(key_in(key, values), snapshot_properties={
-                    "rowver.table": source.name,
-                    "rowver.step": f"deleting the rows changed up to version {source.version}"})
         reader = _reader(db, _changed_query(db, source, last, columns), columns, schema, batch, counted)
-        tx.append(reader, snapshot_properties=summary)
+        _replace_changed(tx, target, key, values, reader, summary)
     snapshot_id = tx.table_metadata.current_snapshot().snapshot_id
     ManageSnapshots(tx).create_tag(snapshot_id, f"v{source.version}").commit()
     if target is not None:
         tx.set_properties(properties)
-    tx.commit_transaction()
+    try:
+        tx.commit_transaction()
+    except CommitFailedException as exc:
+        raise ConflictError(f"another commit to Iceberg table {'.'.join(identifier)} came first; export again") from exc
     return _result(catalog.load_table(identifier), source, snapshot_id, written=True, changed=counted[0])
+
+
+def _replace_changed(tx: Any, target: Any, key: str, values: list[Any], reader: Any, summary: dict[str, str]) -> None:
+    """One overwrite snapshot: each data file holding a changed key rewritten without those rows
+    (copy-on-write, a file at a time, as pyiceberg's own delete), and the keys' new states appended.
+    (pyiceberg's delete then append would make two snapshots and, binding a filter of every key
+    once per file and manifest, cost more than the rewrite itself.)"""
+    import itertools
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+
+    metadata = tx.table_metadata
+    changed = pa.array(values)
+    counter = itertools.count(0)
+
+    def read(task: Any, projected: Any) -> Any:
+        return ArrowScan(table_metadata=metadata, io=target.io, projected_schema=projected,
+                         row_filter=AlwaysTrue()).to_table(tasks=[task])
+
+    with tx.update_snapshot(snapshot_properties=summary).overwrite() as snapshot:
+        def add(rows: Any) -> None:
+            for data_file in _dataframe_to_data_files(table_metadata=metadata, df=rows, io=target.io,
+                                                      write_uuid=snapshot.commit_uuid, counter=counter):
+                snapshot.append_data_file(data_file)
+
+        for task in target.scan().plan_files():
+            keys = read(task, metadata.schema().select(key)).column(key)  # (the key alone: a file untouched costs that)
+            hit = pc.is_in(keys, value_set=changed.cast(keys.type))
+            if not pc.any(hit).as_py():
+                continue
+            snapshot.delete_data_file(task.file)
+            kept = read(task, metadata.schema()).filter(pc.invert(hit))
+            if kept.num_rows:
+                add(kept)
+        add(reader)
 
 
 def _schema_differs(target: Any, schema: Any) -> bool:

@@ -45,39 +45,46 @@ def expected(db: rowver.Database, table: str, v: int) -> tuple[list[str], list[d
     return want.columns, records
 
 
-def changed_state(conn: psycopg.Connection) -> int:
+def changed_state(db: rowver.Database) -> int:
     """A fourth version: a key changes (3 becomes 6), and another row's values."""
-    with conn.transaction():
-        conn.execute("update wide set id = 6 where id = 3")
-        conn.execute("update wide set f8 = null, texts = '{\"new\"}' where id = 1")
-    return version(conn)
+    with db.changeset(message="move 3 to 6", author="ana"):
+        db.conn.execute("update wide set id = 6 where id = 3")
+        db.conn.execute("update wide set f8 = null, texts = '{\"new\"}' where id = 1")
+    return version(db.conn)
 
 
 def test_each_version_is_a_tagged_snapshot_equal_to_the_table_as_of_it(db_url: str, conn: psycopg.Connection,
                                                                       tmp_path: Path) -> None:
     versions = make_wide(conn)
     conn.execute("select rowver.tag('last', %s)", (str(versions[2]),))
-    versions.append(changed_state(conn))
     db = rowver.connect(db_url)
+    versions.append(changed_state(db))
+    conn.execute("create table other (id int primary key)")
+    conn.execute("select rowver.enable('other')")
+    conn.execute("insert into other values (1)")
+    versions.append(version(conn))  # (wide unchanged)
     with pytest.raises(rowver.UnsupportedError, match="column big of wide is numeric.50,10., wider than Iceberg"):
         db.export("wide", tmp_path, versions[0], format="iceberg")
     results = [db.export("wide", tmp_path, v, format="iceberg", cast=CASTS) for v in versions]
-    assert [r.written for r in results] == [True] * 4
-    assert [r.changed for r in results] == [4, 2, 1, 2]  # (all; then the changed keys still there)
+    assert [r.written for r in results] == [True] * 5
+    assert [r.changed for r in results] == [4, 2, 1, 2, 0]  # (all; then the changed keys still there)
     table = catalog(tmp_path).load_table("rowver.public_wide")
     assert table.properties["rowver.version"] == str(versions[-1])
     for v, result in zip(versions, results):
         assert read_tag(table, f"v{v}") == expected(db, "wide", v)
         summary = table.snapshot_by_name(f"v{v}").summary
         assert summary["rowver.version"] == str(v) and summary["rowver.table"] == "public.wide"
-        # the changesets after the version exported before (one each), or, first, all up to it
-        assert summary["rowver.changesets"].split(",")[-1] == str(v)
-        assert v == versions[0] or summary["rowver.changesets"] == str(v)
         assert result.rows == len(expected(db, "wide", v)[1]) == int(summary["total-records"])
+    # the changesets of wide after the version exported before: all up to it, one, one, one, none
+    changesets = [table.snapshot_by_name(f"v{v}").summary["rowver.changesets"] for v in versions]
+    assert changesets[0].split(",")[-1] == str(versions[0])
+    assert changesets[1:] == [str(v) for v in versions[1:4]] + [""]
     summaries = [table.snapshot_by_name(f"v{v}").summary for v in versions]
-    assert [s["rowver.export"] for s in summaries] == ["full", "changes", "changes", "changes"]
-    assert [s.get("rowver.changed-keys") for s in summaries] == [None, "3", "2", "3"]  # (3 and 6: both)
+    assert [s["rowver.export"] for s in summaries] == ["full", "changes", "changes", "changes", "changes"]
+    assert [s.get("rowver.changed-keys") for s in summaries] == [None, "3", "2", "3", "0"]  # (3 and 6: both)
+    assert len(table.snapshots()) == len(versions)  # (one snapshot per version: the tagged one)
     assert summaries[2]["rowver.tags"] == "last" and summaries[2]["rowver.since"] == str(versions[1])
+    assert summaries[3]["rowver.authors"] == "ana" and summaries[3]["rowver.messages"] == f"{versions[3]}: move 3 to 6"
     schema = {f.name: str(f.field_type) for f in table.schema().fields}
     assert schema["i2"] == "int" and schema["tstz"] == "timestamptz" and schema["tm"] == "time"
     assert schema["n"] == "decimal(12, 3)" and schema["prices"] == "list<decimal(8, 2)>"
