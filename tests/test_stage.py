@@ -307,3 +307,20 @@ def test_on_a_table_with_row_level_security_only_the_stager_and_the_owner_read_a
     with rowver.connect(roles["writer"]) as writer:
         assert len(writer.diff("items", staged="nightly", columns=["price"])) == 3  # 3 repriced, 10 gone, 11 new
     assert len(db.diff("items", staged="nightly")) == 4  # the owner
+
+
+def test_rowver_load_stage_keeps_a_file_for_a_look(conn: psycopg.Connection, db: rowver.Database,
+                                                  tmp_path: Any) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text("id,name,price\n" + "".join(f"{r['id']},{r['name']},{r['price']}\n" for r in snapshot()))
+    before = state(conn, db)
+    kept = runner.invoke(app, ["load", "items", str(path), "--stage", "from-file", "--url", db.url])
+    assert kept.exit_code == 0, kept.output
+    assert "staged as from-file, nothing written (1 inserted, 2 updated, 1 deleted, 7 unchanged)" in kept.output
+    assert state(conn, db) == before
+    again = runner.invoke(app, ["load", "items", str(path), "--stage", "from-file", "--url", db.url])
+    assert again.exit_code != 0 and "already exists" in again.output
+    assert runner.invoke(app, ["load", "items", str(path), "--stage", "from-file", "--replace",
+                               "--url", db.url]).exit_code == 0
+    assert db.publish("from-file").version is not None
+    assert rows_now(conn) == [(r["id"], r["name"], r["price"]) for r in snapshot()]
