@@ -6,17 +6,18 @@ or any SQLAlchemy URL given as ``catalog`` (a PostgreSQL one, ``postgresql://...
 versioned database itself: pyiceberg keeps two tables there, ``iceberg_tables`` and
 ``iceberg_namespace_properties``). The table is ``rowver.<schema>_<table>`` unless named.
 
-Each exported version is one catalog commit: its last snapshot holds the table as of that
-version, is tagged ``v<version>``, and its summary names ``rowver.table``, ``rowver.version``,
-the changesets since the version exported before (versions, authors, messages) and the rowver
-tags on the version; the table's property ``rowver.version`` is the newest version exported.
-The first export appends the whole table; a later one reads only the keys that changed in
-between (the change feed's ``rowver.changed_keys_sql``), deletes those keys' rows and appends
-their states as of the new version, in one overwrite snapshot (each data file holding a changed
-key is rewritten without those rows: pyiceberg writes no delete files). It falls back to a full overwrite when that
-would not be exact or cheap: a composite key, a key that is neither an integer nor text, a
-column added or dropped in between, or history pruned in between. A version exported already
-writes nothing; an older one than the newest there is refused.
+Each exported version is one catalog commit and one snapshot: the table as of that version,
+tagged ``v<version>``, its summary naming ``rowver.table``, ``rowver.version``, the changesets
+since the version exported before (versions, authors, messages) and the rowver tags on the
+version; the table's property ``rowver.version`` is the newest version exported. The first
+export appends the whole table; a later one reads only the keys that changed in between (the
+change feed's ``rowver.changed_keys_sql``) and their states as of the new version, and writes an
+overwrite snapshot: each data file holding a changed key rewritten without those rows
+(copy-on-write: pyiceberg writes no delete files), the new states appended. It overwrites the
+whole table instead when deleting by key would not be exact or cheap: a composite key, a key that
+is neither an integer nor text, a column added or dropped in between (the Iceberg table's schema
+follows, in the same commit), or history pruned in between. A version exported already writes
+nothing; an older one than the newest there is refused.
 
 Types are the Parquet export's (``_export``), except that smallint becomes Iceberg's int and a
 numeric over 38 digits (Iceberg's widest decimal) is an error naming the column, or a cast.
@@ -189,22 +190,24 @@ def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str]
                                               location=(warehouse / identifier[0] / identifier[1]).as_uri())
     else:
         tx = target.transaction()
-        if _schema_differs(target, schema):
-            raise UnsupportedError(f"the columns of {source.name} changed since version {last}, which Iceberg table "
-                                   f"{'.'.join(identifier)} holds: export to another table (--as) or warehouse")
-    changed_keys = None if last is None else _changed_keys(db, source, last, columns)
+        evolved = _schema_differs(target, schema)
+        if evolved:
+            _evolve(tx, target, schema, source, identifier, last)
+    changed_keys = None if last is None or evolved else _changed_keys(db, source, last, columns)
     counted = [0]
-    if changed_keys is None:  # everything: the first export, or a full overwrite
-        summary["rowver.export"] = "full" if last is None else "full overwrite"
-        reader = _reader(db, _full_query(source, columns), columns, schema, batch, counted)
-        (tx.append if last is None else tx.overwrite)(reader, snapshot_properties=summary)
+    if last is None:  # the first export: everything
+        summary["rowver.export"] = "full"
+        tx.append(_reader(db, _full_query(source, columns), columns, schema, batch, counted),
+                  snapshot_properties=summary)
+    elif changed_keys is None:
+        summary["rowver.export"] = "full overwrite"
+        _replace(tx, target, _reader(db, _full_query(source, columns), columns, schema, batch, counted), summary)
     else:
-        assert last is not None  # (changed keys: only after a former export)
         key, values = changed_keys
         summary["rowver.export"] = "changes"
         summary["rowver.changed-keys"] = str(len(values))
         reader = _reader(db, _changed_query(db, source, last, columns), columns, schema, batch, counted)
-        _replace_changed(tx, target, key, values, reader, summary)
+        _replace(tx, target, reader, summary, key, values)
     snapshot_id = tx.table_metadata.current_snapshot().snapshot_id
     ManageSnapshots(tx).create_tag(snapshot_id, f"v{source.version}").commit()
     if target is not None:
@@ -216,11 +219,12 @@ def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str]
     return _result(catalog.load_table(identifier), source, snapshot_id, written=True, changed=counted[0])
 
 
-def _replace_changed(tx: Any, target: Any, key: str, values: list[Any], reader: Any, summary: dict[str, str]) -> None:
-    """One overwrite snapshot: each data file holding a changed key rewritten without those rows
-    (copy-on-write, a file at a time, as pyiceberg's own delete), and the keys' new states appended.
-    (pyiceberg's delete then append would make two snapshots and, binding a filter of every key
-    once per file and manifest, cost more than the rewrite itself.)"""
+def _replace(tx: Any, target: Any, reader: Any, summary: dict[str, str], key: str | None = None,
+             values: list[Any] | None = None) -> None:
+    """One overwrite snapshot: each data file holding a changed key (without a key: every data
+    file) rewritten without those rows (copy-on-write, a file at a time, as pyiceberg's own delete),
+    and the reader's rows appended. (pyiceberg's delete then append would make two snapshots and,
+    binding a filter of every key once per file and manifest, cost more than the rewrite itself.)"""
     import itertools
 
     import pyarrow as pa
@@ -229,7 +233,7 @@ def _replace_changed(tx: Any, target: Any, key: str, values: list[Any], reader: 
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 
     metadata = tx.table_metadata
-    changed = pa.array(values)
+    changed = pa.array(values or [])
     counter = itertools.count(0)
 
     def read(task: Any, projected: Any) -> Any:
@@ -243,6 +247,9 @@ def _replace_changed(tx: Any, target: Any, key: str, values: list[Any], reader: 
                 snapshot.append_data_file(data_file)
 
         for task in target.scan().plan_files():
+            if key is None:
+                snapshot.delete_data_file(task.file)
+                continue
             keys = read(task, metadata.schema().select(key)).column(key)  # (the key alone: a file untouched costs that)
             hit = pc.is_in(keys, value_set=changed.cast(keys.type))
             if not pc.any(hit).as_py():
@@ -252,6 +259,22 @@ def _replace_changed(tx: Any, target: Any, key: str, values: list[Any], reader: 
             if kept.num_rows:
                 add(kept)
         add(reader)
+
+
+def _evolve(tx: Any, target: Any, schema: Any, source: _Source, identifier: tuple[str, str], last: int | None) -> None:
+    """The Iceberg table's columns made the exported ones, in the commit: those added since
+    ``last`` added, those dropped deleted (old snapshots keep the schema they were written with)."""
+    from pyiceberg.exceptions import ValidationError
+
+    try:
+        with tx.update_schema() as update:
+            update.union_by_name(schema)
+            for gone in [f.name for f in target.schema().fields if f.name not in schema.names]:
+                update.delete_column(gone)
+    except (ValidationError, ValueError) as exc:
+        raise UnsupportedError(f"the columns of {source.name} changed since version {last} in a way Iceberg table "
+                               f"{'.'.join(identifier)} cannot follow ({exc}): export to another table (--as) "
+                               "or warehouse") from exc
 
 
 def _schema_differs(target: Any, schema: Any) -> bool:

@@ -130,6 +130,7 @@ def test_a_catalog_in_postgres_a_name_a_composite_key_and_the_cli(db_url: str, c
     try:
         table = in_postgres.load_table("lake.pairs")
         assert table.snapshot_by_name(f"v{second}").summary["rowver.export"] == "full overwrite"
+        assert len(table.snapshots()) == 2  # (one each)
         for v in (first, second):
             got = sorted(table.scan().use_ref(f"v{v}").to_arrow().to_pylist(), key=lambda r: (r["id"], r["part"]))
             want = db.read("pairs", v)
@@ -174,3 +175,40 @@ def test_pyiceberg_missing_is_one_clear_error(db_url: str, conn: psycopg.Connect
     monkeypatch.setitem(sys.modules, "pyiceberg.catalog.sql", None)
     with pytest.raises(rowver.UnsupportedError, match=r"pip install 'rowver\[iceberg\]'"):
         rowver.connect(db_url).export("t", tmp_path, format="iceberg")
+
+
+def test_columns_added_or_dropped_in_between_overwrite_the_whole_table(db_url: str, tmp_path: Path) -> None:
+    db = rowver.connect(db_url)
+    c = db.conn
+    c.execute("create table acct (id int primary key, owner text, tier text)")
+    c.execute("select rowver.enable('acct')")
+    c.execute("insert into acct values (1, 'ann', 'gold'), (2, 'bo', null), (3, 'cy', 'basic')")
+
+    def export_and_read(tag_rows: dict[int, list[dict[str, Any]]]) -> Any:
+        v = version(c)
+        db.export("acct", tmp_path, v, format="iceberg")
+        want = db.read("acct", v)
+        tag_rows[v] = [dict(zip(want.columns, row)) for row in want.rows]
+        return catalog(tmp_path).load_table("rowver.public_acct")
+
+    def rows_at(table: Any, v: int) -> list[dict[str, Any]]:
+        return sorted(table.scan().use_ref(f"v{v}").to_arrow().to_pylist(), key=lambda r: r["id"])
+
+    exported: dict[int, list[dict[str, Any]]] = {}
+    export_and_read(exported)
+    with c.transaction():
+        c.execute("alter table acct add column region text not null default 'eu'")
+        db.refresh("acct")
+    c.execute("update acct set owner = 'zed', region = 'us' where id = 1")
+    export_and_read(exported)
+    db.alter("acct", "drop column tier")
+    c.execute("update acct set owner = 'amy' where id = 2")
+    table = export_and_read(exported)
+    first, second, third = exported
+    assert [table.snapshot_by_name(f"v{v}").summary["rowver.export"] for v in exported] == \
+        ["full", "full overwrite", "full overwrite"]
+    assert len(table.snapshots()) == 3
+    for v, rows in exported.items():  # each tag as exported, in the columns it had then
+        assert rows_at(table, v) == rows
+    assert "region" not in rows_at(table, first)[0] and "tier" not in rows_at(table, third)[0]
+    assert [f.name for f in table.schema().fields] == ["id", "owner", "rv_version", "region"]
