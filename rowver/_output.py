@@ -25,7 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -185,7 +185,18 @@ def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
     out, n = sys.stdout, 0
     if fmt is Format.csv:
         out.write(to_csv(columns, []))
+    with counting("writing") if not out.isatty() else nullcontext(_quiet) as progress:  # (bar beside a file)
+        n = _stream_rows(out, columns, batches, fmt, type_oids, progress)
+    if fmt is Format.json:
+        out.write("\n]\n" if n else "[]\n")
+    return n
+
+
+def _stream_rows(out: Any, columns: Sequence[str], batches: Iterable[Rows], fmt: Format, type_oids: Sequence[int],
+                 progress: Callable[[int, int | None], None]) -> int:
+    n = 0
     for rows in batches:
+        progress(n + len(rows), None)
         if fmt is Format.csv:
             out.write(to_csv(columns, rows, type_oids, header=False))
         elif fmt is Format.jsonl:
@@ -196,8 +207,6 @@ def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
                 n += 1
             continue
         n += len(rows)
-    if fmt is Format.json:
-        out.write("\n]\n" if n else "[]\n")
     return n
 
 

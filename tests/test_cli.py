@@ -890,6 +890,19 @@ def test_load_a_parquet_file(conn: psycopg.Connection, db_url: str, tmp_path: Pa
     assert conn.execute("select count(*) from rowver.changeset").fetchone() == before
 
 
+def test_a_long_read_to_a_file_counts_its_rows_on_the_terminal(conn: psycopg.Connection, db_url: str,
+                                                               tmp_path: Path) -> None:
+    from terminal import stderr_on_terminal
+
+    conn.execute("create table many (id int primary key, v text)")
+    conn.execute("insert into many select g, 'v' || g from generate_series(1, 30000) g")
+    rv(db_url, "enable", "many")
+    with open(tmp_path / "many.csv", "w") as out:
+        done, drawn = stderr_on_terminal([_console_script(), "show", "many", "--format", "csv", "--url", db_url], out)
+    assert done.returncode == 0 and b"30000/?" in drawn and b"rows/s" in drawn
+    assert (tmp_path / "many.csv").read_text() == rv(db_url, "show", "many", "--format", "csv").stdout  # (no bar here)
+
+
 def test_diff_and_changes_at_size_stream_and_limit(conn: psycopg.Connection, db_url: str) -> None:
     """diff and changes stream csv and json (every row) and show 1,000 rows as a table unless
     --limit; diff's counts cover every row however many are shown."""

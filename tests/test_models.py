@@ -520,23 +520,10 @@ def test_progress_counts_the_bytes_of_a_save_a_load_an_export_and_an_import(db: 
         assert len(calls) >= 30 and done == sorted(done) and calls[-1] == (total, total), (what, calls[-3:])
 
     # the CLI draws it on a terminal, and only there
-    import pty
+    from terminal import stderr_on_terminal
 
-    leader, follower = pty.openpty()
-    done = subprocess.run([str(Path(sys.executable).parent / "rowver"), "model", "export", "prog/1",
-                           str(tmp_path / "again"), "--url", db_url], stdout=subprocess.PIPE, stderr=follower,
-                          text=True, timeout=120)
-    os.close(follower)
-    drawn = b""
-    while True:
-        try:
-            part = os.read(leader, 1 << 16)
-        except OSError:
-            break
-        if not part:
-            break
-        drawn += part
-    os.close(leader)
+    done, drawn = stderr_on_terminal([str(Path(sys.executable).parent / "rowver"), "model", "export", "prog/1",
+                                      str(tmp_path / "again"), "--url", db_url])
     assert done.returncode == 0 and "is in" in done.stdout and b"exporting prog/1" in drawn
     piped = subprocess.run([str(Path(sys.executable).parent / "rowver"), "model", "export", "prog/1",
                             str(tmp_path / "third"), "--url", db_url], capture_output=True, text=True, timeout=120)
