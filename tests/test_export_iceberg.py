@@ -212,3 +212,23 @@ def test_columns_added_or_dropped_in_between_overwrite_the_whole_table(db_url: s
         assert rows_at(table, v) == rows
     assert "region" not in rows_at(table, first)[0] and "tier" not in rows_at(table, third)[0]
     assert [f.name for f in table.schema().fields] == ["id", "owner", "rv_version", "region"]
+
+
+def test_history_pruned_past_the_version_there_overwrites_the_whole_table(db_url: str, tmp_path: Path) -> None:
+    db = rowver.connect(db_url)
+    c = db.conn
+    c.execute("create table t (id int primary key, v text)")
+    c.execute("select rowver.enable('t')")
+    c.execute("insert into t select g, 'a' || g from generate_series(1, 20) g")
+    db.export("t", tmp_path, format="iceberg")
+    c.execute("update t set v = 'b' where id <= 5")
+    c.execute("delete from t where id > 15")
+    last = version(c)
+    c.execute("update t set v = 'c' where id = 1")
+    assert db.prune("t", last) > 0  # (the version exported is no longer readable)
+    result = db.export("t", tmp_path, format="iceberg")
+    table = catalog(tmp_path).load_table("rowver.public_t")
+    assert table.snapshot_by_name(f"v{result.version}").summary["rowver.export"] == "full overwrite"
+    want = db.read("t", result.version)
+    got = sorted(table.scan().use_ref(f"v{result.version}").to_arrow().to_pylist(), key=lambda r: r["id"])
+    assert got == [dict(zip(want.columns, row)) for row in want.rows] and result.changed == result.rows == 15
