@@ -189,6 +189,29 @@ def test_a_diff_that_would_take_seconds_asks_first(db_url: str, conn: psycopg.Co
     assert full["counts"] == {"added": 0, "removed": 0, "changed": 25000} and len(full["rows"]) == 200
 
 
+def test_a_stage_waits_on_the_home_page_and_shows_what_publishing_would_do(db_url: str, conn: psycopg.Connection,
+                                                                          start_ui: Any) -> None:
+    conn.execute("create table items (id int primary key, price int)")
+    conn.execute("insert into items select g, g from generate_series(1, 5) g")
+    with rowver.connect(db_url) as db:
+        db.enable("items")
+        with db.changeset(message="nightly prices") as cs:
+            cs.sync("items", [{"id": 1, "price": 10}, {"id": 2, "price": 2}, {"id": 6, "price": 6}], stage="nightly")
+        head = db.head()
+    ui = start_ui()
+    [stage] = ui.json("/")["stages"]
+    assert (stage["name"], stage["table"], stage["inserted"], stage["updated"], stage["deleted"]) == \
+        ("nightly", "items", 1, 1, 3)
+    page = ui.json("/diff?t=items&staged=nightly")
+    assert page["counts"] == {"added": 1, "removed": 3, "changed": 1} and page["versions"] == [head, head]
+    changed = next(r for r in page["rows"] if r["op"] == "changed")
+    assert (changed["key"], changed["old"]["price"], changed["new"]["price"]) == ({"id": 1}, 1, 10)
+    status, headers, body = ui.get("/diff?t=items&staged=nightly")
+    assert status == 200 and "rowver publish nightly" in body and headers["cache-control"] == "no-cache"
+    assert ui.get("/diff?t=items&staged=nope")[0] in (400, 404)
+    assert conn.execute("select count(*) from items").fetchone() == (5,)  # nothing of it written
+
+
 def test_bad_input_is_a_clear_page_with_the_right_status(db_url: str, conn: psycopg.Connection,
                                                          start_ui: Any) -> None:
     conn.execute('create table "Odd ""Name"" é" ("Kéy" int primary key, "select" text)')

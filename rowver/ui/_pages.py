@@ -72,6 +72,7 @@ def home(db: Database) -> Page:
         "tables": tables,
         "changesets": _rows(_query.log(db, limit=LOG_ROWS, table=None)),
         "tags": _rows(_query.tags(db)),
+        "stages": _rows(_query.stages(db)),
         "in_flight": _rows(_query.in_flight(db)),
     }
     sparks = {t["table_name"]: _svg.sparkline(t["changes_per_day"]) for t in tables}
@@ -147,8 +148,15 @@ def _key_text(value: Any) -> Any:
 # -- a diff between two refs --------------------------------------------------------------------
 
 
-def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False, full: bool = False) -> Page:
+def diff(db: Database, table: str, a: str | None, b: str | None, *, all_columns: bool = False, full: bool = False,
+         staged: str | None = None) -> Page:
+    """Between two refs, or (``staged``) what publishing a stage would do to the table."""
     keys = key_columns(db, table)
+    if staged is not None:
+        return _diff_rows(db, table, None, None, keys, all_columns, staged)
+    if a is None:
+        raise InvalidInputError("this page needs a (the first ref), or staged (a stage's name)")
+    b = b or "head"
     versions = (_refs.resolve_for(db.conn, table, a), _refs.resolve_for(db.conn, table, b))
     changes = int(_query.fetch(db, _sql.query("ui/row_changes.sql"),
                                {"table": table, "a": min(versions), "b": max(versions)}).rows[0][0])
@@ -157,9 +165,14 @@ def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False,
         data = {"table": table, "a": a, "b": b, "versions": list(versions), "key_columns": keys,
                 "row_changes": changes, "counts": None, "rows": []}
         return Page("diff_large.html", data)
-    with _query.diff_stream(db, table, *versions, batch=DIFF_ROWS) as (_, found):
+    return _diff_rows(db, table, a, b, keys, all_columns, None)
+
+
+def _diff_rows(db: Database, table: str, a: str | None, b: str | None, keys: list[str], all_columns: bool,
+               staged: str | None) -> Page:
+    with _query.diff_stream(db, table, a, b, batch=DIFF_ROWS, staged=staged) as (versions, found):
         batch = next(iter(found), [])
-    counts = _query.diff_counts(db, table, *versions)
+    counts = _query.diff_counts(db, table, *((None, None) if staged else versions), staged=staged)
     records = [{"op": op, "key": key, "changed": list(changed or []), "old": old, "new": new}
                for op, key, changed, old, new in batch]
     every = next((list((r["new"] or r["old"]).keys()) for r in records), [])
@@ -168,10 +181,10 @@ def diff(db: Database, table: str, a: str, b: str, *, all_columns: bool = False,
         columns = every
     else:
         columns = [c for c in every if c in changed or c in keys]
-    data = {"table": table, "a": a, "b": b, "versions": list(versions), "key_columns": keys, "counts": counts,
-            "columns": columns, "only_differences": not all_columns, "rows": records,
+    data = {"table": table, "a": a, "b": b, "staged": staged, "versions": list(versions), "key_columns": keys,
+            "counts": counts, "columns": columns, "only_differences": not all_columns, "rows": records,
             "shown": len(records), "total": sum(counts.values())}
-    return Page("diff.html", data, immutable=fixed(a) and fixed(b),
+    return Page("diff.html", data, immutable=staged is None and fixed(a or "") and fixed(b or ""),
                 extra={"key_json": [json.dumps({k: _key_text(v) for k, v in r["key"].items()}) for r in records]})
 
 

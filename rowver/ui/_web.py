@@ -152,8 +152,8 @@ class App:
     def diff(self, request: Request) -> Response:
         q = request.query_params
         return self.respond(request, lambda db: _pages.diff(
-            db, _required(q.get("t"), "t (the table)"), _required(q.get("a"), "a (the first ref)"),
-            q.get("b") or "head", all_columns=q.get("all") == "1", full=q.get("full") == "1"))
+            db, _required(q.get("t"), "t (the table)"), q.get("a") or None, q.get("b") or None,
+            all_columns=q.get("all") == "1", full=q.get("full") == "1", staged=q.get("staged") or None))
 
     def history(self, request: Request) -> Response:
         q = request.query_params
