@@ -48,7 +48,10 @@ The figures (targets from the benchmark issue; "ratio" is versioned / plain):
 11. each page of ``rowver ui`` (home; the bench table at head, at its oldest version, a page
     further by key, filtered; an adjacent diff; the long-history key; a changeset; the
     models, a model of 100 versions with 1,000-step series, one version, a comparison of
-    three), server side and warm, in milliseconds: <= 300 ms each.
+    three), server side and warm, in milliseconds: <= 300 ms each;
+12. ``db.training_set`` of 1,000,000 events against a 100,000-key feature table with 20
+    versions per key, against a plain hash join of the same events with its current rows (the
+    same COPY in, fetch and assembly): <= 3.0; the process's peak memory beside it.
 
 A full read is ``count()`` of every column, so that every column of every row is read
 and nothing is sent to the client; point lookups go through the client, one round trip
@@ -73,7 +76,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg import sql
 
-from . import _frames, _pgbench
+from . import _frames, _pgbench, _query
 from ._database import Database
 from ._server import server_url_for
 from .errors import InvalidInputError, RowverError
@@ -149,6 +152,9 @@ class Settings:
     deep_rounds: int = 50       # rounds of 10% updates before figure 4 is measured again
     ui_model_versions: int = 100  # figure 11's model: versions, each with a metric series of
     ui_steps: int = 1000          # this many steps
+    train_events: int = 1_000_000  # figure 12: events, against a feature table of
+    train_keys: int = 100_000      # this many keys,
+    train_versions: int = 20       # each in this many versions
     rewrite: bool | None = None  # enable's rewrite: None lets enable decide by size
     quick: bool = False
 
@@ -158,7 +164,8 @@ class Settings:
         if quick:
             base = cls(rows=20_000, reps=3, lookups=300, seconds=0.5, throughput_reps=1, sync_reps=2,
                        wide_rows=5_000, cpu_updates=200, tpcb_scale=1, model_mb=4, model_rounds=1,
-                       key_versions=200, deep_rounds=20, ui_model_versions=5, ui_steps=50, quick=True)
+                       key_versions=200, deep_rounds=20, ui_model_versions=5, ui_steps=50,
+                       train_events=5_000, train_keys=1_000, train_versions=3, quick=True)
         else:
             base = cls()
         return replace(base, rows=base.rows if rows is None else rows, rewrite=rewrite,
@@ -346,6 +353,7 @@ class _Run:
         figures.append(self._sync())
         figures.extend(self._reads_at_depth())
         figures.extend(self._ui_pages())
+        figures.append(self._training_set())
         figures.append(self._tpcb())
         figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
         return sorted(figures, key=lambda f: f.figure)
@@ -831,6 +839,72 @@ end $$"""
         times = _timing.page_times(self.url, pages, reps=s.reps, say=lambda p: self.say(f"figure 11: {p}"))
         return [Figure(11, f"ui_{page}", f"rowver ui {pages[page]}", "ms", None, _median(ms), None, "<=", 300.0,
                        absolute=True, detail={"versioned_ms": _round(ms)}) for page, ms in times.items()]
+
+    # -- 12: point-in-time training sets -----------------------------------------------------------
+
+    def _training_set(self) -> Figure:
+        """db.training_set: events joined with a feature table as of each event's time, against a
+        plain hash join of the same events with the table's current rows, with the same COPY of
+        the events in, fetch and assembly; the process's peak memory after each."""
+        import resource
+
+        import numpy as np
+        import pandas as pd
+
+        s, conn = self.s, self.conn
+        feat, name = self._q("bench_features"), self._text("bench_features")
+        self.say(f"figure 12: {s.train_keys:,} keys in {s.train_versions} versions each")
+        conn.execute(sql.SQL("create table {} (id int primary key, plan text, mrr numeric, calls int)").format(feat))
+        conn.execute(sql.SQL("insert into {} select g, 'free', 0, 0 from generate_series(1, %s) g").format(feat),
+                     (s.train_keys,))
+        conn.execute("select rowver.enable(%s::regclass)", (name,))
+        self._after_write()
+        for _ in range(s.train_versions - 1):
+            conn.execute(sql.SQL("update {} set calls = calls + 1, mrr = mrr + 1,"
+                                 " plan = case plan when 'free' then 'pro' else 'free' end").format(feat))
+            self._after_write()
+        self._vacuum(feat, self._q("bench_features__history"))
+        lo, hi = conn.execute("select min(at), max(at) from rowver.head_log where head > 0").fetchone()  # type: ignore[misc]
+        rng = np.random.default_rng(7)
+        start, span = pd.Timestamp(lo).value, pd.Timestamp(hi).value - pd.Timestamp(lo).value + 10**9
+        events = pd.DataFrame({"customer_id": rng.integers(1, s.train_keys + 1, s.train_events),
+                               "event_time": pd.to_datetime(start + rng.integers(0, span, s.train_events), utc=True),
+                               "label": rng.integers(0, 2, s.train_events)})
+        memory = {}
+        with Database(self.url) as db:
+            self.say(f"figure 12: a training set of {s.train_events:,} events")
+            started = time.perf_counter()
+            got = db.training_set(events, {name: ["plan", "mrr", "calls"]}, on={name: "customer_id"}, at="event_time")
+            versioned = time.perf_counter() - started
+            memory["versioned"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            self.say("figure 12: the same events joined with the current rows")
+            started = time.perf_counter()
+            plain_rows = self._plain_join(db, events, feat)
+            plain = time.perf_counter() - started
+            memory["plain"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        _expect(len(got) == len(plain_rows) == s.train_events, "figure 12: a row per event on both sides")
+        return Figure(12, "training_set", f"db.training_set, {s.train_events:,} events against {s.train_keys:,} keys "
+                      f"in {s.train_versions} versions each, against a hash join with the current rows", "s",
+                      plain, versioned, _ratio(versioned, plain), "<=", 3.0,
+                      detail={"peak_rss_mb_after": memory,
+                              "versions_read": len(next(iter(got.attrs["rowver_lineage"].values())))})
+
+    def _plain_join(self, db: Database, events: pd.DataFrame, feat: sql.Composable) -> pd.DataFrame:
+        """The events joined with the current rows: COPY'd in, one hash join, fetched and put
+        beside the events in their order."""
+        import numpy as np
+        import pandas as pd
+
+        with db.conn.transaction():
+            db.conn.execute("create temp table rv_events (rv_row bigint, rv_time timestamptz, k int) on commit drop")
+            with db.conn.cursor().copy("copy rv_events (rv_row, rv_time, k) from stdin") as cp:
+                for row in zip(range(len(events)), events["event_time"], _frames._column_values(events["customer_id"])):
+                    cp.write_row(row)
+            found = _query.frame(db, sql.SQL("select e.rv_row, f.plan, f.mrr, f.calls from rv_events e"
+                                             " left join {} f on f.id = e.k").format(feat))
+        found = found.take(np.argsort(found["rv_row"].to_numpy(), kind="stable")).reset_index(drop=True)
+        joined: pd.DataFrame = pd.concat([events.reset_index(drop=True), found[["plan", "mrr", "calls"]]], axis=1)
+        return joined
 
     def _absolute(self, name: str, title: str, read: Callable[[], int], rows: int, *,
                   at_least: bool = False) -> Figure:

@@ -50,7 +50,7 @@ def test_quick_bench_json(db_url: str) -> None:
     assert _log(db_url) == before and _databases(db_url) == 0
     assert {f["detail"]["database"] for f in figures} == {"scratch, dropped"}
 
-    assert {f["figure"] for f in figures} == set(range(1, 12))
+    assert {f["figure"] for f in figures} == set(range(1, 13))
     names = [f["name"] for f in figures]
     assert len(names) == len(set(names))
     for f in figures:
