@@ -5,7 +5,7 @@
 select v.relid::text                              as table_name,
        v.key_columns,
        v.enabled_version,
-       greatest(c.reltuples, 0)::bigint           as rows_estimate,
+       case when c.reltuples >= 0 then c.reltuples::bigint end as rows_estimate,  -- (null: never analyzed)
        last.version                               as last_version,
        last.created_at                            as last_change,
        array(select coalesce(per_day.n, 0)
