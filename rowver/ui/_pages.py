@@ -226,13 +226,7 @@ def changeset(db: Database, version: int) -> Page:
     found = _records(db, "changeset.sql", {"version": version})
     if not found:
         raise NotFound(f"no changeset {version} (head is {db.head()})")
-    record = found[0]
-    enabled = {t["table"]: e for t in record["tables"]
-               for e in [db.scalar("select enabled_version from rowver.versioned where relid = %s::regclass",
-                                   (t["table"],))]}
-    for t in record["tables"]:
-        t["enabled_here"] = enabled[t["table"]] == version
-    return Page("changeset.html", record, immutable=True)
+    return Page("changeset.html", found[0], immutable=True)
 
 
 # -- models -----------------------------------------------------------------------------------
