@@ -102,7 +102,8 @@ def as_of_query(db: Connected, table: str, ref: str | int) -> sql.Composed:
 # The operators a filter (column, operator, value) may use; the value is always a bound
 # parameter, read by the server into the column's own type.
 OPERATORS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-TEXT_OPERATORS = {"contains": "strpos(lower({}::text), lower({})) > 0"}
+TEXT_OPERATORS = {"contains": "pg_catalog.strpos(pg_catalog.lower({}::pg_catalog.text), pg_catalog.lower({}))"
+                              " operator(pg_catalog.>) 0"}
 NULL_OPERATORS = {"is null": "{} is null", "is not null": "{} is not null"}
 FILTER_OPERATORS = [*OPERATORS, *TEXT_OPERATORS, *NULL_OPERATORS]
 
@@ -129,8 +130,7 @@ def _read_query(db: Connected, table: str, version: int, columns: list[str] | No
                 filters: Sequence[tuple[str, str, Any]] = (), after: Sequence[Any] | None = None) -> Query:
     """The SELECT behind read and stream. With ``snapshot``, it runs in the repeatable-read
     transaction of _read_only, begun after ``version`` was resolved, and may then read the
-    current table itself (rowver.read_source_sql); else T__as_of."""
-    _check_read(where, limit)
+    current table itself (rowver.read_source_sql); else T__as_of. (Callers check where and limit.)"""
     source_of = "rowver.read_source_sql" if snapshot else "rowver.as_of_sql"
     with translated():
         source, keys = _sql.one(
