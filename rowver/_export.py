@@ -32,7 +32,7 @@ from psycopg import sql
 
 from . import _refs, _sql
 from ._sql import Connected
-from .errors import InvalidInputError, UnsupportedError, translated
+from .errors import ConflictError, InvalidInputError, UnsupportedError, translated
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -49,7 +49,8 @@ _AS_TEXT = {"json", "jsonb", "uuid"}
 class ExportResult:
     """Where a version of a table went: the file set's directory, its files, how many rows, and
     whether this call wrote it (False: it was exported already, and left as it was); ``changed``:
-    the rows this call wrote, when that is not all of them (Iceberg, which appends changes)."""
+    the rows this call wrote, when that is not all of them (Delta and Iceberg after the first
+    export, which write the change: a changed key's state, or its deletion)."""
 
     table: str
     version: int
@@ -92,9 +93,9 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
                      " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
     if fmt == "delta":
         deltalake = require_deltalake()
-        found = _delta_exported(deltalake, Path(to), table, name, version)
-        if found is not None:
-            return found
+        delta = _delta_exported(deltalake, Path(to), table, name, version)
+        if isinstance(delta, ExportResult):
+            return delta
     else:
         target = Path(to) / f"version={version}"
         if target.exists():
@@ -108,7 +109,8 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
         sql.SQL(", ").join(c.select for c in columns), sql.SQL(source),  # (quoted by the server: as_of_sql)
         sql.SQL(", ").join(sql.Identifier(k) for k in keys))
     if fmt == "delta":
-        return _write_delta(db, deltalake, query, columns, schema, Path(to), table, batch)
+        assert isinstance(delta, _Delta)
+        return _write_delta(db, deltalake, delta, query, columns, schema, table, list(keys), batch)
     staging = target.parent / f".version={version}.{os.getpid()}.partial"
     try:
         files, rows = _write(db, query, columns, schema, staging, batch, rows_per_file)
@@ -188,7 +190,8 @@ def _cast_column(db: Connected, pa: Any, table: str, name: str, cast: str) -> _C
                      " from pg_catalog.pg_type t where t.oid = %s::regtype", (found.group(1),))
     precision, scale = found.group(2), found.group(3)
     typmod = -1 if precision is None else ((int(precision) << 16) | int(scale or 0)) + 4
-    shown = canonical if precision is None else f"{canonical}({int(precision)},{int(scale or 0)})"
+    shown = (canonical if precision is None else f"{canonical}({int(precision)})" if scale is None  # (varchar(20))
+             else f"{canonical}({int(precision)},{int(scale)})")
     if typname in _AS_TEXT or is_enum:
         return _Column(name, shown, sql.SQL("{}::text").format(sql.Identifier(name)), pa.string())
     arrow = _arrow(pa, typname, typmod)
@@ -292,10 +295,20 @@ def _batches(db: Connected, query: sql.Composed, batch: int) -> Iterator[list[tu
 
 
 # -- Delta Lake ------------------------------------------------------------------------------
-# A Delta table at PATH holds one commit per exported version (an overwrite: the table as of
-# that version), its commit info naming the table and version (rowver.table, rowver.version),
-# so Delta's own time travel reads each exported version. Versions go forward: a version
-# older than the newest one there is refused (the table's latest state would go back in time).
+# A Delta table at PATH holds one commit per exported version, its commit info naming the table,
+# the version and what led to it (commit_summary), so Delta's own time travel reads each
+# exported version. The first export writes the table whole; a later one only the change since
+# the version exported before, from the change feed: one MERGE of the changed keys' states as of
+# the new version (a key gone there comes as a row without rv_version: deleted), a version that
+# left the table unchanged an empty commit. delta-rs rewrites each data file holding a changed key
+# (copy-on-write: it writes no deletion vectors). The table is written whole again (an overwrite)
+# when the change is not exact by keys: history pruned in between, or columns added, dropped or
+# retyped. Versions go forward: a version older than the newest one there is refused.
+
+DELTA_FILE_BYTES = 64 * 1024 * 1024  # a whole table written: data files of about this size (in memory), so a
+# later change rewrites the files holding its keys, not the table (rows go in key order)
+SHOWN_CHANGESETS = 100  # the newest changesets a commit's metadata lists
+TEXT_LIMIT = 2000  # characters of authors and of messages it keeps
 
 
 def require_deltalake() -> Any:
@@ -307,27 +320,61 @@ def require_deltalake() -> Any:
     return deltalake
 
 
-def _delta_exported(deltalake: Any, to: Path, table: str, name: str, version: int) -> ExportResult | None:
-    """The commit a former export made of this version (None: none yet); refuses a path that is
-    another table's, or whose newest export is a later version."""
+def commit_summary(db: Connected, table: str, name: str, version: int, since: int | None) -> dict[str, str]:
+    """What a commit to an export target names (Delta commitInfo, Iceberg snapshot summary): the
+    table, the version, the changesets after ``since`` up to it (the newest SHOWN_CHANGESETS;
+    authors and messages cut at TEXT_LIMIT) and the rowver tags naming the version."""
+    with translated():
+        changesets = db.conn.execute(_sql.query("export/changesets.sql"), {
+            "limit": SHOWN_CHANGESETS, "table": table, "since": since, "version": version}).fetchall()
+        tags = [r[0] for r in db.conn.execute(_sql.query("export/tags.sql"), {"version": version})]
+    authors = sorted({a for _, a, _ in changesets if a})
+    messages = [f"{v}: {m}" for v, _, m in changesets if m]
+    summary = {"rowver.table": name, "rowver.version": str(version),
+               "rowver.changesets": ",".join(str(v) for v, _, _ in reversed(changesets)),
+               "rowver.authors": ", ".join(authors)[:TEXT_LIMIT], "rowver.messages": "\n".join(messages)[:TEXT_LIMIT],
+               "rowver.tags": ",".join(tags)}
+    if since is not None:
+        summary["rowver.since"] = str(since)
+    return summary
+
+
+@dataclass(frozen=True)
+class _Delta:
+    """An export's Delta target: the table there (None: none yet), the newest version exported."""
+
+    path: Path
+    found: Any
+    last: int | None
+
+
+def _delta_exported(deltalake: Any, to: Path, table: str, name: str, version: int) -> ExportResult | _Delta:
+    """The result of the export that wrote this version already, or the target to write it to;
+    refuses a path that is another table's, or whose newest export is a later version."""
     try:
         found = deltalake.DeltaTable(str(to))
     except deltalake.exceptions.TableNotFoundError:
-        return None
+        return _Delta(to, None, None)
     commits = found.history()
     others = {c.get("rowver.table") for c in commits} - {name}
     if others:
         raise InvalidInputError(f"{to} is a Delta table of {sorted(map(str, others))[0]}, not of {name}")
     exported = {int(c["rowver.version"]): c for c in commits if "rowver.version" in c}
     if version in exported:
-        commit = exported[version]
-        at = deltalake.DeltaTable(str(to), version=commit["version"])
-        rows = int(commit.get("operationMetrics", {}).get("num_added_rows", 0))
-        return ExportResult(table, version, to, [Path(u) for u in at.file_uris()], rows, False)
+        return _delta_result(deltalake, to, table, version, exported[version]["version"], written=False)
     if exported and version < max(exported):
         raise InvalidInputError(f"{to} holds {name} up to version {max(exported)}; version {version} is older "
                                 "(a Delta table's versions go forward): export it to another path")
-    return None
+    return _Delta(to, found, max(exported) if exported else None)
+
+
+def _delta_result(deltalake: Any, to: Path, table: str, version: int, delta_version: int, *, written: bool,
+                  changed: int | None = None) -> ExportResult:
+    """What the Delta table holds at ``delta_version``: its data files and rows (from its log)."""
+    at = deltalake.DeltaTable(str(to), version=delta_version)
+    actions = at.get_add_actions(flatten=True)
+    rows = sum(n or 0 for n in actions.column("num_records").to_pylist()) if actions.num_rows else 0
+    return ExportResult(table, version, to, [Path(u) for u in at.file_uris()], rows, written, changed)
 
 
 def _delta_types(table: str, columns: list[_Column]) -> None:
@@ -339,33 +386,133 @@ def _delta_types(table: str, columns: list[_Column]) -> None:
                                    f"export it cast to one, e.g. --cast {c.name}=text")
 
 
-def _write_delta(db: Connected, deltalake: Any, query: sql.Composed, columns: list[_Column], schema: pa.Schema,
-                 to: Path, table: str, batch: int) -> ExportResult:
-    """One overwrite commit of the query's rows, streamed to deltalake as Arrow batches. A write
-    that fails commits nothing: the table stays as it was."""
+def _write_delta(db: Connected, deltalake: Any, target: _Delta, query: sql.Composed, columns: list[_Column],
+                 schema: pa.Schema, table: str, keys: list[str], batch: int) -> ExportResult:
+    """One Delta commit of the version: the whole table (the first, or an overwrite), or the
+    change since the version exported before. A write that fails commits nothing."""
+    name, version = schema.metadata[b"rowver.table"].decode(), int(schema.metadata[b"rowver.version"])
+    summary = commit_summary(db, table, name, version, target.last)
+    changes = None if target.last is None else _delta_changes(db, target, table, version, keys, columns, schema)
+    rows = [0]
+    if changes is None:
+        summary["rowver.export"] = "full" if target.last is None else "full overwrite"
+        reader = _reader(db, query, columns, schema, batch, rows)
+        target.path.mkdir(parents=True, exist_ok=True)
+        _delta_call(deltalake, reader, lambda: deltalake.write_deltalake(
+            str(target.path), reader, mode="overwrite", schema_mode="overwrite", target_file_size=DELTA_FILE_BYTES,
+            commit_properties=deltalake.CommitProperties(custom_metadata=summary)))
+        changed = None
+    else:
+        summary["rowver.export"] = "changes"
+        reader = _reader(db, changes, columns, schema, batch, rows)
+        _delta_merge(deltalake, target, reader, keys, summary)
+        changed = rows[0]
+    written = deltalake.DeltaTable(str(target.path))
+    return _delta_result(deltalake, target.path, table, version, written.version(), written=True, changed=changed)
+
+
+def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema, batch: int,
+            counted: list[int]) -> Any:
+    """The query's rows as an Arrow stream, a batch at a time, counted; an error of ours met
+    while a writer pulls the stream is kept on the reader (``failed``) to be raised as it is."""
     import pyarrow as pa
 
-    metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-    rows, failed = [0], []  # (what the generator saw, read after deltalake returns)
+    failed: list[Exception] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for record_batch in _record_batches(db, query, columns, schema, batch):
-                rows[0] += record_batch.num_rows
+                counted[0] += record_batch.num_rows
                 yield record_batch
         except Exception as exc:
             failed.append(exc)  # (deltalake reports it as its own error: ours is the one to raise)
             raise
 
-    to.mkdir(parents=True, exist_ok=True)
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    return _Stream(reader, failed)
+
+
+@dataclass
+class _Stream:
+    reader: Any
+    failed: list[Exception]
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.reader.__arrow_c_stream__(requested_schema)
+
+
+def _delta_call(deltalake: Any, stream: _Stream, write: Any) -> Any:
+    """``write()``, raising our own error where reading the stream failed, and a commit another
+    writer beat as rowver.ConflictError."""
     try:
-        deltalake.write_deltalake(str(to), pa.RecordBatchReader.from_batches(schema, batches()), mode="overwrite",
-                                  schema_mode="overwrite",
-                                  commit_properties=deltalake.CommitProperties(custom_metadata=metadata))
+        return write()
     except Exception as exc:
-        if failed:
-            raise failed[0] from exc
+        if stream.failed:
+            raise stream.failed[0] from exc
+        if isinstance(exc, deltalake.exceptions.CommitFailedError):
+            raise ConflictError(f"another commit to the Delta table came first; export again ({exc})") from exc
         raise
-    written = deltalake.DeltaTable(str(to))
-    return ExportResult(table, int(metadata["rowver.version"]), to, [Path(u) for u in written.file_uris()],
-                        rows[0], True)
+
+
+def _delta_changes(db: Connected, target: _Delta, table: str, version: int, keys: list[str],
+                   columns: list[_Column], schema: pa.Schema) -> sql.Composed | None:
+    """The query of the keys that changed after the version exported there, each with its state
+    as of ``version`` (a key gone: only the key, rv_version NULL), when that is exactly the
+    change (None: the table is written whole)."""
+    if "rv_version" not in schema.names or not _delta_schema_same(target.found, schema):
+        return None
+    with translated():
+        by_keys, keys_sql, as_of, key_join = _sql.one(db.conn, _sql.query("export/changes.sql"), {
+            "table": table, "since": target.last, "version": version})
+    if not by_keys:
+        return None
+    # each key from the change feed (rv_k), its row as of the version (x) where it has one;
+    # the pieces are written by the server, identifiers quoted by format('%I')
+    items = sql.SQL(", ").join(sql.Identifier("rv_k" if c.name in keys else "x", c.name) for c in columns)
+    rows = sql.SQL("select {} from ({}) rv_k left join lateral (select * from {} x where {} limit 1) x on true").format(
+        items, sql.SQL(keys_sql), sql.SQL(as_of), sql.SQL(key_join))
+    return sql.SQL("select {} from ({}) rv_row order by {}").format(
+        sql.SQL(", ").join(c.select for c in columns), rows, sql.SQL(", ").join(map(sql.Identifier, keys)))
+
+
+def _delta_schema_same(found: Any, schema: pa.Schema) -> bool:
+    """Whether the Delta table's columns are these, with these types (as Delta holds them)."""
+    import pyarrow as pa
+
+    held = pa.schema(found.schema().to_arrow())
+    if held.names != schema.names:
+        return False
+    return all(_delta_type(pa, a.type) == _delta_type(pa, b.type) for a, b in zip(held, schema))
+
+
+def _delta_type(pa: Any, arrow: Any) -> str:
+    """An Arrow type as Delta stores it (strings and binaries of any width alike, lists by element)."""
+    if pa.types.is_list(arrow) or pa.types.is_large_list(arrow):
+        return f"list<{_delta_type(pa, arrow.value_type)}>"
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow) or pa.types.is_string_view(arrow):
+        return "string"
+    if pa.types.is_binary(arrow) or pa.types.is_large_binary(arrow) or pa.types.is_binary_view(arrow):
+        return "binary"
+    return str(arrow)
+
+
+def _delta_merge(deltalake: Any, target: _Delta, source: _Stream, keys: list[str], summary: dict[str, str]) -> None:
+    """One MERGE commit: a changed key's row deleted where the source has no state for it
+    (rv_version NULL), updated where it has, inserted where the target has none. A MERGE that
+    changes nothing commits nothing in delta-rs: an empty append commits the version then."""
+    on = " and ".join(f"t.{_delta_name(k)} = s.{_delta_name(k)}" for k in keys)
+    gone, there = "s.rv_version is null", "s.rv_version is not null"
+    before = target.found.version()
+    properties = deltalake.CommitProperties(custom_metadata=summary)
+    _delta_call(deltalake, source, lambda: target.found.merge(
+        source, on, source_alias="s", target_alias="t", commit_properties=properties)
+        .when_matched_delete(gone).when_matched_update_all(there).when_not_matched_insert_all(there).execute())
+    if deltalake.DeltaTable(str(target.path)).version() == before:
+        empty = source.reader.schema.empty_table()
+        _delta_call(deltalake, source, lambda: deltalake.write_deltalake(
+            str(target.path), empty, mode="append", commit_properties=properties))
+
+
+def _delta_name(column: str) -> str:
+    """A column named in a delta-rs predicate (SQL, double-quoted)."""
+    return '"' + column.replace('"', '""') + '"'

@@ -41,8 +41,6 @@ from .errors import ConflictError, InvalidInputError, ServerError, UnsupportedEr
 
 NAMESPACE = "rowver"
 CATALOG_FILE = "catalog.db"
-SHOWN_CHANGESETS = 100  # the newest changesets a summary lists
-TEXT_LIMIT = 2000  # characters of authors and of messages a summary keeps
 _KEY_TYPES = ("int16", "int32", "int64", "string")  # keys a delete filter names exactly (In)
 
 
@@ -346,21 +344,5 @@ def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: 
 
 
 def _summary(db: Connected, source: _Source, last: int | None) -> dict[str, str]:
-    """The snapshot summary's rowver properties: the table, the version, the changesets after
-    ``last`` up to it (the newest SHOWN_CHANGESETS; authors and messages cut at TEXT_LIMIT) and
-    the rowver tags naming the version."""
-    with translated():
-        changesets = db.conn.execute(
-            "select version, author, message from rowver.log(%s::integer, %s::regclass, null, null, %s, %s)",
-            (SHOWN_CHANGESETS, source.table, last, source.version)).fetchall()
-        tags = [r[0] for r in db.conn.execute("select name from rowver.tag where version = %s order by name",
-                                              (source.version,))]
-    authors = sorted({a for _, a, _ in changesets if a})
-    messages = [f"{v}: {m}" for v, _, m in changesets if m]
-    summary = {"rowver.table": source.name, "rowver.version": str(source.version),
-               "rowver.changesets": ",".join(str(v) for v, _, _ in reversed(changesets)),
-               "rowver.authors": ", ".join(authors)[:TEXT_LIMIT], "rowver.messages": "\n".join(messages)[:TEXT_LIMIT],
-               "rowver.tags": ",".join(tags)}
-    if last is not None:
-        summary["rowver.since"] = str(last)
-    return summary
+    """The snapshot summary's rowver properties (as a Delta export's commit info)."""
+    return _export.commit_summary(db, source.table, source.name, source.version, last)

@@ -204,28 +204,52 @@ def test_delta_holds_one_commit_per_version_each_equal_to_the_table_as_of_it(db_
                                                                             tmp_path: Path) -> None:
     deltalake = pytest.importorskip("deltalake")
     versions = make_wide(conn)
+    conn.execute("select rowver.tag('last', %s)", (str(versions[2]),))
     db = rowver.connect(db_url)
+    with db.changeset(message="move 3 to 6", author="ana"):  # a key changes, and another row's values
+        db.conn.execute("update wide set id = 6 where id = 3")
+        db.conn.execute("update wide set f8 = null, texts = '{\"new\"}' where id = 1")
+    versions.append(version(conn))
+    conn.execute("create table other (id int primary key)")
+    conn.execute("select rowver.enable('other')")
+    conn.execute("insert into other values (1)")
+    versions.append(version(conn))  # (wide unchanged)
     path = tmp_path / "wide"
     with pytest.raises(rowver.UnsupportedError, match="column tm of wide is time without time zone, which has no Delta"):
         db.export("wide", path, versions[0], format="delta", cast={"big": "text"})
-    for v in versions:
-        result = db.export("wide", path, v, format="delta", cast=DELTA_CASTS)
-        assert result.written and result.version == v
-    history = {c["rowver.version"]: c["version"] for c in deltalake.DeltaTable(str(path)).history()}
-    assert list(history) == [str(v) for v in reversed(versions)]  # (newest first)
-    for v in versions:
-        table = deltalake.DeltaTable(str(path), version=history[str(v)]).to_pyarrow_table()
+    results = [db.export("wide", path, v, format="delta", cast=DELTA_CASTS) for v in versions]
+    assert [r.written for r in results] == [True] * 5 and [r.version for r in results] == versions
+    # after the first, only the change: the changed keys' states written, a key gone deleted
+    assert [r.changed for r in results] == [None, 3, 2, 3, 0]
+    commits = list(reversed(deltalake.DeltaTable(str(path)).history()))  # (oldest first)
+    assert [c["version"] for c in commits] == [0, 1, 2, 3, 4]  # one Delta version per rowver version
+    assert [c["rowver.version"] for c in commits] == [str(v) for v in versions]
+    assert [c["rowver.export"] for c in commits] == ["full", "changes", "changes", "changes", "changes"]
+    assert [c["operation"] for c in commits] == ["WRITE", "MERGE", "MERGE", "MERGE", "WRITE"]
+    metrics = [c["operationMetrics"] for c in commits]
+    assert metrics[0]["num_added_rows"] == 4
+    # v2: id 1 updated, 2 deleted, 5 inserted; v3: 5 updated, 4 deleted; v4: 1 updated, 3 deleted, 6 inserted
+    assert [(m["num_source_rows"], m["num_target_rows_inserted"], m["num_target_rows_updated"],
+             m["num_target_rows_deleted"]) for m in metrics[1:4]] == [(3, 1, 1, 1), (2, 0, 1, 1), (3, 1, 1, 1)]
+    assert metrics[4]["num_added_rows"] == 0 and metrics[4]["num_added_files"] == 0  # (wide unchanged: empty)
+    assert commits[2]["rowver.tags"] == "last" and commits[2]["rowver.since"] == str(versions[1])
+    assert commits[3]["rowver.authors"] == "ana" and commits[3]["rowver.messages"] == f"{versions[3]}: move 3 to 6"
+    assert [c["rowver.changesets"] for c in commits[1:]] == [str(v) for v in versions[1:4]] + [""]
+    assert all(c["rowver.table"] == "public.wide" for c in commits)
+    for k, (v, result) in enumerate(zip(versions, results)):
+        table = deltalake.DeltaTable(str(path), version=k).to_pyarrow_table()
+        got = sorted(table.to_pylist(), key=lambda r: r["id"])
         expected = db.read("wide", v)
-        got = table.to_pylist()
-        rows = [tuple(r.values()) for r in got]
         assert table.column_names == expected.columns
         want = as_records(expected.columns, expected.rows)
         for row in want:  # the two cast columns: as the server prints them
             row["big"] = None if row["big"] is None else str(row["big"])
             row["tm"] = None if row["tm"] is None else row["tm"].isoformat()
-        assert as_records(table.column_names, rows) == want
+        assert as_records(table.column_names, [tuple(r.values()) for r in got]) == want
+        assert result.rows == len(want)
     # the same version again: nothing written; an older one: refused
-    assert not db.export("wide", path, versions[2], format="delta", cast=DELTA_CASTS).written
+    again = db.export("wide", path, versions[2], format="delta", cast=DELTA_CASTS)
+    assert not again.written and again.rows == results[2].rows
     assert deltalake.DeltaTable(str(path)).version() == len(versions) - 1
     skipping = tmp_path / "skipping"
     db.export("wide", skipping, versions[0], format="delta", cast=DELTA_CASTS)
@@ -233,6 +257,61 @@ def test_delta_holds_one_commit_per_version_each_equal_to_the_table_as_of_it(db_
     with pytest.raises(rowver.InvalidInputError, match="versions go forward"):
         db.export("wide", skipping, versions[1], format="delta", cast=DELTA_CASTS)
     assert deltalake.DeltaTable(str(skipping)).version() == 1
+    assert deltalake.DeltaTable(str(skipping)).history(1)[0]["rowver.changesets"] == \
+        ",".join(str(v) for v in versions[1:3])
+
+
+def test_delta_writes_only_the_files_holding_changed_keys(db_url: str, conn: psycopg.Connection, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes in one key range rewrite the data file holding it, not the table; a key with a
+    quote in its column name; a column cast differently, added or dropped, or history pruned in
+    between: the table written whole (an overwrite), equal to the table as of the version."""
+    deltalake = pytest.importorskip("deltalake")
+    conn.execute('create table runs ("Run ""id""" bigint primary key, note text)')
+    conn.execute("select rowver.enable('runs')")
+    conn.execute("insert into runs select g, 'n' || g from generate_series(1, 4000) g")
+    db = rowver.connect(db_url)
+    first = version(conn)
+    path = tmp_path / "runs"
+    monkeypatch.setattr(rowver._export, "DELTA_FILE_BYTES", 16_000)  # (data files of a few hundred rows)
+    rowver._export.export(db, "runs", first, path, fmt="delta", batch=500)
+    files = len(deltalake.DeltaTable(str(path)).file_uris())
+    assert files >= 4
+    with conn.transaction():
+        conn.execute('update runs set note = null where "Run ""id""" in (5, 6)')
+        conn.execute('delete from runs where "Run ""id""" = 7')
+        conn.execute("insert into runs values (4001, 'new')")
+    result = db.export("runs", path, format="delta")
+    metrics = deltalake.DeltaTable(str(path)).history(1)[0]["operationMetrics"]
+    assert result.changed == 4 and result.rows == 4000
+    assert metrics["num_target_rows_deleted"] == 1 and metrics["num_target_rows_updated"] == 2
+    assert metrics["num_target_rows_inserted"] == 1
+    assert metrics["num_output_rows"] < 4000 / 2  # (what the changed keys' files held, rewritten; not the table)
+    assert metrics["num_target_files_removed"] < files
+
+    def check(v: int) -> None:
+        got = sorted(tuple(r.values()) for r in deltalake.DeltaTable(str(path)).to_pyarrow_table().to_pylist())
+        assert got == sorted(db.read("runs", v).rows)
+
+    check(result.version)
+    conn.execute("alter table runs add column tier text")
+    db.refresh("runs")
+    conn.execute("update runs set tier = 'gold' where \"Run \"\"id\"\"\" = 1")
+    result = db.export("runs", path, format="delta")
+    assert deltalake.DeltaTable(str(path)).history(1)[0]["rowver.export"] == "full overwrite"
+    assert result.changed is None and "tier" in deltalake.DeltaTable(str(path)).to_pyarrow_table().column_names
+    check(result.version)
+    conn.execute("update runs set tier = 'silver' where \"Run \"\"id\"\"\" = 2")
+    result = db.export("runs", path, format="delta", cast={"note": "varchar(20)", "tier": "bytea"})
+    assert deltalake.DeltaTable(str(path)).history(1)[0]["rowver.export"] == "full overwrite"  # (tier retyped)
+    last = result.version
+    conn.execute("update runs set note = 'pruned' where \"Run \"\"id\"\"\" <= 10")
+    conn.execute("update runs set note = 'again' where \"Run \"\"id\"\"\" = 1")
+    assert db.prune("runs", version(conn)) > 0  # (the version there can no longer be read)
+    result = db.export("runs", path, format="delta")
+    commit = deltalake.DeltaTable(str(path)).history(1)[0]
+    assert commit["rowver.export"] == "full overwrite" and commit["rowver.since"] == str(last)
+    check(result.version)
 
 
 def test_a_failed_delta_export_commits_nothing(db_url: str, conn: psycopg.Connection, tmp_path: Path) -> None:
