@@ -18,6 +18,8 @@ from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, M
 from ._query import Result
 from ._write import Changeset, WriteResult
 from .errors import (
+    AboveHeadError,
+    BadKeyError,
     CheckFailedError,
     ConflictError,
     InvalidInputError,
@@ -25,18 +27,26 @@ from .errors import (
     NotInstalledError,
     NotVersionedError,
     PermissionDeniedError,
+    PredatesTableError,
     PromotionRefusedError,
+    PrunedError,
     RowverError,
     ServerError,
     StaleStageError,
+    UnknownModelError,
+    UnknownRefError,
+    UnknownStageError,
     UnknownTableError,
+    UnknownTagError,
     UnsupportedError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AboveHeadError",
     "AliasMove",
+    "BadKeyError",
     "Change",
     "Changeset",
     "Check",
@@ -55,13 +65,19 @@ __all__ = [
     "NotInstalledError",
     "NotVersionedError",
     "PermissionDeniedError",
+    "PredatesTableError",
     "PromotionRefusedError",
+    "PrunedError",
     "Result",
     "RowverError",
     "ServerError",
     "StaleStageError",
     "Tensor",
+    "UnknownModelError",
+    "UnknownRefError",
+    "UnknownStageError",
     "UnknownTableError",
+    "UnknownTagError",
     "UnsupportedError",
     "WriteResult",
     "connect",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .errors import InvalidInputError, shorten
+from .errors import BadKeyError, InvalidInputError, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,7 +100,7 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
         raise InvalidInputError(f"{table} has no column {unknown[0]!r}")
     missing = [k for k in keys if k not in columns]
     if missing:
-        raise InvalidInputError(f"rows for {table} lack key column {missing[0]!r}")
+        raise BadKeyError(f"rows for {table} lack key column {missing[0]!r}")
     positions = [columns.index(k) for k in keys]
     if len(positions) == 1:
         p = positions[0]
@@ -111,11 +111,11 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
         nulls = [i for i, v in enumerate(key_values) if None in v][:1]
     if nulls:
         sample = shorten(repr(dict(zip(columns, records[nulls[0]]))))
-        raise InvalidInputError(f"a row for {table} has a NULL key: {sample}")
+        raise BadKeyError(f"a row for {table} has a NULL key: {sample}")
     try:
         distinct = len(set(key_values))
     except TypeError:
-        raise InvalidInputError(f"a key of {table} is not hashable: {shorten(repr(key_values[0]))}") from None
+        raise BadKeyError(f"a key of {table} is not hashable: {shorten(repr(key_values[0]))}") from None
     if distinct != len(key_values):
         seen: set[Any] = set()
         for duplicate in key_values:
@@ -123,7 +123,7 @@ def check_rows(table: str, columns: Sequence[str], records: Sequence[tuple[Any, 
                 break
             seen.add(duplicate)
         shown = duplicate if isinstance(duplicate, tuple) else (duplicate,)
-        raise InvalidInputError(f"duplicate key in rows for {table}: {shorten(repr(dict(zip(keys, shown))))}")
+        raise BadKeyError(f"duplicate key in rows for {table}: {shorten(repr(dict(zip(keys, shown))))}")
 
 
 def parquet_batches(path: str, size: int = 10_000) -> tuple[Iterator[list[tuple[Any, ...]]], list[str]]:

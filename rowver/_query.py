@@ -18,7 +18,7 @@ from psycopg import sql
 
 from . import _frames, _refs, _sql
 from ._sql import Connected
-from .errors import InvalidInputError, RowverError, translated
+from .errors import BadKeyError, InvalidInputError, RowverError, translated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -287,11 +287,11 @@ def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
         columns = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     if isinstance(key, Mapping):
         if sorted(key) != sorted(columns):
-            raise InvalidInputError(f"{table} is keyed by ({', '.join(columns)}); got ({', '.join(key)})")
+            raise BadKeyError(f"{table} is keyed by ({', '.join(columns)}); got ({', '.join(key)})")
         return dict(key)
     values = tuple(key) if isinstance(key, (tuple, list)) else (key,)
     if len(values) != len(columns):
-        raise InvalidInputError(f"{table} is keyed by ({', '.join(columns)}); got {len(values)} value(s)")
+        raise BadKeyError(f"{table} is keyed by ({', '.join(columns)}); got {len(values)} value(s)")
     return dict(zip(columns, values))
 
 

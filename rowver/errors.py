@@ -2,6 +2,32 @@
 
 Database errors are mapped here, in one place, keeping their SQLSTATE, so callers can
 catch by meaning (`except rowver.ConflictError`) and the CLI can print one clear line.
+Python meets the database through rowver._sql, which applies the mapping once.
+
+Errors a caller needs to tell apart carry rowver's own SQLSTATEs (class ``RV``), raised by
+the functions in sql/ and mapped to their classes below; each is a subclass of the broader
+class it was before, so ``except rowver.InvalidInputError`` still catches them:
+
+=====  ======================  ====================  =================================================
+code   class                   subclass of           raised when
+=====  ======================  ====================  =================================================
+RV001  CheckFailedError        RowverError           a guarded changeset's check refused it
+RV002  StaleStageError         RowverError           a staged key changed after the stage's base
+RV003  UnknownRefError         InvalidInputError     a ref names no version (unknown, empty, a time
+                                                     before the first published head)
+RV004  AboveHeadError          InvalidInputError     a version above head
+RV005  PredatesTableError      InvalidInputError     a version before the table's first version
+RV006  PrunedError             InvalidInputError     a version whose history retention pruned
+RV007  UnknownTagError         UnknownRefError       no tag of that name (untag, tag moves)
+RV008  NotVersionedError       RowverError           the table is not versioned (also PostgreSQL's 42704)
+RV009  BadKeyError             InvalidInputError     a key missing columns, or given twice in a write
+RV010  UnknownStageError       InvalidInputError     no stage of that name, or of another table
+RV011  UnknownModelError       InvalidInputError     no model, model version or alias of that name
+=====  ======================  ====================  =================================================
+
+PostgreSQL's own codes keep their meaning: 40001/40P01 ConflictError (what rowver._retry
+replays), 42501 PermissionDeniedError, 42P01/42703 UnknownTableError, 0A000 UnsupportedError,
+classes 22, 23 and 42 InvalidInputError.
 """
 
 from __future__ import annotations
@@ -42,13 +68,61 @@ class UnknownTableError(RowverError):
 class NotVersionedError(RowverError):
     """The table exists but versioning is not enabled on it."""
 
-    sqlstate = "42704"
+    sqlstate = "RV008"
 
 
 class InvalidInputError(RowverError):
     """A ref, key, frame or option that cannot be used as given."""
 
     sqlstate = "22023"
+
+
+class UnknownRefError(InvalidInputError):
+    """A ref that names no version: no such tag, an empty ref, a time before any published head."""
+
+    sqlstate = "RV003"
+
+
+class AboveHeadError(InvalidInputError):
+    """A version above head: it is not (yet) safe to read."""
+
+    sqlstate = "RV004"
+
+
+class PredatesTableError(InvalidInputError):
+    """A version before the table's first version (the hint names that version)."""
+
+    sqlstate = "RV005"
+
+
+class PrunedError(InvalidInputError):
+    """A version whose history retention pruned: it can no longer be read."""
+
+    sqlstate = "RV006"
+
+
+class UnknownTagError(UnknownRefError):
+    """No tag of that name."""
+
+    sqlstate = "RV007"
+
+
+class BadKeyError(InvalidInputError):
+    """A key that cannot be used: columns of it missing, or the same key given twice in one write."""
+
+    sqlstate = "RV009"
+
+
+class UnknownStageError(InvalidInputError):
+    """No stage of that name (or it stages another table)."""
+
+    sqlstate = "RV010"
+
+
+class UnknownModelError(InvalidInputError):
+    """No model, model version or alias of that name."""
+
+    sqlstate = "RV011"
 
 
 class ConflictError(RowverError):
@@ -132,6 +206,15 @@ _BY_SQLSTATE: dict[str, type[RowverError]] = {
     "42703": UnknownTableError,
     "3F000": UnknownTableError,
     "42704": NotVersionedError,
+    "RV003": UnknownRefError,
+    "RV004": AboveHeadError,
+    "RV005": PredatesTableError,
+    "RV006": PrunedError,
+    "RV007": UnknownTagError,
+    "RV008": NotVersionedError,
+    "RV009": BadKeyError,
+    "RV010": UnknownStageError,
+    "RV011": UnknownModelError,
     "40001": ConflictError,
     "40P01": ConflictError,
     "42501": PermissionDeniedError,

@@ -379,7 +379,7 @@ declare
   ts timestamptz;
 begin
   if r is null or r = '' then
-    raise exception 'rowver: empty ref' using errcode = '22023';
+    raise exception 'rowver: empty ref' using errcode = 'RV003';
   end if;
   if r ~ '^[+-]?[0-9]+$' then
     if length(ltrim(r, '+-0')) > 18 then
@@ -387,11 +387,11 @@ begin
     end if;
     v := r::bigint;
     if v < 0 then
-      raise exception 'rowver: version % is negative', v using errcode = '22023';
+      raise exception 'rowver: version % is negative', v using errcode = 'RV003';
     end if;
     h := rowver.head();
     if v > h then
-      raise exception 'rowver: version % is above head (%)', v, h using errcode = '22023',
+      raise exception 'rowver: version % is above head (%)', v, h using errcode = 'RV004',
         hint = 'versions above head may still be written by running transactions';
     end if;
     return v;
@@ -414,12 +414,12 @@ begin
   begin
     ts := r::timestamptz;
   exception when data_exception then  -- not a timestamp either (bad syntax, range, time zone)
-    raise exception 'rowver: unknown ref %', quote_literal(r) using errcode = '22023',
+    raise exception 'rowver: unknown ref %', quote_literal(r) using errcode = 'RV003',
       hint = 'a ref is a version number, a tag, head, or an ISO-8601 timestamp';
   end;
   select l.head into v from rowver.head_log l where l.at <= ts order by l.at desc, l.head desc limit 1;
   if not found then
-    raise exception 'rowver: no head was published at or before %', ts using errcode = '22023',
+    raise exception 'rowver: no head was published at or before %', ts using errcode = 'RV003',
       hint = coalesce((select format('the first was published at %s (version %s)', l.at, l.head)
                          from rowver.head_log l order by l.at, l.head limit 1), 'no head was published yet');
   end if;
@@ -471,7 +471,7 @@ declare
 begin
   select * into old from rowver.tag t where t.name = tag_to_change.name for update;
   if not found then
-    raise exception 'rowver: no tag %', quote_literal(name) using errcode = '22023';
+    raise exception 'rowver: no tag %', quote_literal(name) using errcode = 'RV007';
   elsif old.protected and not protection then
     raise exception 'rowver: tag % is protected', quote_literal(name) using errcode = '42501',
       hint = 'only rowver_admin may unprotect it (rowver.protect_tag(name, false))';
@@ -496,7 +496,7 @@ begin
   v := rowver.resolve(ref);
   if v < (select max(x.horizon) from rowver.retention x) then
     raise exception 'rowver: version % is before a retention horizon; its history was pruned', v
-      using errcode = '22023';
+      using errcode = 'RV006';
   end if;
   if not exists (select from rowver.tag t where t.name = tag.name) then
     insert into rowver.tag (name, version) values (name, v);

@@ -16,7 +16,7 @@ declare
 begin
   select * into r from rowver.versioned v where v.relid = tbl;
   if not found then
-    raise exception 'rowver: % is not versioned', tbl using errcode = '42704',
+    raise exception 'rowver: % is not versioned', tbl using errcode = 'RV008',
       hint = format('enable it first: rowver enable %s', tbl);
   end if;
   return r;
@@ -35,7 +35,7 @@ begin
   if v < first then
     raise exception 'rowver: % was first versioned at version %; version % predates it', tbl, first,
       case when ref = v::text then v::text else format('%s (%s)', v, ref) end
-      using errcode = '22023', hint = format('read it as of version %s or later', first);
+      using errcode = 'RV005', hint = format('read it as of version %s or later', first);
   end if;
   return v;
 end $$;
@@ -177,13 +177,13 @@ begin
                  key, (select string_agg(format('%I is null', k), ' or ') from unnest(keys) k), stage) into found;
   if found is not null then
     raise exception 'rowver: record % has no whole key for % (%)', found.n, tbl, found.k
-      using errcode = '22023', hint = format('every record needs the key columns (%s)', array_to_string(keys, ', '));
+      using errcode = 'RV009', hint = format('every record needs the key columns (%s)', array_to_string(keys, ', '));
   end if;
   execute format('select k, array_agg(n order by n) ns from (select row_number() over (order by ctid) n, %s k from %s) s
                    group by k having count(*) > 1 order by min(n) limit 1', key, stage) into found;
   if found is not null then
     raise exception 'rowver: records % hold the same key of % (%)', array_to_string(found.ns[1:2], ' and '), tbl, found.k
-      using errcode = '22023';
+      using errcode = 'RV009';
   end if;
 end $$;
 
@@ -504,7 +504,7 @@ begin
      or (surrogate is not null and jsonb_typeof(surrogate) <> 'object')
      or exists (select from unnest(keys) k where not (key ? k) or (surrogate is not null and not (surrogate ? k))) then
     raise exception 'rowver: a key of % needs the columns (%)', tbl, array_to_string(keys, ', ')
-      using errcode = '22023';
+      using errcode = 'RV009';
   end if;
   for col in select a.attname, format_type(a.atttypid, a.atttypmod) as typ
                from pg_attribute a where a.attrelid = tbl and a.attname = any(keys) and not a.attisdropped loop

@@ -111,7 +111,7 @@ begin
   end if;
   if base is null or base > rowver.head() then
     raise exception 'rowver: a stage is computed against a version at or below head, not %', base
-      using errcode = '22023';
+      using errcode = 'RV004';
   end if;
   perform from rowver.staged s where s.name = stage_keep.name for update;
   if found then
@@ -187,7 +187,7 @@ begin
   perform rowver.check_stage_name(name);
   select * into s from rowver.staged x where x.name = stage_lock.name for update;
   if not found then
-    raise exception 'rowver: no stage %', quote_literal(name) using errcode = '22023',
+    raise exception 'rowver: no stage %', quote_literal(name) using errcode = 'RV010',
       hint = 'rowver stages lists them';
   elsif not rowver.may_change_stage(name, rowver.session_role()) then
     raise exception 'rowver: role % may not publish or drop stage %', rowver.session_role(), quote_literal(name)
@@ -311,10 +311,10 @@ begin
   perform rowver.check_stage_name(name);
   select * into s from rowver.staged x where x.name = staged_diff_sql.name;
   if not found then
-    raise exception 'rowver: no stage %', quote_literal(name) using errcode = '22023', hint = 'rowver stages lists them';
+    raise exception 'rowver: no stage %', quote_literal(name) using errcode = 'RV010', hint = 'rowver stages lists them';
   elsif s.table_id <> r.id then
     raise exception 'rowver: stage % is of %, not %', quote_literal(name),
-      (select v.relid::text from rowver.versioned v where v.id = s.table_id), tbl using errcode = '22023';
+      (select v.relid::text from rowver.versioned v where v.id = s.table_id), tbl using errcode = 'RV010';
   elsif not rowver.may_read_stage(name, current_user) then
     raise exception 'rowver: role % may not read stage %', current_user, quote_literal(name) using errcode = '42501';
   end if;

@@ -14,7 +14,7 @@ begin
   raise exception 'rowver: % was pruned before version %; it cannot be read as of %',
     tbl, (select x.horizon from rowver.retention x join rowver.versioned r on r.id = x.table_id
            where r.relid = tbl::regclass), v
-    using errcode = '22023', hint = 'read a later version, or a tagged one';
+    using errcode = 'RV006', hint = 'read a later version, or a tagged one';
 end $$;
 
 drop function if exists rowver.require_admin(text);

@@ -163,7 +163,7 @@ begin
 end $$;
 
 -- A model ref (churn, churn/3, churn@production) -> (model, version). A bare name is its
--- newest version. Unknown models, versions and aliases raise 22023.
+-- newest version. Unknown models, versions and aliases raise RV011 (rowver.UnknownModelError).
 create or replace function rowver.model_ref(ref text, out model text, out version integer)
 language plpgsql stable set search_path = pg_catalog, pg_temp
 as $$
@@ -190,14 +190,14 @@ begin
   end if;
   model := m[1];
   if not exists (select from rowver.model x where x.name = model) then
-    raise exception 'rowver: unknown model %', quote_literal(model) using errcode = '22023',
+    raise exception 'rowver: unknown model %', quote_literal(model) using errcode = 'RV011',
       hint = 'rowver model list shows the models';
   end if;
   if r ~ '@' then
     select x.version into version from rowver.model_alias x where x.model = m[1] and x.alias = m[2];
     if not found then
       raise exception 'rowver: model % has no alias %', quote_literal(model), quote_literal(m[2])
-        using errcode = '22023',
+        using errcode = 'RV011',
         hint = coalesce('its aliases: ' || (select string_agg(x.alias, ', ' order by x.alias)
                                               from rowver.model_alias x where x.model = m[1]),
                         'it has no aliases');
@@ -206,12 +206,12 @@ begin
     version := m[2]::integer;
     if not exists (select from rowver.model_version x where x.model = m[1] and x.version = m[2]::integer) then
       raise exception 'rowver: model % has no version %', quote_literal(model), version
-        using errcode = '22023', hint = 'rowver model versions ' || model || ' lists them';
+        using errcode = 'RV011', hint = 'rowver model versions ' || model || ' lists them';
     end if;
   else
     select max(x.version) into version from rowver.model_version x where x.model = model;
     if version is null then
-      raise exception 'rowver: model % has no versions', quote_literal(model) using errcode = '22023';
+      raise exception 'rowver: model % has no versions', quote_literal(model) using errcode = 'RV011';
     end if;
   end if;
 end $$;
@@ -420,7 +420,7 @@ begin
    where a.model = model and a.alias = alias for update;
   if not found then
     raise exception 'rowver: model % has no alias %', quote_literal(model), quote_literal(alias)
-      using errcode = '22023';
+      using errcode = 'RV011';
   end if;
   select h.version into new_version from rowver.model_alias__history h
    where h.model = model and h.alias = alias and h.rv_until = since and not h.rv_deleted;
