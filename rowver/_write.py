@@ -10,13 +10,14 @@ version first) restarts the transaction and replays the calls made so far.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -33,6 +34,13 @@ from .errors import (
     shorten,
     translated,
 )
+
+# told (done, total) as a write call sends its rows to the server: rows sent so far (a CSV file:
+# bytes read, its size the total), and how many in all (None while unknown); the last call is
+# (total, total). The server's diff and writes follow it. A replay after a serialization
+# failure counts again from 0. Called from the calling thread, every PROGRESS_EVERY rows.
+Progress = Callable[[int, int | None], Any]
+PROGRESS_EVERY = 10_000
 
 
 @dataclass(frozen=True)
@@ -163,34 +171,37 @@ class Changeset:
     # sync, upsert, delete and load take stage="name": the diff is computed and kept under that
     # name (rowver.staged), the table is not written and no version is taken; db.publish(name)
     # writes it later (sql/32_stage.sql). A name that exists is refused unless replace=True.
+    # Each takes progress=, a function told (rows sent, rows in all) as it goes (see Progress).
 
     def insert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
-               expect_rows: tuple[int | None, int | None] | None = None) -> WriteResult:
+               expect_rows: tuple[int | None, int | None] | None = None,
+               progress: Progress | None = None) -> WriteResult:
         """Insert new rows (a DataFrame or dicts); an existing key is an error."""
-        return self._run(self._load, table, rows, "insert", Guards(max_deleted, max_changed, expect_rows))
+        return self._run(self._load, table, rows, "insert", Guards(max_deleted, max_changed, expect_rows), None,
+                         progress)
 
     def upsert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
                expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
-               replace: bool = False) -> WriteResult:
+               replace: bool = False, progress: Progress | None = None) -> WriteResult:
         """Insert new keys and update changed rows; unchanged rows cost nothing."""
         return self._run(self._load, table, rows, "upsert", Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace))
+                         _kept(stage, replace), progress)
 
     def delete(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
                expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
-               replace: bool = False) -> WriteResult:
+               replace: bool = False, progress: Progress | None = None) -> WriteResult:
         """Delete the rows with these keys (tombstones in history)."""
         return self._run(self._load, table, rows, "delete", Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace))
+                         _kept(stage, replace), progress)
 
     def sync(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
              expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
-             replace: bool = False) -> WriteResult:
+             replace: bool = False, progress: Progress | None = None) -> WriteResult:
         """Make ``table`` equal this full snapshot: only differences become versions.
         ``max_deleted=0.05`` refuses a snapshot that would delete more than 5% of the rows.
         ``stage="name"``: keep the diff under that name for a look, write nothing (see above)."""
         return self._run(self._load, table, rows, "sync", Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace))
+                         _kept(stage, replace), progress)
 
     def publish(self, name: str) -> WriteResult:
         """Write the stage ``name`` in this changeset, then drop it; refused (StaleStageError,
@@ -211,17 +222,22 @@ class Changeset:
     def load(self, table: str, path: str | os.PathLike[str], mode: str = "sync", *,
              max_deleted: Limit | None = None, max_changed: Limit | None = None,
              expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
-             replace: bool = False) -> WriteResult:
-        """Rows from a CSV file whose header line names the columns, streamed to the server by
-        COPY (which reads each value into its column's type), then applied as ``mode`` (sync,
-        upsert, insert or delete) like the calls above, with the same limits. A bad value is one
-        error naming the file's line and column; nothing is written."""
+             replace: bool = False, key: Sequence[str] | None = None,
+             progress: Progress | None = None) -> WriteResult:
+        """Rows from a CSV file whose header line names the columns (or a .parquet file), streamed
+        to the server by COPY (which reads each value into its column's type), then applied as
+        ``mode`` (sync, upsert, insert or delete) like the calls above, with the same limits. A bad
+        value is one error naming the file's line and column; nothing is written. ``key``: the
+        columns rows are matched by, stated to be sure: they must be the table's key as versioned
+        (rowver matches rows by no other), else an error naming both, before anything is read.
+        ``progress``: told the bytes read of a CSV file, the rows sent of a Parquet file."""
         return self._run(self._load_file, table, os.fspath(path), mode, Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace))
+                         _kept(stage, replace), progress, None if key is None else _key_names(key))
 
     # -- the statements behind them ------------------------------------------------------
 
-    def _load(self, table: str, rows: Any, mode: str, guards: Guards, kept: Kept = None) -> WriteResult:
+    def _load(self, table: str, rows: Any, mode: str, guards: Guards, kept: Kept = None,
+              progress: Progress | None = None) -> WriteResult:
         conn = self._db.conn
         keys, known, json_cols = _table_shape(conn, table)
         columns, records = _frames.to_records(rows)
@@ -231,17 +247,20 @@ class Changeset:
             sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns)))
         try:
             with conn.cursor().copy(copy) as cp:
-                for row in _frames.adapt_json(columns, json_cols, records):
+                for row in _with_progress(_frames.adapt_json(columns, json_cols, records), len(records), progress):
                     cp.write_row(row)
         except (TypeError, ValueError, UnicodeError) as exc:  # a value psycopg cannot send
             raise InvalidInputError(f"a value for {table} cannot be sent: {shorten(str(exc))}") from exc
         return _apply(conn, table, stage, mode, guards, kept)
 
-    def _load_file(self, table: str, path: str, mode: str, guards: Guards, kept: Kept = None) -> WriteResult:
-        if path.lower().endswith(".parquet"):
-            return self._load_parquet(table, path, mode, guards, kept)
+    def _load_file(self, table: str, path: str, mode: str, guards: Guards, kept: Kept = None,
+                   progress: Progress | None = None, key: list[str] | None = None) -> WriteResult:
         conn = self._db.conn
         keys, known, _ = _table_shape(conn, table)
+        if key is not None:
+            _check_key(table, key, keys, known)
+        if path.lower().endswith(".parquet"):
+            return self._load_parquet(table, path, mode, guards, kept, progress)
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), None)
@@ -255,8 +274,14 @@ class Changeset:
             sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, header)))
         try:
             with open(path, "rb") as f, conn.cursor().copy(copy) as cp:
+                size, done = os.fstat(f.fileno()).st_size, 0
                 while block := f.read(1 << 20):
                     cp.write(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, max(size, done))
+                if progress is not None and done != size:  # (the file changed size while read)
+                    progress(done, done)
         except psycopg.Error as exc:  # the server's words, naming the file's line and column
             error = from_database(exc)
             raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, ", f"({path}: "),
@@ -264,7 +289,8 @@ class Changeset:
         _sql.one(conn, "select rowver.check_staged(%s::regclass, %s::regclass)", (table, stage))
         return _apply(conn, table, stage, mode, guards, kept)
 
-    def _load_parquet(self, table: str, path: str, mode: str, guards: Guards, kept: Kept = None) -> WriteResult:
+    def _load_parquet(self, table: str, path: str, mode: str, guards: Guards, kept: Kept = None,
+                      progress: Progress | None = None) -> WriteResult:
         """A Parquet file, a record batch at a time, by COPY into the stage (each value sent as its
         Python value, read by the server into its column's type)."""
         conn = self._db.conn
@@ -274,11 +300,12 @@ class Changeset:
         stage = _sql.value(conn, "select rowver.stage(%s::regclass, %s::name[])", (table, header))
         copy = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(*stage.split(".")), sql.SQL(", ").join(map(sql.Identifier, header)))
+        rows = itertools.chain.from_iterable(batches)
         try:
             with conn.cursor().copy(copy) as cp:
-                for rows in batches:
-                    for row in _frames.adapt_json(header, json_cols, rows):
-                        cp.write_row(row)
+                for row in _with_progress(_frames.adapt_json(header, json_cols, rows),
+                                          _parquet_rows(path) if progress else None, progress):
+                    cp.write_row(row)
         except psycopg.Error as exc:  # the server's words, naming the row (its line in COPY) and column
             error = from_database(exc)
             raise type(error)(str(error).replace(f"(COPY {stage.split('.')[-1]}, line ", f"({path}: row "),
@@ -381,3 +408,46 @@ def _table_shape(conn: psycopg.Connection, table: str) -> tuple[list[str], list[
 def _current_version(conn: psycopg.Connection) -> int | None:
     value: int | None = _sql.value(conn, "select rowver.current_version()")
     return value
+
+
+Row = TypeVar("Row")
+
+
+def _with_progress(rows: Iterable[Row], total: int | None, progress: Progress | None) -> Iterator[Row]:
+    """``rows`` as they are, telling ``progress`` every PROGRESS_EVERY rows and, when they end,
+    (how many, how many)."""
+    if progress is None:
+        yield from rows
+        return
+    done = 0
+    for done, row in enumerate(rows, 1):
+        yield row
+        if done % PROGRESS_EVERY == 0:
+            progress(done, total)
+    progress(done, done)
+
+
+def _parquet_rows(path: str) -> int:
+    """How many rows a Parquet file holds (from its footer)."""
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _key_names(key: Sequence[str]) -> list[str]:
+    names = [key] if isinstance(key, str) else list(key)
+    if not names or not all(isinstance(k, str) and k for k in names):
+        raise InvalidInputError(f"key must be column names, not {key!r}")
+    return names
+
+
+def _check_key(table: str, given: list[str], keys: list[str], known: list[str]) -> None:
+    """The key a load was told to match rows by must be the one ``table`` is versioned by:
+    history and the diff are keyed by it, so rows are matched by no other."""
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise InvalidInputError(f"{table} has no column {unknown[0]!r} (given as the key)")
+    if len(set(given)) != len(given) or set(given) != set(keys):
+        raise InvalidInputError(
+            f"{table} is versioned by the key ({', '.join(keys)}), not ({', '.join(given)}): rows are matched by "
+            "the key it was enabled with; leave the key out, or enable the table with another key")

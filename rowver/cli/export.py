@@ -22,7 +22,12 @@ class FileFormat(str, Enum):
     iceberg = "iceberg"
 
 
-@app.command()
+# (help= rather than a docstring: typer keeps a paragraph's line breaks, so each paragraph is one string)
+@app.command(help="Write a table as of a version to Parquet files, a Delta Lake table or an Apache Iceberg table.\n\n"
+             "The rows are streamed (memory stays bounded). The files' metadata (a Delta commit's info, an Iceberg "
+             "snapshot's summary) names the table and version, and a version exported already is left as it is. "
+             "Iceberg: each version is a snapshot tagged vVERSION; after the first, only the rows that changed are "
+             "written. On a terminal, a bar counts the rows written and their rate.")
 def export(
     table: Table,
     to: Annotated[Path, typer.Option(
@@ -44,11 +49,6 @@ def export(
         help="iceberg: the table in the catalog; default: rowver.SCHEMA_TABLE.")] = None,
     url: Url = None,
 ) -> None:
-    """Write a table as it was at a version to Parquet files, a Delta Lake table or an Apache Iceberg
-    table, streamed (bounded memory); the files' metadata (a Delta commit's info, an Iceberg
-    snapshot's summary) names the table and version, and a version exported already is left as it
-    is. Iceberg: each version is a snapshot tagged vVERSION; after the first, only the rows that
-    changed are written."""
     casts = dict(_cast(c) for c in cast or [])
     with database(url) as db, _output.progress(f"exporting {table} as of {at}"):
         result = db.export(table, to, at, format=fmt.value, cast=casts, catalog=catalog, name=name)

@@ -94,10 +94,14 @@ def load(
     file: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False, exists=True, dir_okay=False,
         help="A CSV file (UTF-8) whose first line names its columns, or a Parquet file (.parquet, needs pyarrow: "
-        "rowver[export]); its columns must include the key.")],
+        "rowver\\[export]); its columns must include the key.")],  # (\\[: not rich markup)
     mode: Annotated[LoadMode, typer.Option(
         "--mode", case_sensitive=False, help="sync: the file is the whole table (keys missing from it are "
         "deleted); upsert: insert or update its rows; insert: only new keys; delete: delete its keys.")] = LoadMode.sync,
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", metavar="COL", show_default=False,
+        help="The key rows are matched by, stated to be sure (repeat for a key of several columns): it must be the "
+        "table's key as versioned (rowver enable --key); another is an error, and nothing is written.")] = None,
     max_deleted: Annotated[str | None, typer.Option(
         "--max-deleted", metavar="N|F", show_default=False,
         help="Refuse the load, writing nothing, if it deletes more rows than this: a number of rows (500), "
@@ -120,18 +124,21 @@ def load(
     url: Url = None,
     fmt: Fmt = Format.table,
 ) -> None:
-    """Load a CSV or Parquet file into a versioned table as one changeset: only rows that differ become versions."""
+    """Load a CSV or Parquet file into a versioned table as one changeset: only rows that differ become versions.
+
+    On a terminal, a bar counts what is sent (a CSV file's bytes, a Parquet file's rows) and its rate."""
     guards = _guards.Guards(
         max_deleted=None if max_deleted is None else _guards.parse_limit("--max-deleted", max_deleted),
         max_changed=None if max_changed is None else _guards.parse_limit("--max-changed", max_changed),
         expect_rows=None if expect_rows is None else _guards.parse_bounds(expect_rows))
     if mode is LoadMode.sync and not dry_run and stage is None:
         confirm(f"Make {table} equal {file} (rows whose keys it lacks are deleted)?", yes)
-    with database(url) as db, _output.progress(f"loading {file} into {table}"):
+    unit = "rows" if file.name.lower().endswith(".parquet") else "bytes"  # (what cs.load's progress counts)
+    with database(url) as db, _output.counting(f"loading {file.name} into {table}", unit=unit) as progress:
         with db.changeset(message=message or f"load {file.name}", author=author, dry_run=dry_run) as cs:
             result = cs.load(table, file, mode.value, max_deleted=guards.max_deleted,
                              max_changed=guards.max_changed, expect_rows=guards.expect_rows,
-                             stage=stage, replace=replace)
+                             stage=stage, replace=replace, key=key, progress=progress)
     version = None if dry_run else result.version
     if fmt is not Format.table:
         _output.emit(["table", "file", "mode", "version", "inserted", "updated", "deleted", "unchanged"],
