@@ -316,18 +316,22 @@ class Database:
 
     def diff(self, table: str, ref_a: str | int | None = None, ref_b: str | int | None = None, *,
              chunksize: int | None = None, columns: Sequence[str] | None = None, where: str | None = None,
-             staged: str | None = None) -> Any:
+             staged: str | None = None, progress: _query.Progress | None = None) -> Any:
         """Rows added, removed and changed between two refs (``ref_b`` default head), in the
         table's own types: ``op``, ``key``, ``changed``, then ``old_<column>`` and ``new_<column>``
         for each column; with ``chunksize``, an iterator of DataFrames of at most that many rows.
         ``columns``: only the key and these, and only rows where one of them differs; ``where``:
         only rows whose old or new state meets this SQL condition (run read-only). ``staged``:
-        instead of refs, what publishing that stage would do (old: as of its base version)."""
+        instead of refs, what publishing that stage would do (old: as of its base version).
+        ``progress(done, total)``: told the rows read, 10,000 at a time, the last call (rows, rows)
+        (not with ``chunksize``, whose chunks count themselves)."""
         only = list(columns) if columns is not None else None
         if chunksize is not None:
+            if progress is not None:
+                raise InvalidInputError("progress= is for a whole diff; with chunksize, count the chunks")
             query, keys, _ = _query.diff_query(self, table, ref_a, ref_b, columns=only, where=where, staged=staged)
             return _query.chunks(self, query, chunksize, _query.diff_frame(keys))
-        return _query.diff(self, table, ref_a, ref_b, columns=only, where=where, staged=staged)
+        return _query.diff(self, table, ref_a, ref_b, columns=only, where=where, staged=staged, progress=progress)
 
     def changes(self, table: str, since: str | int, until: str | int = "head", *,
                 columns: Sequence[str] | None = None, where: str | None = None) -> pd.DataFrame:
@@ -349,7 +353,7 @@ class Database:
 
     def export(self, table: str, to: str | os.PathLike[str], at: str | int = "head", *, format: str = "parquet",
                cast: dict[str, str] | None = None, catalog: str | None = None,
-               name: str | None = None) -> ExportResult:
+               name: str | None = None, progress: _export.Progress | None = None) -> ExportResult:
         """Write ``table`` as of ``at`` to ``to``/version=V/ as Parquet (``format="delta"``: to the
         Delta table ``to``, one commit per version; ``"iceberg"``: to the Iceberg table ``name``,
         NAMESPACE.TABLE, default rowver.<schema>_<table>, in warehouse ``to``, registered in the SQL
@@ -358,12 +362,14 @@ class Database:
         commit's info, a snapshot's summary) names the table and version. A version exported already
         is left as it is (``.written`` False). ``cast``: {column: PostgreSQL type} for a column whose
         type has no faithful type there (one is an error naming it otherwise). Needs pyarrow
-        (``pip install 'rowver[export]'``; Delta: ``'rowver[delta]'``; Iceberg: ``'rowver[iceberg]'``)."""
+        (``pip install 'rowver[export]'``; Delta: ``'rowver[delta]'``; Iceberg: ``'rowver[iceberg]'``).
+        ``progress(done, total)``: told the rows written, a batch at a time (total None until the
+        last call, (rows, rows)); nothing for a version exported already."""
         if format == "iceberg":
-            return _iceberg.export(self, table, at, to, catalog=catalog, name=name, cast=cast)
+            return _iceberg.export(self, table, at, to, catalog=catalog, name=name, cast=cast, progress=progress)
         if catalog is not None or name is not None:
             raise InvalidInputError("a catalog and a table name are for format='iceberg' only")
-        return _export.export(self, table, at, to, fmt=format, cast=cast)
+        return _export.export(self, table, at, to, fmt=format, cast=cast, progress=progress)
 
     def log(self, limit: int = 50, table: str | None = None, *, author: str | None = None,
             grep: str | None = None, since: str | int | None = None, until: str | int | None = None) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 FORMATS = ("parquet", "delta")
 ROWS_PER_FILE = 1_000_000  # a new part file after this many rows
 BATCH = 50_000  # rows fetched and converted at a time
+
+# told (rows written so far, None) a batch at a time as an export reads its rows (all of them, or
+# the changed ones), then (rows, rows) when they end; possibly from the thread of the writer
+# pulling them (deltalake, pyiceberg). Nothing for a version exported already.
+Progress = Callable[[int, int | None], Any]
 
 # types read as text by the server (the Parquet value is their text)
 _AS_TEXT = {"json", "jsonb", "uuid"}
@@ -81,8 +86,8 @@ def require_pyarrow() -> Any:
 
 def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str], *, fmt: str = "parquet",
            cast: Mapping[str, str] | None = None, batch: int = BATCH,
-           rows_per_file: int = ROWS_PER_FILE) -> ExportResult:
-    """Write ``table`` as of ``at`` under ``to`` (see the module docstring)."""
+           rows_per_file: int = ROWS_PER_FILE, progress: Progress | None = None) -> ExportResult:
+    """Write ``table`` as of ``at`` under ``to`` (see the module docstring); ``progress``: see Progress."""
     if fmt not in FORMATS:
         raise InvalidInputError(f"export format {fmt!r} is not supported; it writes {', '.join(FORMATS)}")
     pa = require_pyarrow()
@@ -110,10 +115,10 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
         sql.SQL(", ").join(sql.Identifier(k) for k in keys))
     if fmt == "delta":
         assert isinstance(delta, _Delta)
-        return _write_delta(db, deltalake, delta, query, columns, schema, table, list(keys), batch)
+        return _write_delta(db, deltalake, delta, query, columns, schema, table, list(keys), batch, progress)
     staging = target.parent / f".version={version}.{os.getpid()}.partial"
     try:
-        files, rows = _write(db, query, columns, schema, staging, batch, rows_per_file)
+        files, rows = _write(db, query, columns, schema, staging, batch, rows_per_file, progress)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -226,7 +231,7 @@ def _arrow(pa: Any, base: str, typmod: int) -> Any:
 
 
 def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema, staging: Path,
-           batch: int, rows_per_file: int) -> tuple[list[Path], int]:
+           batch: int, rows_per_file: int, progress: Progress | None = None) -> tuple[list[Path], int]:
     """The query's rows into part files under ``staging``, a batch at a time."""
     import pyarrow.parquet as pq
 
@@ -235,7 +240,7 @@ def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: p
     writer: pq.ParquetWriter | None = None
     rows = in_file = 0
     try:
-        for record_batch in _record_batches(db, query, columns, schema, batch):
+        for record_batch in _record_batches(db, query, columns, schema, batch, progress):
             if writer is None or in_file >= rows_per_file:
                 if writer is not None:
                     writer.close()
@@ -254,13 +259,19 @@ def _write(db: Connected, query: sql.Composed, columns: list[_Column], schema: p
 
 
 def _record_batches(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema,
-                    batch: int) -> Iterator[pa.RecordBatch]:
-    """The query's rows as Arrow record batches of at most ``batch`` rows."""
+                    batch: int, progress: Progress | None = None) -> Iterator[pa.RecordBatch]:
+    """The query's rows as Arrow record batches of at most ``batch`` rows, each told to ``progress``."""
     import pyarrow as pa
 
+    done = 0
     for values in _batches(db, query, batch):
         arrays = [_array(pa, c, [row[i] for row in values]) for i, c in enumerate(columns)]
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        done += len(values)
+        if progress is not None:
+            progress(done, None)
+    if progress is not None:
+        progress(done, done)
 
 
 def _array(pa: Any, column: _Column, values: list[Any]) -> Any:
@@ -387,7 +398,8 @@ def _delta_types(table: str, columns: list[_Column]) -> None:
 
 
 def _write_delta(db: Connected, deltalake: Any, target: _Delta, query: sql.Composed, columns: list[_Column],
-                 schema: pa.Schema, table: str, keys: list[str], batch: int) -> ExportResult:
+                 schema: pa.Schema, table: str, keys: list[str], batch: int,
+                 progress: Progress | None = None) -> ExportResult:
     """One Delta commit of the version: the whole table (the first, or an overwrite), or the
     change since the version exported before. A write that fails commits nothing."""
     name, version = schema.metadata[b"rowver.table"].decode(), int(schema.metadata[b"rowver.version"])
@@ -396,7 +408,7 @@ def _write_delta(db: Connected, deltalake: Any, target: _Delta, query: sql.Compo
     rows = [0]
     if changes is None:
         summary["rowver.export"] = "full" if target.last is None else "full overwrite"
-        reader = _reader(db, query, columns, schema, batch, rows)
+        reader = _reader(db, query, columns, schema, batch, rows, progress)
         target.path.mkdir(parents=True, exist_ok=True)
         _delta_call(deltalake, reader, lambda: deltalake.write_deltalake(
             str(target.path), reader, mode="overwrite", schema_mode="overwrite", target_file_size=DELTA_FILE_BYTES,
@@ -404,7 +416,7 @@ def _write_delta(db: Connected, deltalake: Any, target: _Delta, query: sql.Compo
         changed = None
     else:
         summary["rowver.export"] = "changes"
-        reader = _reader(db, changes, columns, schema, batch, rows)
+        reader = _reader(db, changes, columns, schema, batch, rows, progress)
         _delta_merge(deltalake, target, reader, keys, summary)
         changed = rows[0]
     written = deltalake.DeltaTable(str(target.path))
@@ -412,7 +424,7 @@ def _write_delta(db: Connected, deltalake: Any, target: _Delta, query: sql.Compo
 
 
 def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: pa.Schema, batch: int,
-            counted: list[int]) -> Any:
+            counted: list[int], progress: Progress | None = None) -> Any:
     """The query's rows as an Arrow stream, a batch at a time, counted; an error of ours met
     while a writer pulls the stream is kept on the reader (``failed``) to be raised as it is."""
     import pyarrow as pa
@@ -421,7 +433,7 @@ def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: 
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
-            for record_batch in _record_batches(db, query, columns, schema, batch):
+            for record_batch in _record_batches(db, query, columns, schema, batch, progress):
                 counted[0] += record_batch.num_rows
                 yield record_batch
         except Exception as exc:

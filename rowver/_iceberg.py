@@ -65,8 +65,10 @@ class _Source:
 
 
 def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str], *, catalog: str | None = None,
-           name: str | None = None, cast: Mapping[str, str] | None = None, batch: int = BATCH) -> ExportResult:
-    """Write ``table`` as of ``at`` to the Iceberg table in warehouse ``to`` (the module docstring)."""
+           name: str | None = None, cast: Mapping[str, str] | None = None, batch: int = BATCH,
+           progress: _export.Progress | None = None) -> ExportResult:
+    """Write ``table`` as of ``at`` to the Iceberg table in warehouse ``to`` (the module docstring);
+    ``progress``: told the rows it writes (rowver._export.Progress)."""
     pa = _export.require_pyarrow()
     require_pyiceberg()
     version = _refs.resolve_for(db.conn, table, at)
@@ -85,7 +87,7 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
             return last
         columns = [_iceberg_column(pa, table, c) for c in _export._columns(db, table, pa, dict(cast or {}))]
         schema = pa.schema([pa.field(c.name, c.arrow) for c in columns])
-        return _write(db, found, target, identifier, source, last, columns, schema, warehouse, batch)
+        return _write(db, found, target, identifier, source, last, columns, schema, warehouse, batch, progress)
     finally:
         found.engine.dispose()  # (its pooled connections: a PostgreSQL catalog's would linger)
 
@@ -175,7 +177,8 @@ def _iceberg_column(pa: Any, table: str, column: _Column) -> _Column:
 
 
 def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str], source: _Source,
-           last: int | None, columns: list[_Column], schema: Any, warehouse: Path, batch: int) -> ExportResult:
+           last: int | None, columns: list[_Column], schema: Any, warehouse: Path, batch: int,
+           progress: _export.Progress | None = None) -> ExportResult:
     """One catalog commit: the version's rows (all, or the changed keys'), its tag and properties."""
     from pyiceberg.exceptions import CommitFailedException
     from pyiceberg.table.update.snapshot import ManageSnapshots
@@ -195,16 +198,17 @@ def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str]
     counted = [0]
     if last is None:  # the first export: everything
         summary["rowver.export"] = "full"
-        tx.append(_reader(db, _full_query(source, columns), columns, schema, batch, counted),
+        tx.append(_reader(db, _full_query(source, columns), columns, schema, batch, counted, progress),
                   snapshot_properties=summary)
     elif changed_keys is None:
         summary["rowver.export"] = "full overwrite"
-        _replace(tx, target, _reader(db, _full_query(source, columns), columns, schema, batch, counted), summary)
+        _replace(tx, target, _reader(db, _full_query(source, columns), columns, schema, batch, counted, progress),
+                 summary)
     else:
         key, values = changed_keys
         summary["rowver.export"] = "changes"
         summary["rowver.changed-keys"] = str(len(values))
-        reader = _reader(db, _changed_query(db, source, last, columns), columns, schema, batch, counted)
+        reader = _reader(db, _changed_query(db, source, last, columns), columns, schema, batch, counted, progress)
         _replace(tx, target, reader, summary, key, values)
     snapshot_id = tx.table_metadata.current_snapshot().snapshot_id
     ManageSnapshots(tx).create_tag(snapshot_id, f"v{source.version}").commit()
@@ -331,12 +335,12 @@ def _changed_query(db: Connected, source: _Source, last: int, columns: list[_Col
 
 
 def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: Any, batch: int,
-            counted: list[int]) -> Any:
+            counted: list[int], progress: _export.Progress | None = None) -> Any:
     """The query's rows as an Arrow stream pyiceberg consumes a batch at a time; counts them."""
     import pyarrow as pa
 
     def batches() -> Iterator[Any]:
-        for record_batch in _export._record_batches(db, query, columns, schema, batch):
+        for record_batch in _export._record_batches(db, query, columns, schema, batch, progress):
             counted[0] += record_batch.num_rows
             yield record_batch
 

@@ -453,16 +453,42 @@ def diff_frame(keys: list[str]) -> Callable[[Rows, Described], pd.DataFrame]:
 
 
 def diff(db: Connected, table: str, ref_a: str | int | None, ref_b: str | int | None, *,
-         columns: list[str] | None = None, where: str | None = None, staged: str | None = None) -> pd.DataFrame:
+         columns: list[str] | None = None, where: str | None = None, staged: str | None = None,
+         progress: Progress | None = None) -> pd.DataFrame:
     """Rows added, removed and changed between two refs, or by publishing a stage, ordered by
-    key (see diff_frame); ``frame.attrs["versions"]`` holds the two versions that were read."""
+    key (see diff_frame); ``frame.attrs["versions"]`` holds the two versions that were read.
+    ``progress``: told the rows read as they come (see Progress)."""
     query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where, staged=staged)
     with _read_only(db, where):
-        cur = db.conn.execute(query)
-        rows = cur.fetchall()
-    frame = diff_frame(keys)(rows, cur.description or [])
+        if progress is None:
+            cur = db.conn.execute(query)
+            rows, described = cur.fetchall(), cur.description or []
+        else:
+            rows, described = _read_counted(db, query, progress)
+    frame = diff_frame(keys)(rows, described)
     frame.attrs["versions"] = versions
     return frame
+
+
+# told (rows read so far, None) a batch of PROGRESS_BATCH rows at a time as a long read comes
+# from a server-side cursor, then (rows, rows) when it ends; the same callback the write layer
+# and export take, which the CLI draws as a bar (rowver._output.counting).
+Progress = Callable[[int, int | None], Any]
+PROGRESS_BATCH = 10_000
+
+
+def _read_counted(db: Connected, query: Any, progress: Progress) -> tuple[Rows, Described]:
+    """Every row of ``query`` through a server-side cursor (inside the caller's transaction), a
+    batch at a time, each told to ``progress``."""
+    rows: Rows = []
+    with db.conn.cursor(name="rowver_counted") as cur:
+        cur.execute(query)
+        while batch := cur.fetchmany(PROGRESS_BATCH):
+            rows.extend(batch)
+            progress(len(rows), None)
+        described = cur.description or []
+    progress(len(rows), len(rows))
+    return rows, described
 
 
 def _changes_query(db: Connected, table: str, since: str | int, until: str | int, columns: list[str] | None = None,

@@ -152,3 +152,59 @@ def test_rowver_load_key_must_be_the_tables(conn: psycopg.Connection, db_url: st
     assert result.exit_code == 0, result.output
     assert "1 inserted, 1 updated" in result.stdout
     assert conn.execute("select array_agg(guest order by seat) from seats").fetchone() == (["bob", "cy"],)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "delta", "iceberg"])
+def test_exports_tell_the_rows_written(conn: psycopg.Connection, db_url: str, tmp_path: Path, fmt: str) -> None:
+    pytest.importorskip({"parquet": "pyarrow", "delta": "deltalake", "iceberg": "pyiceberg"}[fmt])
+    conn.execute("create table wide (id int primary key, v int)")
+    conn.execute("insert into wide select g, g from generate_series(1, 120000) g")
+    with rowver.connect(db_url) as db:
+        db.enable("wide")
+        written, tell = _recorder()
+        result = db.export("wide", tmp_path / "out", format=fmt, progress=tell)
+        assert result.rows == 120_000
+        _ends_at(written, 120_000, at_least=3)  # (a batch is 50,000 rows)
+        assert all(t is None for _, t in written[:-1])  # the total is not guessed
+
+        again, tell_again = _recorder()
+        assert not db.export("wide", tmp_path / "out", format=fmt, progress=tell_again).written
+        assert again == []  # (exported already: nothing read)
+        if fmt == "parquet":
+            return
+        conn.execute("update wide set v = -v where id <= 7")
+        conn.execute("select rowver.publish_head()")
+        changed, tell_changed = _recorder()
+        assert db.export("wide", tmp_path / "out", format=fmt, progress=tell_changed).changed == 7
+        assert changed == [(7, None), (7, 7)]  # only the changed rows are read, and told
+
+
+def test_rowver_export_draws_a_bar_on_a_terminal_only(conn: psycopg.Connection, db_url: str, tmp_path: Path) -> None:
+    from terminal import stderr_on_terminal
+
+    conn.execute("create table wide (id int primary key, v int)")
+    conn.execute("insert into wide select g, g from generate_series(1, 60000) g")
+    with rowver.connect(db_url) as db:
+        db.enable("wide")
+    done, drawn = stderr_on_terminal([_rowver(), "export", "wide", "--to", str(tmp_path / "a"), "--url", db_url])
+    assert done.returncode == 0 and "60,000 rows" in done.stdout
+    assert b"exporting wide as of head" in drawn and b"60000/60000" in drawn
+    piped = subprocess.run([_rowver(), "export", "wide", "--to", str(tmp_path / "b"), "--url", db_url],
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "" and "60,000 rows" in piped.stdout
+
+
+def test_a_diff_tells_the_rows_read(conn: psycopg.Connection, db_url: str) -> None:
+    conn.execute("create table wide (id int primary key, v int)")
+    conn.execute("insert into wide select g, g from generate_series(1, 30000) g")
+    with rowver.connect(db_url) as db:
+        first = db.enable("wide")
+        conn.execute("update wide set v = -v where id <= 25000")
+        db.publish_head()
+        read, tell = _recorder()
+        frame = db.diff("wide", first, progress=tell)
+        assert len(frame) == 25_000 and frame.equals(db.diff("wide", first))
+        _ends_at(read, 25_000, at_least=3)
+        assert read[0] == (10_000, None)
+        with pytest.raises(InvalidInputError, match="progress= is for a whole diff"):
+            db.diff("wide", first, chunksize=10, progress=tell)

@@ -50,8 +50,8 @@ def export(
     url: Url = None,
 ) -> None:
     casts = dict(_cast(c) for c in cast or [])
-    with database(url) as db, _output.progress(f"exporting {table} as of {at}"):
-        result = db.export(table, to, at, format=fmt.value, cast=casts, catalog=catalog, name=name)
+    with database(url) as db, _output.counting(f"exporting {table} as of {at}") as progress:
+        result = db.export(table, to, at, format=fmt.value, cast=casts, catalog=catalog, name=name, progress=progress)
     files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
     if result.written and result.changed is not None:
         typer.echo(f"{table} as of version {result.version}: {result.changed:,} rows written; {result.rows:,} rows "
