@@ -4,7 +4,8 @@ Everything is rendered from plain rows (column names plus tuples of Python value
 DataFrames are turned into such rows first, with pandas' missing markers as None.
 
 - ``table``: a rich table, sized to the terminal (to its content when stdout is a pipe).
-- ``csv``: a header, then one line per row; NULL is an empty field.
+- ``csv``: a header, then one line per row, as PostgreSQL's COPY writes CSV: NULL is an empty
+  field, an empty string ``""``. (show and diff have the server encode it, sql/reads/csv_select.sql.)
 - ``jsonl``: the same objects as ``json``, one per line, with no array around them.
 - ``json``: one array of objects. Timestamps and dates are ISO-8601 strings, intervals
   ISO-8601 durations, numerics exact decimal strings, bytea base64 strings, NULL and NaN
@@ -16,9 +17,8 @@ DataFrames are turned into such rows first, with pandas' missing markers as None
 from __future__ import annotations
 
 import base64
-import csv
+import codecs
 import datetime as dt
-import io
 import json
 import math
 import os
@@ -192,6 +192,26 @@ def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
     return n
 
 
+def emit_copied(lines: Iterable[Any], encoding: str) -> int:
+    """Print CSV lines as the server's COPY wrote them (a header, then one buffer a row, in
+    ``encoding``), straight to stdout's bytes when it takes that encoding; returns how many rows."""
+    out = sys.stdout
+    same = hasattr(out, "buffer") and codecs.lookup(getattr(out, "encoding", None) or "ascii").name == \
+        codecs.lookup(encoding).name
+    out.flush()
+    write: Callable[[Any], Any] = out.buffer.write if same else lambda line: out.write(bytes(line).decode(encoding))
+    n = 0
+    with counting("writing") if not out.isatty() else nullcontext(_quiet) as progress:  # (bar beside a file)
+        for n, line in enumerate(lines, 1):
+            write(line)
+            if not n % 10_000:
+                progress(n - 1, None)
+        progress(max(n - 1, 0), None)
+    if same:
+        out.buffer.flush()
+    return max(n - 1, 0)
+
+
 def _stream_rows(out: Any, columns: Sequence[str], batches: Iterable[Rows], fmt: Format, type_oids: Sequence[int],
                  progress: Callable[[int, int | None], None]) -> int:
     n = 0
@@ -271,8 +291,9 @@ def json_value(value: Any) -> str:
             return "null"
         if value.is_infinite():
             return '"Infinity"' if value > 0 else '"-Infinity"'
-        # a number inside JSON data stays the exact number; a numeric value, an exact string
-        return str(value) if isinstance(value, JsonNumber) else json.dumps(str(value))
+        # a number inside JSON data stays the exact number; a numeric value, an exact string;
+        # both written out as PostgreSQL prints them (str would say 1E-7 for 0.0000001)
+        return format(value, "f") if isinstance(value, JsonNumber) else '"' + format(value, "f") + '"'
     if isinstance(value, Mapping):
         items = (f"{json.dumps(str(k), ensure_ascii=False)}: {json_value(v)}" for k, v in value.items())
         return "{" + ", ".join(items) + "}"
@@ -282,29 +303,42 @@ def json_value(value: Any) -> str:
 
 
 def to_csv(columns: Sequence[str], rows: Rows, type_oids: Sequence[int] = (), *, header: bool = True) -> str:
-    """CSV with a header line. Column by column: integer and text values go to the csv module as
-    they are (it writes None as an empty field and ints as digits), floats through _csv_float,
-    every other value through csv_value."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(columns)
+    """CSV with a header line, as PostgreSQL's COPY (format csv) writes it, so that a read COPY
+    encodes (sql/reads/csv_select.sql) and one encoded here are the same bytes: NULL is an empty
+    field, an empty string ``""``; a field holding a comma, quote, CR or LF is quoted. Column by
+    column: integer and text values as they are, floats through _csv_float, others csv_value."""
+    lines = [",".join(map(_csv_field, columns))] if header else []
     if rows:
         oids = [*type_oids, *[0] * (len(columns) - len(type_oids))]
-        values = [col if oid in _INTEGERS or oid in _TEXTS else
-                  list(map(_csv_float if oid in _FLOATS else csv_value, col))
-                  for oid, col in zip(oids, zip(*rows))]
-        writer.writerows(zip(*values))
-    return buffer.getvalue()
+        values = [[_csv_field(v) for v in col] if oid in _TEXTS else
+                  ["" if v is None else str(v) for v in col] if oid in _INTEGERS else
+                  [_csv_field(_csv_float(v)) for v in col] if oid in _FLOATS else
+                  [_csv_field(csv_value(v)) for v in col] for oid, col in zip(oids, zip(*rows))]
+        if len(values) == 1:  # (COPY quotes a lone \. : on a line of its own it would end the data)
+            values = [['"\\."' if v == "\\." else v for v in values[0]]]
+        lines.extend(map(",".join, zip(*values)))
+    return "".join(line + "\n" for line in lines)
 
 
-def _csv_float(value: Any) -> str:
-    return "" if value is None or value != value else repr(value)  # (NaN is not equal to itself)
+_CSV_QUOTED = re.compile('[,"\n\r]')
 
 
-def csv_value(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _csv_field(text: str | None) -> str:
+    if text is None:
         return ""
+    if text and not _CSV_QUOTED.search(text):
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _csv_float(value: Any) -> str | None:
+    return None if value is None or value != value else repr(value)  # (NaN is not equal to itself)
+
+
+def csv_value(value: Any) -> str | None:
+    """The CSV text of one value; None for NULL (and NaN), which is an empty field."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (Mapping, list, tuple)):
@@ -322,6 +356,8 @@ def scalar_text(value: Any) -> str:
         return iso_duration(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Decimal):
+        return format(value, "f")  # (as PostgreSQL prints it: str would say 1E-7 for 0.0000001)
     return str(value)
 
 

@@ -132,15 +132,13 @@ def _read_query(db: Connected, table: str, version: int, columns: list[str] | No
     transaction of _read_only, begun after ``version`` was resolved, and may then read the
     current table itself (rowver.read_source_sql); else T__as_of. (Callers check where and limit.)"""
     source_of = "rowver.read_source_sql" if snapshot else "rowver.as_of_sql"
-    with translated():
-        source, keys = _sql.one(
-            db.conn, sql.SQL("select {}(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns").format(
-                sql.SQL(source_of)), (table, version, table))
+    source, keys = _sql.one(
+        db.conn, sql.SQL("select {}(%s::regclass, %s), (rowver.registered(%s::regclass)).key_columns").format(
+            sql.SQL(source_of)), (table, version, table))
     # source is T__as_of(v) or a select from T, quoted by the server with format('%I')
     source_sql = sql.SQL(source)
     if columns or order_by or filters:
-        with translated():
-            described = db.conn.execute(sql.SQL("select * from {} limit 0").format(source_sql)).description
+        described = _sql.execute(db.conn, sql.SQL("select * from {} limit 0").format(source_sql)).description
         known = [d.name for d in described or []]
         for name in [*(columns or ()), *(order_by or ()), *(f[0] for f in filters)]:
             if name not in known:
@@ -271,6 +269,73 @@ def _streamed(db: Connected, query: Any, params: Any = None, *, version: int | N
             yield Stream(shape(described, [])[0], version, (shape(described, rows)[1] for rows in batches))
 
 
+@dataclass(frozen=True)
+class Copied:
+    """A read as CSV text from the server's COPY: its lines (the header first, then a row each,
+    bytes in ``encoding``) and the version read."""
+
+    version: int
+    encoding: str
+    lines: Iterator[Any]  # (buffers: bytes or memoryview)
+
+
+@contextlib.contextmanager
+def stream_csv(db: Connected, table: str, ref: str | int = "head", *, columns: list[str] | None = None,
+               where: str | None = None, order_by: list[str] | None = None,
+               limit: int | None = None) -> Iterator[Copied | Stream]:
+    """As ``stream``, for CSV: the server encodes every value as rowver/_output.py's to_csv
+    would (sql/reads/csv_select.sql) and COPY prints the lines, several times faster than
+    encoding them in Python; a Stream instead when a column's type is one only Python encodes."""
+    _check_read(where, limit)
+    version = _refs.resolve_for(db.conn, table, ref)  # its own statement: the read sees every version up to it
+    with _read_only(db, where):
+        query = _read_query(db, table, version, columns, where, order_by, limit)
+        select = _csv_select(db, query.sql)
+        if select is None:
+            with _streamed(db, query.sql, version=version, raw=True) as found:
+                yield found
+            return
+        with _copied(db, select, version) as copied:
+            yield copied
+
+
+@contextlib.contextmanager
+def _copied(db: Connected, select: sql.Composable, version: int) -> Iterator[Copied]:
+    statement = sql.SQL("copy ({}) to stdout (format csv, header)").format(select)
+    with translated(), db.conn.cursor() as cur, cur.copy(statement) as copy:
+        lines = iter(copy)
+        yield Copied(version, db.conn.info.encoding, lines)
+        for _ in lines:  # (what the caller left: the connection is free only after the last)
+            pass
+
+
+def _described(db: Connected, read: sql.Composable) -> Described:
+    with translated(), psycopg.RawCursor(db.conn) as cur:
+        return list(cur.execute(sql.SQL("select * from ({}) rv_q limit 0").format(read)).description or [])
+
+
+def _encoders(db: Connected, names: list[str], type_oids: list[int]) -> list[tuple[str, str]] | None:
+    """For each column (read from rv_q by name, of a type), the SQL of its CSV text and of its
+    JSON text (sql/reads/csv_select.sql); None when a type is one only Python encodes."""
+    with translated():
+        found = db.conn.execute(_sql.query("reads/csv_select.sql"), {"names": names, "types": type_oids}).fetchall()
+    if not found or any(csv is None for csv, _ in found):
+        return None
+    return [(csv, text) for csv, text in found]
+
+
+def _csv_select(db: Connected, read: sql.Composable) -> sql.Composed | None:
+    """The read as a SELECT of CSV texts, one per column (None: a type only Python encodes)."""
+    described = _described(db, read)
+    names = [d.name for d in described]
+    encoders = _encoders(db, names, [d.type_code for d in described])
+    if encoders is None:
+        return None
+    # each expression is built by the server, its names quoted with format('%I')
+    return sql.SQL("select {} from ({}) rv_q").format(sql.SQL(", ").join(
+        sql.SQL("{} as {}").format(sql.SQL(csv), sql.Identifier(name)) for (csv, _), name in zip(encoders, names)), read)
+
+
 def count(db: Connected, table: str, ref: str | int = "head", *, where: str | None = None,
           filters: Sequence[tuple[str, str, Any]] = ()) -> int:
     """How many rows ``read`` would return without a limit."""
@@ -283,8 +348,7 @@ def count(db: Connected, table: str, ref: str | int = "head", *, where: str | No
 
 def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
     """A key as {column: value}: from a dict, a tuple (in key order), or a single value."""
-    with translated():
-        columns = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
+    columns = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     if isinstance(key, Mapping):
         if sorted(key) != sorted(columns):
             raise BadKeyError(f"{table} is keyed by ({', '.join(columns)}); got ({', '.join(key)})")
@@ -330,23 +394,20 @@ def diff_query(db: Connected, table: str, ref_a: str | int | None, ref_b: str | 
     meets that condition. ``staged``: instead of two refs, what publishing that stage would do,
     from the table as of the stage's base version (both versions given are that one)."""
     _check_read(where, None)
-    with translated():
-        keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
+    keys = _sql.value(db.conn, "select (rowver.registered(%s::regclass)).key_columns", (table,))
     if staged is not None:
         if ref_a is not None or ref_b is not None:
             raise InvalidInputError("a diff is between two refs, or of a stage (staged=), not both")
-        with translated():
-            text, base = _sql.one(db.conn, "select rowver.staged_diff_sql(%s::regclass, %s),"
-                                           " (select s.base from rowver.staged s where s.name = %s)",
-                                  (table, staged, staged))
+        text, base = _sql.one(db.conn, "select rowver.staged_diff_sql(%s::regclass, %s),"
+                                       " (select s.base from rowver.staged s where s.name = %s)",
+                              (table, staged, staged))
         a = b = int(base)
     else:
         if ref_a is None:
             raise InvalidInputError("a diff needs the ref to compare from (or staged='name')")
         # (their own statements, as above)
         a, b = _refs.resolve_for(db.conn, table, ref_a), _refs.resolve_for(db.conn, table, "head" if ref_b is None else ref_b)
-        with translated():
-            text = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
+        text = _sql.value(db.conn, "select rowver.diff_sql(%s::regclass, %s, %s)", (table, a, b))
     query = sql.Composed([sql.SQL(text)])  # built by rowver.diff_sql with format('%I')
     if columns or where is not None:
         query = _narrowed(db, table, query, len(keys), columns, where)
@@ -358,8 +419,7 @@ def _narrowed(db: Connected, table: str, diff: sql.Composed, n: int, columns: li
     """A diff (op, the n key columns, changed, the old row, the new row) cut to the key and
     ``columns``, and to rows whose old or new state meets ``where``. Its columns are renamed by
     position (old and new share names), then given their names back."""
-    with translated():
-        names = [d.name for d in db.conn.execute(sql.SQL("select * from ({}) rv_q limit 0").format(diff)).description or []]
+    names = [d.name for d in _sql.execute(db.conn, sql.SQL("select * from ({}) rv_q limit 0").format(diff)).description or []]
     half = (len(names) - n - 2) // 2
     row = names[n + 2:n + 2 + half]
     for column in columns or ():
@@ -420,6 +480,57 @@ def diff_stream(db: Connected, table: str, ref_a: str | int | None, ref_b: str |
     with _read_only(db, where), \
             _streamed(db, query, version=versions[1], batch=batch, shape=diff_records(keys)) as found:
         yield versions, found
+
+
+@contextlib.contextmanager
+def diff_stream_csv(db: Connected, table: str, ref_a: str | int | None, ref_b: str | int | None, *,
+                    columns: list[str] | None = None, where: str | None = None, staged: str | None = None,
+                    limit: int | None = None) -> Iterator[tuple[tuple[int, int], Copied | Stream]]:
+    """As ``diff_stream``, for CSV (at most ``limit`` rows): op, key, changed, old and new, encoded
+    by the server and printed by COPY as rowver/_output.py's to_csv would print diff_records' rows;
+    a Stream of those records instead when a column's type is one only Python encodes."""
+    query, keys, versions = diff_query(db, table, ref_a, ref_b, columns=columns, where=where, staged=staged)
+    with _read_only(db, where):
+        select = _diff_csv_select(db, query, keys, limit)
+        if select is None:
+            with _streamed(db, query, version=versions[1], shape=diff_records(keys)) as found:
+                yield versions, found
+            return
+        with _copied(db, select, versions[1]) as copied:
+            yield versions, copied
+
+
+def _diff_csv_select(db: Connected, diff: sql.Composed, keys: list[str], limit: int | None) -> sql.Composed | None:
+    """A diff's rows (op, the key columns, changed, the old row, the new row) as the CSV texts of
+    op, key, changed, old and new (None: a type only Python encodes). Its columns are read by
+    position (old and new share names)."""
+    described = _described(db, diff)
+    n, at = len(keys), [f"rv_c{i}" for i in range(len(described))]
+    encoders = _encoders(db, at, [d.type_code for d in described])
+    if encoders is None:
+        return None
+    half = (len(described) - n - 2) // 2
+    names = [d.name for d in described[n + 2:n + 2 + half]]
+    texts = [sql.SQL(text) for _, text in encoders]  # (built by the server, names quoted with format('%I'))
+    op = sql.Identifier("rv_q", at[0])
+    query = sql.SQL("select {op} as op, {key} as key, {changed} as changed,"
+                    " case when {op} = 'added' then null else {old} end as old,"
+                    " case when {op} = 'removed' then null else {new} end as new"
+                    " from ({diff}) as rv_q({at})").format(
+        op=op, key=_json_object(keys, texts[1:n + 1]), changed=sql.SQL(encoders[n + 1][0]),
+        old=_json_object(names, texts[n + 2:n + 2 + half]), new=_json_object(names, texts[n + 2 + half:]),
+        diff=diff, at=sql.SQL(", ").join(map(sql.Identifier, at)))
+    if limit is not None:
+        query += sql.SQL(" limit {}").format(sql.Literal(limit))
+    return query
+
+
+def _json_object(names: Sequence[str], values: Sequence[sql.Composable]) -> sql.Composable:
+    """SQL of the text {"name": value, ...}, spaced as rowver/_output.py's json_value writes it."""
+    parts: list[sql.Composable] = []
+    for i, (name, value) in enumerate(zip(names, values)):
+        parts += [sql.Literal(("{" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": "), value]
+    return sql.SQL("({})").format(sql.SQL(" || ").join([*parts, sql.Literal("}")])) if parts else sql.Literal("{}")
 
 
 def diff_counts(db: Connected, table: str, a: int | None, b: int | None, *, columns: list[str] | None = None,
@@ -494,13 +605,12 @@ def _read_counted(db: Connected, query: Any, progress: Progress) -> tuple[Rows, 
 def _changes_query(db: Connected, table: str, since: str | int, until: str | int, columns: list[str] | None = None,
                    where: str | None = None) -> tuple[sql.Composed, tuple[Any, ...]]:
     _check_read(where, None)
-    with translated():
-        name, every, keys = _sql.one(
-            db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid),"
-                     " array(select a.attname from pg_catalog.pg_attribute a"
-                     " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
-                     " and a.attname <> 'rv_version' order by a.attnum),"
-                     " (rowver.registered(%s::regclass)).key_columns", (table, table, table))
+    name, every, keys = _sql.one(
+        db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid),"
+                 " array(select a.attname from pg_catalog.pg_attribute a"
+                 " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+                 " and a.attname <> 'rv_version' order by a.attnum),"
+                 " (rowver.registered(%s::regclass)).key_columns", (table, table, table))
     for column in columns or ():
         if column not in every:
             raise InvalidInputError(f"{table} has no column {column!r}; its columns are {', '.join(every)}")

@@ -107,6 +107,14 @@ def show(
     """Print a table as it was at a version (default: head)."""
     wanted = split(columns)
     with database(url) as db:
+        if fmt is Format.csv:  # every row, encoded by the server's COPY where it can
+            with _query.stream_csv(db, table, at, columns=wanted, where=where, order_by=order_by,
+                                   limit=limit) as read:
+                if isinstance(read, _query.Copied):
+                    _output.emit_copied(read.lines, read.encoding)
+                else:
+                    _output.emit_stream(read.columns, read, fmt, read.type_oids)
+            return
         if fmt is not Format.table:  # every row, as it comes, one batch in memory at a time
             with db.stream(table, at, columns=wanted, where=where, order_by=order_by, limit=limit) as stream:
                 _output.emit_stream(stream.columns, stream, fmt, stream.type_oids)
@@ -183,6 +191,14 @@ def diff(
     if staged is not None and ref_a is not None:
         raise typer.BadParameter("--staged NAME takes no refs", param_hint="REF_A")
     with database(url) as db:
+        if fmt is Format.csv:  # encoded by the server's COPY where it can
+            with _query.diff_stream_csv(db, table, *refs, columns=only, where=where, staged=staged,
+                                        limit=shown) as (_, read):
+                if isinstance(read, _query.Copied):
+                    _output.emit_copied(read.lines, read.encoding)
+                else:
+                    _output.emit_stream(read.columns, take(read, shown), fmt)
+            return
         with _query.diff_stream(db, table, *refs, columns=only, where=where, staged=staged) as ((a, b), stream):
             if fmt is not Format.table:
                 _output.emit_stream(stream.columns, take(stream, shown), fmt)
