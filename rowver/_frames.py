@@ -191,11 +191,21 @@ def _column(values: Sequence[Any], oid: int, tz: Any) -> Any:
     import pandas as pd
 
     if oid in _INTEGER_OIDS and None in values:
-        # pandas would make them floats, which round above 2**53
-        return pd.array(values, dtype="Int64")
+        # pandas would make them floats, which round above 2**53 (built from a mask: a few
+        # times faster than pd.array's inference)
+        import numpy as np
+
+        data = np.array(values, dtype=object)
+        missing = data == None  # noqa: E711 (element-wise)
+        data[missing] = 0
+        return pd.arrays.IntegerArray(data.astype(np.int64), missing)
     if oid == _TIMESTAMPTZ_OID and isinstance(next((v for v in values if v is not None), None), str):
-        try:  # (pandas' parser runs in C, several times faster than making datetimes)
-            return pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601", utc=True).dt.tz_convert(tz)
+        import numpy as np
+
+        try:  # (pandas' parser runs in C, several times faster than making datetimes; without its
+            # cache of repeated values, which costs more than it saves on distinct ones: 1.6 -> 0.6 ms for 5,000)
+            return pd.to_datetime(np.array(values, dtype=object), format="ISO8601", utc=True,
+                                  cache=False).tz_convert(tz)
         except (ValueError, OverflowError) as exc:
             raise NotISO(str(exc)) from None
     if oid == _TIMESTAMPTZ_OID and values and None not in values:

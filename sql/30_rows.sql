@@ -476,13 +476,17 @@ end $$;
 -- The query behind db.history: every version of the key given as $1 ({"column": value, ...},
 -- read into the key columns' types), oldest first, with its changeset's time, author and
 -- message. The client runs it on its own search_path: every function and operator in it is
--- qualified.
+-- qualified. Each state finds its changeset by the changeset's key (the OFFSET 0 keeps the
+-- lookup apart: joined plainly, the planner hashes the whole changeset table, whose size is the
+-- length of all history, not of this answer: 5,000 states among 65,000 changesets 28 -> 11 ms
+-- in the server).
 create or replace function rowver.history_sql(tbl regclass) returns text
 language sql stable set search_path = pg_catalog, pg_temp
 as $$
   select format('select v.*, c.created_at, c.author, c.message from %s v'
                 ' join pg_catalog.jsonb_populate_record(null::%s, $1::pg_catalog.jsonb) k on %s'
-                ' left join rowver.changeset c on c.version operator(pg_catalog.=) v.rv_version'
+                ' left join lateral (select c.created_at, c.author, c.message from rowver.changeset c'
+                ' where c.version operator(pg_catalog.=) v.rv_version offset 0) c on true'
                 ' order by v.rv_version, v.rv_deleted',
                 rowver.versions_sql(tbl), rowver.qualified(tbl),
                 rowver.key_join_sql(tbl, r.key_columns, 'v', 'k'))
@@ -534,7 +538,8 @@ begin
             to_jsonb(rv_row) - ''{rv_version,rv_until,rv_deleted}''::text[]
        from %I.%I rv_row
        join jsonb_populate_record(null::%s, $1) rv_key on %s
-       left join rowver.changeset rv_cs on rv_cs.version = rv_row.rv_version
+       left join lateral (select rv_cs.created_at, rv_cs.author, rv_cs.message from rowver.changeset rv_cs
+                           where rv_cs.version = rv_row.rv_version offset 0) rv_cs on true  -- (see history_sql)
       order by rv_row.rv_version, rv_row.rv_deleted',
     rowver.schema_of(tbl),
     r.versions_name, rowver.qualified(tbl), rowver.key_join_sql(tbl, r.key_columns, 'rv_row', 'rv_key'))

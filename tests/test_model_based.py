@@ -6,6 +6,7 @@ history must satisfy rowver's invariants."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import psycopg
 from hypothesis import HealthCheck, given, settings
@@ -92,4 +93,20 @@ def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transact
             got_diff = {key["id"]: (was and was["v"], now and now["v"]) for key, was, now in conn.execute(
                 "select key, old, new from rowver.diff(%s, %s, %s)", (f"{name}_{n}", str(a), str(b)))}
             assert got_diff == expected_diff, (name, a, b)
+    # a row's history (db.history's query, and rowver.history) is every state of the key, with its
+    # changeset, exactly as a plain join of the versions view with the changesets has it
+    for name in tables:
+        t = f"{name}_{n}"
+        query, versions = conn.execute("select rowver.history_sql(%s::regclass), versions_name from rowver.versioned"
+                                       " where relid = %s::regclass", (t, t)).fetchone()
+        for key in range(1, 7):
+            expected_rows = conn.execute(sql.SQL(
+                "select v.*, c.created_at, c.author, c.message from {} v left join rowver.changeset c"
+                " on c.version = v.rv_version where v.id = %s order by v.rv_version, v.rv_deleted").format(
+                sql.Identifier(versions)), (key,)).fetchall()
+            with psycopg.RawCursor(conn) as cur:
+                assert cur.execute(query, [json.dumps({"id": key})]).fetchall() == expected_rows, (name, key)
+            assert conn.execute("select rv_version, rv_until, rv_deleted, created_at, author, message"
+                                " from rowver.history(%s, %s)", (t, json.dumps({"id": key}))).fetchall() == [
+                row[2:] for row in expected_rows], (name, key)
     assert conn.execute("select * from rowver.check()").fetchall() == []
