@@ -112,17 +112,21 @@ class Database:
     # -- schema -----------------------------------------------------------------------
 
     def enable(self, table: str, *, key: Sequence[str] | None = None, triggers: bool = True,
-               ignore: Iterable[str] = (), rewrite: bool | None = None) -> int:
+               ignore: Iterable[str] = (), rewrite: bool | None = None,
+               progress: _schema.Progress | None = None) -> int:
         """Version ``table``; returns the enabling changeset's version. ``rewrite`` copies
         the table once (holding an exclusive lock meanwhile) so that every row stores its
         version; without the copy, rv_version is a fast default and full scans of the table
         cost ~15% more until it is rewritten. None (the default): copy tables of at most
         256 MB (the setting ``rowver.rewrite_limit``), add larger ones without a copy.
         ``triggers=False`` captures only the write layer, and trusts every writer of the table
-        (it warns: such a writer may write rv_version, and so forge a version)."""
+        (it warns: such a writer may write rv_version, and so forge a version).
+        ``progress(done, total)``: told, while it copies, the bytes copied of the bytes expected
+        (watched on a second connection, a few times a second), the last call (size, size)."""
         if self.catalog_version() is None:
             self.init()
-        version = _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite)
+        version = _schema.enable(self, table, key=key, triggers=triggers, ignore=ignore, rewrite=rewrite,
+                                 progress=progress, url=self.url)
         if not triggers:
             warnings.warn(TRUSTED_WRITERS.format(table=table), stacklevel=2)
         return version

@@ -30,11 +30,16 @@ def _recorder() -> tuple[Calls, Any]:
     return calls, lambda done, total: calls.append((done, total))
 
 
-def _ends_at(calls: Calls, total: int, *, at_least: int = 2) -> None:
-    """Increasing counts, at least ``at_least`` calls, the last one (total, total)."""
+def _ends_at(calls: Calls, total: int, *, at_least: int = 2, exact: bool = True) -> None:
+    """Increasing counts, at least ``at_least`` calls, the last one (total, total); ``exact``: a
+    total told before the end is the real one (else an estimate, which may only grow)."""
     done = [d for d, _ in calls]
     assert len(calls) >= at_least and done == sorted(done) and calls[-1] == (total, total), calls[-4:]
-    assert all(t is None or t == total for _, t in calls), calls  # a total given is the real one
+    if exact:
+        assert all(t is None or t == total for _, t in calls), calls
+    else:
+        totals = [t for _, t in calls]
+        assert None not in totals and totals == sorted(totals) and all(d <= t for d, t in calls), calls
 
 
 def _rowver() -> str:
@@ -208,3 +213,40 @@ def test_a_diff_tells_the_rows_read(conn: psycopg.Connection, db_url: str) -> No
         assert read[0] == (10_000, None)
         with pytest.raises(InvalidInputError, match="progress= is for a whole diff"):
             db.diff("wide", first, chunksize=10, progress=tell)
+
+
+def test_enable_with_a_copy_tells_the_bytes_copied(conn: psycopg.Connection, db_url: str) -> None:
+    """enable's rewrite is one ALTER TABLE, watched from a second connection: (0, the table's size
+    before), growing counts, and last the copy's size, which the table then has."""
+    size_of = "select pg_total_relation_size(%s::regclass)"
+    for name in ("copied", "kept"):
+        conn.execute(f"create table {name} (id int primary key, body text)")
+        conn.execute(f"insert into {name} select g, repeat('x', 80) from generate_series(1, 100000) g")
+    before = conn.execute(size_of, ("copied",)).fetchone()[0]
+    with rowver.connect(db_url) as db:
+        told, tell = _recorder()
+        db.enable("copied", rewrite=True, progress=tell)
+        after = conn.execute(size_of, ("copied",)).fetchone()[0]
+        assert told[0] == (0, before) and after > before  # (each row now stores its version)
+        _ends_at(told, after, exact=False)  # (the copy's rows are wider: the size before is an estimate)
+        assert all(d <= before for d, _ in told[:-1])  # (watched, the copy is at most the estimate)
+
+        untold, tell_nothing = _recorder()
+        db.enable("kept", rewrite=False, progress=tell_nothing)
+        assert untold == []  # no copy, nothing to count
+    assert conn.execute("select rowver.stores_version('copied'), rowver.stores_version('kept')").fetchone() == \
+        (True, False)
+
+
+def test_rowver_enable_draws_a_bar_on_a_terminal_only(conn: psycopg.Connection, db_url: str) -> None:
+    from terminal import stderr_on_terminal
+
+    for name in ("one", "two"):
+        conn.execute(f"create table {name} (id int primary key, body text)")
+        conn.execute(f"insert into {name} select g, repeat('x', 80) from generate_series(1, 50000) g")
+    done, drawn = stderr_on_terminal([_rowver(), "enable", "one", "--rewrite", "--url", db_url])
+    assert done.returncode == 0 and "one is versioned" in done.stdout
+    assert b"enabling versioning of one" in drawn and b" MB" in drawn
+    piped = subprocess.run([_rowver(), "enable", "two", "--rewrite", "--url", db_url],
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "" and "two is versioned" in piped.stdout

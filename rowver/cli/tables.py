@@ -34,14 +34,18 @@ def enable(
     show_sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it.")] = False,
     url: Url = None,
 ) -> None:
-    """Start versioning a table; its existing rows become the first version."""
+    """Start versioning a table; its existing rows become the first version.
+
+    On a terminal, a bar counts the bytes of its copy (a rewrite) and their rate."""
     with database(url) as db:
         if show_sql:
             typer.echo(db.ddl(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite), nl=False)
             return
-        with _output.progress(f"enabling versioning of {table}"), warnings.catch_warnings():
+        with _output.counting(f"enabling versioning of {table}", unit="bytes") as progress, \
+                warnings.catch_warnings():  # (the bar counts the bytes of a copy: rewrite)
             warnings.simplefilter("ignore")  # said below, as one line
-            version = db.enable(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite)
+            version = db.enable(table, key=key, triggers=triggers, ignore=ignore or (), rewrite=rewrite,
+                                progress=progress)
             stored = db.conn.execute("select rowver.stores_version(%s::regclass)", (table,)).fetchone()
         typer.echo(f"{table} is versioned; its current rows are version {version}")
         if not triggers:
