@@ -12,11 +12,12 @@ since the version exported before (versions, authors, messages) and the rowver t
 version; the table's property ``rowver.version`` is the newest version exported. The first
 export appends the whole table; a later one reads only the keys that changed in between (the
 change feed's ``rowver.changed_keys_sql``) and their states as of the new version, and writes an
-overwrite snapshot: each data file holding a changed key rewritten without those rows
-(copy-on-write: pyiceberg writes no delete files), the new states appended. It overwrites the
-whole table instead when deleting by key would not be exact or cheap: a composite key, a key that
-is neither an integer nor text, a column added or dropped in between (the Iceberg table's schema
-follows, in the same commit), or history pruned in between. A version exported already writes
+overwrite snapshot: the old rows of those keys deleted by position (one position-delete file,
+merge-on-read: no data file is rewritten, readers skip the rows it names), the new states
+appended; its cost follows the change, not the table. It overwrites the whole table instead
+(dropping the data and delete files there) when deleting by key would not be exact or cheap: a
+composite key, a key that is neither an integer nor text, a column added or dropped in between
+(the Iceberg table's schema follows, in the same commit), or history pruned in between. A version exported already writes
 nothing; an older one than the newest there is refused.
 
 Types are the Parquet export's (``_export``), except that smallint becomes Iceberg's int and a
@@ -37,7 +38,7 @@ from psycopg import sql
 from . import _export, _refs, _sql
 from ._export import BATCH, ExportResult, _Column
 from ._sql import Connected
-from .errors import ConflictError, InvalidInputError, ServerError, UnsupportedError, translated
+from .errors import ConflictError, InvalidInputError, ServerError, UnsupportedError
 
 NAMESPACE = "rowver"
 CATALOG_FILE = "catalog.db"
@@ -72,10 +73,9 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
     pa = _export.require_pyarrow()
     require_pyiceberg()
     version = _refs.resolve_for(db.conn, table, at)
-    with translated():
-        qualified, as_of, keys = _sql.one(
-            db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
-                     " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
+    qualified, as_of, keys = _sql.one(
+        db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
+                 " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
     source = _Source(table, qualified, version, list(keys), as_of)
     identifier = _identifier(name, qualified)
     warehouse = Path(to).resolve()
@@ -156,7 +156,8 @@ def _result(target: Any, source: _Source, snapshot_id: int, *, written: bool,
     """What the snapshot holding the version holds: its data files and rows."""
     snapshot = target.snapshot_by_id(snapshot_id)
     files = [Path(t.file.file_path.removeprefix("file://")) for t in target.scan(snapshot_id=snapshot_id).plan_files()]
-    rows = int(snapshot.summary.get("total-records", 0)) if snapshot is not None and snapshot.summary else 0
+    summary = snapshot.summary if snapshot is not None and snapshot.summary else {}
+    rows = int(summary.get("total-records") or 0) - int(summary.get("total-position-deletes") or 0)
     return ExportResult(source.table, source.version, Path(target.location().removeprefix("file://")), files, rows,
                         written, changed)
 
@@ -223,44 +224,149 @@ def _write(db: Connected, catalog: Any, target: Any, identifier: tuple[str, str]
 
 def _replace(tx: Any, target: Any, reader: Any, summary: dict[str, str], key: str | None = None,
              values: list[Any] | None = None) -> None:
-    """One overwrite snapshot: each data file holding a changed key (without a key: every data
-    file) rewritten without those rows (copy-on-write, a file at a time, as pyiceberg's own delete),
-    and the reader's rows appended. (pyiceberg's delete then append would make two snapshots and,
-    binding a filter of every key once per file and manifest, cost more than the rewrite itself.)"""
+    """One overwrite snapshot. With a key: the rows of the changed keys deleted by position (one
+    position-delete file naming each data file and row holding such a key: merge-on-read, the
+    data files stay as they are and readers skip those rows), the reader's rows (their new states)
+    appended. Without one: every data file and delete file dropped, the reader's rows appended.
+    (Rewriting each data file holding a changed key instead, copy-on-write as pyiceberg's own
+    delete, costs the rewrite of every file when the changes are spread: most of the table.)"""
     import itertools
 
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
     metadata = tx.table_metadata
-    changed = pa.array(values or [])
     counter = itertools.count(0)
-
-    def read(task: Any, projected: Any) -> Any:
-        return ArrowScan(table_metadata=metadata, io=target.io, projected_schema=projected,
-                         row_filter=AlwaysTrue()).to_table(tasks=[task])
-
     with tx.update_snapshot(snapshot_properties=summary).overwrite() as snapshot:
-        def add(rows: Any) -> None:
-            for data_file in _dataframe_to_data_files(table_metadata=metadata, df=rows, io=target.io,
-                                                      write_uuid=snapshot.commit_uuid, counter=counter):
-                snapshot.append_data_file(data_file)
-
-        for task in target.scan().plan_files():
-            if key is None:
+        tasks = list(target.scan().plan_files())
+        if key is None:
+            for task in tasks:
                 snapshot.delete_data_file(task.file)
-                continue
-            keys = read(task, metadata.schema().select(key)).column(key)  # (the key alone: a file untouched costs that)
-            hit = pc.is_in(keys, value_set=changed.cast(keys.type))
-            if not pc.any(hit).as_py():
-                continue
-            snapshot.delete_data_file(task.file)
-            kept = read(task, metadata.schema()).filter(pc.invert(hit))
-            if kept.num_rows:
-                add(kept)
-        add(reader)
+            _drop_delete_files(snapshot, list({f.file_path: f for t in tasks for f in t.delete_files}.values()))
+        else:
+            deletes = _positions(target.io, metadata, tasks, key, values or [])
+            if deletes.num_rows:
+                _add_delete_file(snapshot, _write_deletes(target, metadata, deletes, snapshot.commit_uuid))
+        for data_file in _dataframe_to_data_files(table_metadata=metadata, df=reader, io=target.io,
+                                                  write_uuid=snapshot.commit_uuid, counter=counter):
+            snapshot.append_data_file(data_file)
+
+
+# the position-delete file's columns (Iceberg's reserved field ids)
+_DELETE_PATH_ID, _DELETE_POS_ID = 2147483546, 2147483545
+
+
+def _positions(io: Any, metadata: Any, tasks: list[Any], key: str, values: list[Any]) -> Any:
+    """(file_path, pos) of each live row, in the data files, whose key is one of ``values``:
+    positions in the file as written (its key column read alone, raw), less those a delete file
+    there deletes already. Sorted by path and position, as Iceberg wants them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import _read_deletes
+
+    field_id = metadata.schema().find_field(key).field_id
+    changed = pa.array(values)
+    deleted: dict[str, dict[str, Any]] = {}  # delete file -> data file -> positions (each read once)
+    found = []
+    for task in sorted(tasks, key=lambda t: t.file.file_path):
+        with io.new_input(task.file.file_path).open() as f:
+            parquet = pq.ParquetFile(f)
+            keys = parquet.read(columns=[_column_named(parquet.schema_arrow, field_id)]).column(0)
+        hit = pc.indices_nonzero(pc.is_in(keys, value_set=changed.cast(keys.type))).cast(pa.int64())
+        for delete_file in task.delete_files:
+            if delete_file.file_path not in deleted:
+                deleted[delete_file.file_path] = _read_deletes(io, delete_file)
+            gone = deleted[delete_file.file_path].get(task.file.file_path)
+            if gone is not None and len(hit):
+                hit = hit.filter(pc.invert(pc.is_in(hit, value_set=gone.combine_chunks().cast(pa.int64()))))
+        if len(hit):
+            found.append(pa.table({"file_path": pa.array([task.file.file_path] * len(hit), pa.string()), "pos": hit}))
+    schema = pa.schema([pa.field("file_path", pa.string(), False, {b"PARQUET:field_id": str(_DELETE_PATH_ID).encode()}),
+                        pa.field("pos", pa.int64(), False, {b"PARQUET:field_id": str(_DELETE_POS_ID).encode()})])
+    return pa.concat_tables(found).cast(schema) if found else schema.empty_table()
+
+
+def _column_named(schema: Any, field_id: int) -> str:
+    """The name, in a data file, of the column holding Iceberg field ``field_id``."""
+    for field in schema:
+        if (field.metadata or {}).get(b"PARQUET:field_id") == str(field_id).encode():
+            return str(field.name)
+    raise UnsupportedError(f"an Iceberg data file has no column of field {field_id}: export to another table")
+
+
+def _write_deletes(target: Any, metadata: Any, deletes: Any, commit_uuid: Any) -> Any:
+    """The position-delete file holding ``deletes``, written, as the DataFile a manifest lists."""
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import (
+        compute_statistics_plan,
+        data_file_statistics_from_parquet_metadata,
+        parquet_path_to_id_mapping,
+    )
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.schema import Schema
+    from pyiceberg.typedef import Record
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    schema = Schema(NestedField(_DELETE_PATH_ID, "file_path", StringType(), required=True),
+                    NestedField(_DELETE_POS_ID, "pos", LongType(), required=True))
+    path = target.location_provider().new_data_location(data_file_name=f"{commit_uuid}-deletes.parquet")
+    output = target.io.new_output(path)
+    collected: list[Any] = []
+    with output.create(overwrite=False) as f:
+        pq.write_table(deletes, f, metadata_collector=collected)
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=collected[0], stats_columns=compute_statistics_plan(schema, metadata.properties),
+        parquet_column_mapping=parquet_path_to_id_mapping(schema))
+    return DataFile.from_args(content=DataFileContent.POSITION_DELETES, file_path=path, file_format=FileFormat.PARQUET,
+                              partition=Record(), file_size_in_bytes=len(output), sort_order_id=None,
+                              spec_id=metadata.default_spec_id, equality_ids=None, key_metadata=None,
+                              **statistics.to_serialized_dict())
+
+
+def _drop_delete_files(snapshot: Any, delete_files: list[Any]) -> None:
+    """The snapshot keeps none of the delete files (they name data files it drops too), and its
+    summary counts them removed. (pyiceberg's overwrite removes data files only.)"""
+    from pyiceberg.manifest import ManifestContent
+
+    if not delete_files:
+        return
+    summarize = snapshot._summary
+
+    def without_deletes(properties: dict[str, str]) -> Any:
+        summary = summarize(properties)
+        summary["removed-delete-files"] = str(len(delete_files))
+        summary["removed-position-deletes"] = str(sum(f.record_count for f in delete_files))
+        summary["total-delete-files"] = summary["total-position-deletes"] = "0"
+        return summary
+
+    snapshot._process_manifests = lambda manifests: [m for m in manifests if m.content != ManifestContent.DELETES]
+    snapshot._summary = without_deletes
+
+
+def _add_delete_file(snapshot: Any, delete_file: Any) -> None:
+    """The snapshot lists ``delete_file`` in a manifest of its own (of content DELETES) and counts
+    it in its summary. (pyiceberg 0.12 reads delete files but has no API to add one: its snapshot
+    producer's last step over the manifests is where this one joins them.)"""
+    from pyiceberg.manifest import ManifestContent, ManifestEntry, ManifestEntryStatus, ManifestWriterV2
+
+    class DeleteManifestWriter(ManifestWriterV2):
+        def content(self) -> Any:
+            return ManifestContent.DELETES
+
+        @property
+        def _meta(self) -> dict[str, str]:
+            return {**super()._meta, "content": "deletes"}
+
+    def with_deletes(manifests: list[Any]) -> list[Any]:
+        writer = DeleteManifestWriter(snapshot._transaction.table_metadata.spec(), snapshot.schema(),
+                                      snapshot.new_manifest_output(), snapshot._snapshot_id, snapshot._compression)
+        with writer:
+            writer.add(ManifestEntry.from_args(status=ManifestEntryStatus.ADDED, snapshot_id=snapshot._snapshot_id,
+                                               sequence_number=None, file_sequence_number=None, data_file=delete_file))
+        snapshot._added_data_files.append(delete_file)  # (its manifest written: the summary alone counts it now)
+        return [*manifests, writer.to_manifest_file()]
+
+    snapshot._process_manifests = with_deletes
 
 
 def _evolve(tx: Any, target: Any, schema: Any, source: _Source, identifier: tuple[str, str], last: int | None) -> None:
@@ -299,17 +405,16 @@ def _changed_keys(db: Connected, source: _Source, last: int, columns: list[_Colu
     column = next(c for c in columns if c.name == key)
     if str(column.arrow) not in _KEY_TYPES or column.select != sql.Identifier(key):
         return None
-    with translated():
-        by_keys, columns_changed, keys_sql = _sql.one(
-            db.conn, "select rowver.diff_by_keys(%s::regclass, %s, %s),"
-                     " exists (select from rowver.column_life c"
-                     "          where c.table_id = (rowver.registered(%s::regclass)).id"
-                     "            and (c.added_version > %s or c.dropped_version > %s)),"
-                     " rowver.changed_keys_sql(%s::regclass, %s, %s)",
-            (source.table, last, source.version, source.table, last, last, source.table, last, source.version))
-        if not by_keys or columns_changed:
-            return None
-        rows = db.conn.execute(sql.SQL(keys_sql)).fetchall()  # (quoted by the server: changed_keys_sql)
+    by_keys, columns_changed, keys_sql = _sql.one(
+        db.conn, "select rowver.diff_by_keys(%s::regclass, %s, %s),"
+                 " exists (select from rowver.column_life c"
+                 "          where c.table_id = (rowver.registered(%s::regclass)).id"
+                 "            and (c.added_version > %s or c.dropped_version > %s)),"
+                 " rowver.changed_keys_sql(%s::regclass, %s, %s)",
+        (source.table, last, source.version, source.table, last, last, source.table, last, source.version))
+    if not by_keys or columns_changed:
+        return None
+    rows = db.conn.execute(sql.SQL(keys_sql)).fetchall()  # (quoted by the server: changed_keys_sql)
     return key, [r[0] for r in rows]
 
 
@@ -322,11 +427,10 @@ def _full_query(source: _Source, columns: list[_Column]) -> sql.Composed:
 def _changed_query(db: Connected, source: _Source, last: int, columns: list[_Column]) -> sql.Composed:
     """The rows as of the version of the keys that changed after ``last``: each key looked up
     through the as-of function's key index, as rowver's diff does."""
-    with translated():
-        keys_sql, join = _sql.one(
-            db.conn, "select rowver.changed_keys_sql(%s::regclass, %s, %s),"
-                     " rowver.key_join_sql(%s::regclass, (rowver.registered(%s::regclass)).key_columns, 'x', 'rv_k')",
-            (source.table, last, source.version, source.table, source.table))
+    keys_sql, join = _sql.one(
+        db.conn, "select rowver.changed_keys_sql(%s::regclass, %s, %s),"
+                 " rowver.key_join_sql(%s::regclass, (rowver.registered(%s::regclass)).key_columns, 'x', 'rv_k')",
+        (source.table, last, source.version, source.table, source.table))
     # (all three pieces are written by the server, identifiers quoted by format('%I'))
     rows = sql.SQL("select x.* from ({}) rv_k cross join lateral (select * from {} x where {} limit 1) x").format(
         sql.SQL(keys_sql), sql.SQL(source.as_of), sql.SQL(join))
