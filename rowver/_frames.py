@@ -202,8 +202,8 @@ def _column(values: Sequence[Any], oid: int, tz: Any) -> Any:
     if oid == _TIMESTAMPTZ_OID and isinstance(next((v for v in values if v is not None), None), str):
         import numpy as np
 
-        try:  # (pandas' parser runs in C, several times faster than making datetimes; without its
-            # cache of repeated values, which costs more than it saves on distinct ones: 1.6 -> 0.6 ms for 5,000)
+        try:  # (pandas' parser runs in C, several times faster than making datetimes; given an array
+            # and no cache, it skips the Series route's unique-and-map pass: 1.6 -> 0.6 ms for 5,000)
             return pd.to_datetime(np.array(values, dtype=object), format="ISO8601", utc=True,
                                   cache=False).tz_convert(tz)
         except (ValueError, OverflowError) as exc:
