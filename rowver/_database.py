@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import _export, _follow, _frames, _guards, _iceberg, _install, _query, _refs, _schema, _server, _sql, _training, _write
-from .errors import NOT_INSTALLED, InvalidInputError, NotInstalledError, RowverError, ServerError, translated
+from .errors import NOT_INSTALLED, InvalidInputError, NotInstalledError, RowverError, ServerError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,9 +42,7 @@ def connect(url: str | None = None) -> Database:
         raise ServerError(str(exc)) from exc
     db = Database(target)
     if embedded:
-        with translated():
-            current = _install.is_current(db.conn)
-        if not current:
+        if not _install.is_current(db.conn):
             db.init()  # rowver's own database: install, or upgrade to this package's catalog
     return db
 
@@ -97,13 +95,11 @@ class Database:
 
     def catalog_version(self) -> str | None:
         """The installed catalog version, or None when rowver is not installed here."""
-        with translated():
-            return _install.installed_version(self.conn)
+        return _install.installed_version(self.conn)
 
     def init(self) -> None:
         """Install or upgrade the rowver catalog (idempotent)."""
-        with translated():
-            _install.install(self.conn)
+        _install.install(self.conn)
 
     def require_catalog(self) -> None:
         if self.catalog_version() is None:
@@ -138,12 +134,12 @@ class Database:
     def refresh(self, table: str) -> str:
         """Follow schema changes of ``table`` (added, renamed, retyped, dropped columns, new
         partitions, grants, policies); returns what changed. A no-op on unversioned tables."""
-        with translated(), self.conn.transaction():
+        with _sql.transaction(self.conn):
             return str(_sql.value(self.conn, "select rowver.refresh(%s::regclass)", (table,)) or "not versioned")
 
     def alter(self, table: str, action: str) -> str:
         """Run ``ALTER TABLE table <action>`` (which the versions view would block), then refresh."""
-        with translated(), self.conn.transaction():
+        with _sql.transaction(self.conn):
             return str(_sql.value(self.conn, "select rowver.alter(%s::regclass, %s)", (table, action)))
 
     def truncate(self, table: str, *, cascade: bool = False, dry_run: bool = False) -> int:
@@ -156,7 +152,7 @@ class Database:
         """Retention (the table's owner, or rowver_admin acting as the owner): drop history no
         version at or after ``before`` and no tagged version can read; as-of reads before it are
         refused afterwards. Returns rows removed (``dry_run``: that would be, with nothing changed)."""
-        with translated(), self._transaction(dry_run):
+        with self._transaction(dry_run):
             removed = int(_sql.value(self.conn, "select rowver.prune(%s::regclass, %s)", (table, str(before))))
         if not dry_run:
             self.publish_head()
@@ -171,7 +167,7 @@ class Database:
 
         where = _query.key_object(self, table, key)
         instead = _query.key_object(self, table, surrogate) if surrogate is not None else None
-        with translated(), self._transaction(dry_run):
+        with self._transaction(dry_run):
             removed = int(_sql.value(self.conn, "select rowver.erase(%s::regclass, %s, %s)",
                                      (table, Jsonb(where), Jsonb(instead) if instead else None)))
         if not dry_run:
@@ -399,14 +395,13 @@ class Database:
     @contextlib.contextmanager
     def _transaction(self, dry_run: bool) -> Iterator[None]:
         """A transaction that commits, or with ``dry_run`` rolls back what it did."""
-        with self.conn.transaction():
+        with _sql.transaction(self.conn):
             yield
             if dry_run:
                 raise psycopg.Rollback()
 
     def scalar(self, query: Any, params: Sequence[Any] | None = None) -> Any:
-        with translated():
-            return _sql.value(self.conn, query, params)
+        return _sql.value(self.conn, query, params)
 
     def __repr__(self) -> str:
         return f"rowver.Database({redacted(self.url)!r})"

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from . import _output
-from .errors import PromotionRefusedError, translated
+from . import _output, _sql
+from .errors import PromotionRefusedError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,7 +75,7 @@ def run(db: Database, *, url: str | None = None) -> None:
     with _output.progress("creating the shop"):
         if db.catalog_version() is None:
             db.init()
-        with translated(), db.conn.transaction():  # a failure leaves the previous demo as it was
+        with _sql.transaction(db.conn):  # a failure leaves the previous demo as it was
             _reset(db)
             _create(db)
             enabled = db.enable(CUSTOMERS)

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from . import _frames, _query, _refs, _sql
-from .errors import InvalidInputError, RowverError, ServerError, translated
+from .errors import InvalidInputError, RowverError, ServerError
 
 CHANNEL = "rowver_changes"
 STEP = 1_000  # changesets read at a time when the stream is behind
@@ -57,8 +57,7 @@ class _Reader:
 
     def still_here(self, force: bool = False) -> None:
         if force or time.monotonic() - self.seen_at >= HEARTBEAT:
-            with translated():
-                self.conn.execute("select rowver.follower_seen(%s)", (self.follower,))
+            _sql.execute(self.conn, "select rowver.follower_seen(%s)", (self.follower,))
             self.seen_at = time.monotonic()
 
 
@@ -126,29 +125,25 @@ def _stream(reader: _Reader, listener: psycopg.Connection, tables: Sequence[str]
 
 
 def _head(reader: _Reader) -> int:
-    with translated():
-        return int(_sql.value(reader.conn, "select rowver.head()"))
+    return int(_sql.value(reader.conn, "select rowver.head()"))
 
 
 def _step(reader: _Reader, seen: int, head: int) -> int:
     """Where the next read ends: after STEP changesets past ``seen``, or at head."""
-    with translated():
-        return int(_sql.value(
-            reader.conn, "select coalesce((select c.version from rowver.changeset c where c.version > %s"
-                         " and c.version <= %s order by c.version offset %s limit 1), %s)",
-            (seen, head, STEP - 1, head)))
+    return int(_sql.value(
+        reader.conn, "select coalesce((select c.version from rowver.changeset c where c.version > %s"
+                     " and c.version <= %s order by c.version offset %s limit 1), %s)",
+        (seen, head, STEP - 1, head)))
 
 
 def _held_back(reader: _Reader, head: int) -> bool:
     """Whether a changeset above head has committed (head waits for a writer below it)."""
-    with translated():
-        return bool(_sql.value(reader.conn, "select exists (select from rowver.changeset c where c.version > %s)",
-                               (head,)))
+    return bool(_sql.value(reader.conn, "select exists (select from rowver.changeset c where c.version > %s)",
+                           (head,)))
 
 
 def _first_version(reader: _Reader, table: str) -> int:
-    with translated():
-        return int(_sql.value(reader.conn, "select (rowver.registered(%s::regclass)).enabled_version", (table,)))
+    return int(_sql.value(reader.conn, "select (rowver.registered(%s::regclass)).enabled_version", (table,)))
 
 
 def _between(reader: _Reader, tables: Sequence[str], firsts: list[int], lo: int, hi: int) -> list[Committed]:

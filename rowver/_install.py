@@ -7,6 +7,8 @@ from importlib import resources
 
 import psycopg
 
+from . import _sql
+
 # Serialises concurrent installs (two-int advisory lock space, rowver's tag).
 _INSTALL_LOCK = ((0x5256 << 16) | 0xFFFE, 0)
 
@@ -20,11 +22,10 @@ def sql_files() -> list[tuple[str, str]]:
 
 def installed_version(conn: psycopg.Connection) -> str | None:
     """The installed catalog version, or None when rowver is not installed."""
-    row = conn.execute("select to_regclass('rowver.meta') is not null").fetchone()
-    if not row or not row[0]:
+    if not _sql.value(conn, "select to_regclass('rowver.meta') is not null"):
         return None
-    found = conn.execute("select value from rowver.meta where key = 'schema_version'").fetchone()
-    return found[0] if found else None
+    found: str | None = _sql.value(conn, "select (select value from rowver.meta where key = 'schema_version')")
+    return found
 
 
 def files_hash() -> str:
@@ -39,15 +40,14 @@ def is_current(conn: psycopg.Connection) -> bool:
     """Whether the installed catalog came from exactly this package's SQL files."""
     if installed_version(conn) is None:
         return False
-    row = conn.execute("select value from rowver.meta where key = 'files_hash'").fetchone()
-    return row is not None and row[0] == files_hash()
+    return bool(_sql.value(conn, "select (select value from rowver.meta where key = 'files_hash')") == files_hash())
 
 
 def install(conn: psycopg.Connection) -> None:
     """Install or upgrade the catalog in one transaction; idempotent."""
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s, %s)", _INSTALL_LOCK)
+    with _sql.transaction(conn):
+        _sql.execute(conn, "select pg_advisory_xact_lock(%s, %s)", _INSTALL_LOCK)
         for _name, text in sql_files():
-            conn.execute(text)
-        conn.execute("insert into rowver.meta values ('files_hash', %s)"
-                     " on conflict (key) do update set value = excluded.value", (files_hash(),))
+            _sql.execute(conn, text)
+        _sql.execute(conn, "insert into rowver.meta values ('files_hash', %s)"
+                            " on conflict (key) do update set value = excluded.value", (files_hash(),))

@@ -145,15 +145,14 @@ class Models:
             raise InvalidInputError("tags must be a list of strings")
         conn = self._conn
         # everything that can be refused is refused before a single chunk is written
-        with translated():
-            conn.execute("select rowver.model_check_name('model', %s)", (name,))
-            if alias is not None:
-                conn.execute("select rowver.model_check_name('alias', %s)", (alias,))
-            conn.execute("select rowver.model_check_name(k, n) from unnest(%s::text[], %s::text[]) u(k, n)",
-                         ([b.kind for b in blobs], [b.name for b in blobs]))
-            for t in tags:
-                conn.execute("select rowver.model_check_name('tag', %s)", (t,))
-            version = None if data_version is None else _refs.resolve(self._conn, data_version)
+        _sql.execute(conn, "select rowver.model_check_name('model', %s)", (name,))
+        if alias is not None:
+            _sql.execute(conn, "select rowver.model_check_name('alias', %s)", (alias,))
+        _sql.execute(conn, "select rowver.model_check_name(k, n) from unnest(%s::text[], %s::text[]) u(k, n)",
+                     ([b.kind for b in blobs], [b.name for b in blobs]))
+        for t in tags:
+            _sql.execute(conn, "select rowver.model_check_name('tag', %s)", (t,))
+        version = None if data_version is None else _refs.resolve(self._conn, data_version)
         seen: set[tuple[str, str]] = set()
         for b in blobs:
             if (b.kind, b.name) in seen:
@@ -197,9 +196,9 @@ class Models:
         held = False
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             try:  # (a session lock: it outlasts the transaction that sets the timeout)
-                with translated(), conn.transaction():
-                    conn.execute("select set_config('lock_timeout', %s, true)", (GC_LOCK_WAIT,))
-                    conn.execute("select pg_advisory_lock_shared(key1, key2) from rowver.model_gc_lock()")
+                with _sql.transaction(conn):
+                    _sql.execute(conn, "select set_config('lock_timeout', %s, true)", (GC_LOCK_WAIT,))
+                    _sql.execute(conn, "select pg_advisory_lock_shared(key1, key2) from rowver.model_gc_lock()")
                 held = True
             except RowverError as exc:
                 if exc.sqlstate != "55P03":  # lock_not_available: a gc, or a role sitting on the lock
@@ -226,9 +225,8 @@ class Models:
     def versions(self, name: str) -> list[ModelVersion]:
         """Every live version of a model, oldest first."""
         self._ref(name)
-        with translated():
-            keys = self._conn.execute("select model, version from rowver.model_version where model = %s"
-                                      " order by version", (name,)).fetchall()
+        keys = _sql.rows(self._conn, "select model, version from rowver.model_version where model = %s"
+                                     " order by version", (name,))
         return self._infos([tuple(k) for k in keys])
 
     def load(self, ref: str, *, verify: bool = True, progress: chunks.Progress | None = None) -> Model:
@@ -271,9 +269,8 @@ class Models:
         """The chunks to read for ``info``, once the server has checked that this manifest and
         the stored params are what the version's content hash covers (nobody swapped them)."""
         entries = [_entry(t) for t in info.tensors]
-        with translated():
-            intact = _sql.value(self._conn, "select rowver.model_manifest_matches(%s, %s, %s::jsonb)",
-                                (info.model, info.version, json.dumps([e.as_json() for e in entries])))
+        intact = _sql.value(self._conn, "select rowver.model_manifest_matches(%s, %s, %s::jsonb)",
+                            (info.model, info.version, json.dumps([e.as_json() for e in entries])))
         if not intact:
             raise ModelIntegrityError(f"{info.ref}: its params and manifest do not match its content hash "
                                       f"{info.content_hash[:12]}; the stored model was changed after it was saved")
@@ -317,7 +314,7 @@ class Models:
         holder on ``metric`` (mode max: higher is better; min: lower); else raise
         PromotionRefusedError and change nothing."""
         conn = self._conn
-        with translated(), Changeset(self._db, message=message, author=author):
+        with Changeset(self._db, message=message, author=author):
             promoted, previous, _cand, _held, reason = _sql.one(
                 conn, "select * from rowver.model_promote(%s, %s, %s, %s, %s, %s)",
                 (name, alias, int(version), metric, mode, agg))
@@ -331,7 +328,7 @@ class Models:
     def _move(self, query: str, args: tuple[Any, ...], name: str, alias: str, *, author: str | None,
               message: str | None) -> AliasMove:
         conn = self._conn
-        with translated(), Changeset(self._db, message=message, author=author):
+        with Changeset(self._db, message=message, author=author):
             old, new = _sql.one(conn, query, args)
             changeset = _sql.value(conn, "select rowver.current_version()")
         return AliasMove(name, alias, old, new, changeset)
@@ -370,25 +367,22 @@ class Models:
         """Model versions matching every filter: params contain ``params``; each metric
         condition holds ("auc>=0.9", "loss:min<0.3", or ("auc", ">=", 0.9)); every tag."""
         filters = [_metric_filter(m) for m in metrics]
-        with translated():
-            keys = self._conn.execute(
-                "select * from rowver.model_search(%s, %s::jsonb, %s::jsonb, %s::text[], %s::timestamptz,"
-                " %s::timestamptz)",
-                (name, None if params is None else _json("params", params), json.dumps(filters),
-                 list(tags) or None, since, until)).fetchall()
+        keys = _sql.rows(
+            self._conn, "select * from rowver.model_search(%s, %s::jsonb, %s::jsonb, %s::text[], %s::timestamptz,"
+                        " %s::timestamptz)",
+            (name, None if params is None else _json("params", params), json.dumps(filters),
+             list(tags) or None, since, until))
         return self._infos([tuple(k) for k in keys])
 
     def lineage(self, ref: str) -> Lineage:
         """The data version a model version was trained on and the changesets around it."""
         model, version = self._ref(ref)
-        with translated():
-            row = _sql.one(self._conn, _sql.query("models/lineage.sql"), {"model": model, "version": version})
+        row = _sql.one(self._conn, _sql.query("models/lineage.sql"), {"model": model, "version": version})
         return Lineage(model, version, row[0], row[1], row[3], row[4], row[2])
 
     def trained_on(self, ref: str | int) -> list[ModelVersion]:
         """Model versions trained on the data version ``ref`` names."""
-        with translated():
-            keys = self._conn.execute("select * from rowver.models_trained_on(%s)", (str(ref),)).fetchall()
+        keys = _sql.rows(self._conn, "select * from rowver.models_trained_on(%s)", (str(ref),))
         return self._infos([tuple(k) for k in keys])
 
     # -- deleting, reclaiming, checking ---------------------------------------------------
@@ -397,8 +391,8 @@ class Models:
         """Delete a model version (a tombstone: it stays in history, and so do its chunks);
         returns the changeset."""
         conn = self._conn
-        with translated(), Changeset(self._db, message=message, author=author):
-            conn.execute("select rowver.model_delete(%s)", (ref,))
+        with Changeset(self._db, message=message, author=author):
+            _sql.execute(conn, "select rowver.model_delete(%s)", (ref,))
             changeset: int = _sql.value(conn, "select rowver.current_version()")
         return changeset
 
@@ -406,30 +400,26 @@ class Models:
         """Reclaim chunks that no model version names, in its current state or in history,
         older than ``grace``; returns (chunks, bytes). Waits for saves in flight to commit.
         Needs rowver_admin."""
-        with translated():
-            n, size = _sql.one(self._conn, "select * from rowver.model_gc(%s)", (grace,))
+        n, size = _sql.one(self._conn, "select * from rowver.model_gc(%s)", (grace,))
         return int(n), int(size)
 
     def check(self, *, verify_data: bool = True) -> list[tuple[str, str, str]]:
         """Violations of the model store's invariants; empty when all hold."""
-        with translated():
-            return [tuple(r) for r in self._conn.execute("select * from rowver.check_models(%s)", (verify_data,))]
+        return _sql.rows(self._conn, "select * from rowver.check_models(%s)", (verify_data,))
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _ref(self, ref: str) -> tuple[str, int]:
-        with translated():
-            model, version = _sql.one(self._conn, "select * from rowver.model_ref(%s)", (ref,))
+        model, version = _sql.one(self._conn, "select * from rowver.model_ref(%s)", (ref,))
         return model, version
 
     def _infos(self, keys: list[tuple[Any, ...]]) -> list[ModelVersion]:
         if not keys:
             return []
         names, numbers = [k[0] for k in keys], [k[1] for k in keys]
-        with translated():
-            asked = {"models": names, "versions": numbers}
-            rows = self._conn.execute(_sql.query("models/versions.sql"), asked).fetchall()
-            parts = self._conn.execute(_sql.query("models/tensors.sql"), asked).fetchall()
+        asked = {"models": names, "versions": numbers}
+        rows = _sql.rows(self._conn, _sql.query("models/versions.sql"), asked)
+        parts = _sql.rows(self._conn, _sql.query("models/tensors.sql"), asked)
         tensors: dict[tuple[str, int], list[Tensor]] = {}
         for p in parts:
             tensors.setdefault((p[0], p[1]), []).append(
@@ -442,8 +432,7 @@ class Models:
     # last in the class: from here on, `list` in annotations would mean this method
     def list(self) -> list[ModelSummary]:
         """Registered models with their version count, newest version and aliases."""
-        with translated():
-            rows = self._conn.execute(_sql.query("models/list.sql")).fetchall()
+        rows = _sql.rows(self._conn, _sql.query("models/list.sql"))
         return [ModelSummary(r[0], r[1], r[2], dict(sorted(r[5].items())), r[3], r[4]) for r in rows]
 
 def _entry(t: Tensor) -> Entry:

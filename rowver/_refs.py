@@ -7,17 +7,14 @@ from __future__ import annotations
 import psycopg
 
 from . import _sql
-from .errors import translated
 
 
 def resolve(conn: psycopg.Connection, ref: str | int) -> int:
     """The version a ref names."""
-    with translated():
-        return int(_sql.value(conn, "select rowver.resolve(%s)", (str(ref),)))
+    return int(_sql.value(conn, "select rowver.resolve(%s)", (str(ref),)))
 
 
 def resolve_for(conn: psycopg.Connection, table: str, ref: str | int) -> int:
     """``ref`` as the version to read ``table`` at: an error naming the table's first version
     when it predates it (versions count across all tables)."""
-    with translated():
-        return int(_sql.value(conn, "select rowver.resolve_for(%s::regclass, %s)", (table, str(ref))))
+    return int(_sql.value(conn, "select rowver.resolve_for(%s::regclass, %s)", (table, str(ref))))

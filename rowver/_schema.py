@@ -11,7 +11,7 @@ import psycopg
 
 from . import _sql
 from ._sql import Connected
-from .errors import InvalidInputError, translated
+from .errors import InvalidInputError
 
 
 def _names(values: Iterable[str] | None, what: str) -> list[str] | None:
@@ -33,7 +33,7 @@ def enable(db: Connected, table: str, *, key: Sequence[str] | None, triggers: bo
            ignore: Iterable[str], rewrite: bool | None, progress: Progress | None = None,
            url: str | None = None) -> int:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
-    with translated(), db.conn.transaction():
+    with _sql.transaction(db.conn):
         with _watched(db, url, table, rewrite, progress):
             return int(_sql.value(
                 db.conn, "select rowver.enable(%s::regclass, %s::name[], %s, %s::name[], %s::boolean)", args))
@@ -90,19 +90,15 @@ def _watch(url: str, start: int, expected: int, progress: Progress, stop: thread
 def ddl(db: Connected, table: str, *, key: Sequence[str] | None, triggers: bool,
         ignore: Iterable[str], rewrite: bool | None) -> str:
     args = (table, _names(key, "key"), triggers, _names(ignore, "ignore") or [], rewrite)
-    with translated():
-        rows = db.conn.execute(
-            "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[], %s::boolean)", args).fetchall()
+    rows = _sql.rows(db.conn, "select rowver.enable_ddl(%s::regclass, %s::name[], %s, %s::name[], %s::boolean)", args)
     return _script(r[0] for r in rows)
 
 
 def disable(db: Connected, table: str, *, keep_history: bool) -> None:
-    with translated(), db.conn.transaction():
-        db.conn.execute("select rowver.disable(%s::regclass, %s)", (table, keep_history))
+    with _sql.transaction(db.conn):
+        _sql.execute(db.conn, "select rowver.disable(%s::regclass, %s)", (table, keep_history))
 
 
 def disable_ddl(db: Connected, table: str, *, keep_history: bool) -> str:
-    with translated():
-        rows = db.conn.execute("select rowver.disable_ddl(%s::regclass, %s)",
-                               (table, keep_history)).fetchall()
+    rows = _sql.rows(db.conn, "select rowver.disable_ddl(%s::regclass, %s)", (table, keep_history))
     return _script(r[0] for r in rows)

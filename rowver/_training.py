@@ -20,7 +20,7 @@ from psycopg import sql
 
 from . import _frames, _query, _sql
 from ._sql import Connected
-from .errors import InvalidInputError, translated
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,11 +75,10 @@ def is_frame(value: object) -> bool:
 
 def _feature(db: Connected, events: pd.DataFrame, name: str, wanted: Any, on: Any) -> Feature:
     """One feature table: registered, its columns known, its key matched by event columns."""
-    with translated():
-        qualified, keys, first, known = _sql.one(
-            db.conn, "select rowver.qualified(r.relid), r.key_columns, r.enabled_version,"
-                     " array(select p.name from rowver.payload_columns(r.relid) p order by p.attnum)"
-                     " from rowver.registered(%s::regclass) r", (name,))
+    qualified, keys, first, known = _sql.one(
+        db.conn, "select rowver.qualified(r.relid), r.key_columns, r.enabled_version,"
+                 " array(select p.name from rowver.payload_columns(r.relid) p order by p.attnum)"
+                 " from rowver.registered(%s::regclass) r", (name,))
     if isinstance(wanted, Mapping):
         columns, names = [str(c) for c in wanted], [str(n) for n in wanted.values()]
     elif isinstance(wanted, (str, bytes)) or not isinstance(wanted, Sequence) or not wanted:
@@ -164,9 +163,8 @@ def _versions(db: Connected, kind: str, values: list[Any]) -> list[int]:
     """Versions (checked: none negative or above head) or refs (each distinct one resolved), by
     rowver.resolve, in one statement."""
     asked = ([min(values), max(values)] if values else []) if kind == "version" else sorted(set(values))
-    with translated():
-        found = db.conn.execute("select u.r, rowver.resolve(u.r) from unnest(%s::text[]) u(r)",
-                                ([str(v) for v in asked],)).fetchall()
+    found = _sql.rows(db.conn, "select u.r, rowver.resolve(u.r) from unnest(%s::text[]) u(r)",
+                      ([str(v) for v in asked],))
     resolved: dict[str, int] = dict(found)
     return [int(v) for v in values] if kind == "version" else [int(resolved[v]) for v in values]
 
@@ -189,7 +187,7 @@ def _read(db: Connected, events: pd.DataFrame, tables: list[Feature], by_time: b
         spec.append({"table": f.qualified, "keys": numbers, "columns": list(f.columns)})
     rows = zip(range(len(events)), times, *key_values)
     stage = sql.Identifier("pg_temp", "rv_events")  # made by rowver.training_stage
-    with translated(), db.conn.transaction():
+    with _sql.transaction(db.conn):
         _sql.one(db.conn, "select rowver.training_stage(%s::regclass[], %s::name[], %s)",
                  ([t for t, _ in staged], [k for _, k in staged], by_time))
         columns = ["rv_row", "rv_time" if by_time else "rv_at", *(f"rv_k{i}" for i in range(1, len(staged) + 1))]
@@ -197,7 +195,7 @@ def _read(db: Connected, events: pd.DataFrame, tables: list[Feature], by_time: b
         with db.conn.cursor().copy(copy) as cp:
             for row in rows:
                 cp.write_row(row)
-        db.conn.execute(sql.SQL("analyze {}").format(stage))  # the planner's row counts: a temporary table has none
+        _sql.execute(db.conn, sql.SQL("analyze {}").format(stage))  # the planner's row counts: a temporary table has none
         query = _sql.value(db.conn, "select rowver.training_sql('pg_temp.rv_events', %s, %s::jsonb)",
                            (by_time, json.dumps(spec)))
         fetched = _query.frame(db, query, raw=True)  # built by rowver.training_sql with format('%I')

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _sql
 from ._database import connect
-from .errors import InvalidInputError, translated
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -84,9 +84,7 @@ def read_as_of(url: str | None, table: str, ref: str | int = "head", *, npartiti
         shape = db.read(table, version, columns=wanted, limit=0)  # an unknown column fails here
         dtypes = _dtypes(shape.type_oids, shape.columns, shape.tz)
         meta = conform(shape.frame(), dtypes)
-        with translated():
-            key, splits = _sql.one(db.conn, "select * from rowver.key_splits(%s::regclass, %s)",
-                                   (table, npartitions))
+        key, splits = _sql.one(db.conn, "select * from rowver.key_splits(%s::regclass, %s)", (table, npartitions))
         target = db.url  # the URL resolved here, so workers need no ROWVER_URL of their own
     bounds: list[str | None] = [None, *splits, None]
     parts = [Part(key, lo, hi) for lo, hi in zip(bounds, bounds[1:])]

@@ -253,7 +253,7 @@ begin
   end if;
   if not exists (select from rowver.versioned v where v.relid = table_oid) then
     raise exception 'rowver: no versioned table had oid %', table_oid
-      using errcode = 'RV008', hint = 'rowver check names dropped versioned tables by their oid';
+      using errcode = '42704', hint = 'rowver check names dropped versioned tables by their oid';
   end if;
   delete from rowver.changeset_table c using rowver.versioned v where v.relid = table_oid and c.table_id = v.id;
   delete from rowver.versioned v where v.relid = table_oid;

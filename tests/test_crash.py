@@ -225,8 +225,9 @@ def test_immediate_server_stop_mid_transaction(crash_server, request: pytest.Fix
         assert conn.execute("select * from acct order by id").fetchall() == acct_before
         assert conn.execute("select gid from pg_prepared_xacts").fetchall() == [("rvcrash-prepared",)]
         assert conn.execute("select rowver.head()").fetchone()[0] == v_prepared - 1
-        with pytest.raises(psycopg.errors.InvalidParameterValue, match="above head"):
+        with pytest.raises(psycopg.DatabaseError, match="above head") as refused:
             conn.execute("select rowver.resolve(%s)", (str(v_newer),))
+        assert refused.value.sqlstate == "RV004"  # rowver's own code (rowver/errors.py)
         check_clean(conn)
 
         conn.execute("commit prepared 'rvcrash-prepared'")

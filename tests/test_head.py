@@ -41,8 +41,9 @@ def test_head_waits_for_an_older_writer(items: psycopg.Connection, db_url: str) 
     fast.commit()
     assert v_fast > v_slow
     assert head(items) == v_slow - 1
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="above head"):
+    with pytest.raises(psycopg.DatabaseError, match="above head") as refused:
         items.execute("select rowver.resolve(%s)", (str(v_fast),))
+    assert refused.value.sqlstate == "RV004"  # rowver's own code (rowver/errors.py)
     slow.commit()
     assert head(items) == v_fast
     slow.close(), fast.close()

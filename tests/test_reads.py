@@ -178,8 +178,9 @@ def test_diff_and_changes_after_a_prune(conn: psycopg.Connection) -> None:
     conn.execute("select rowver.prune('t', %s)", (str(head - 3),))
     head = conn.execute("select rowver.publish_head()").fetchone()[0]
     _assert_reads_match_definitions(conn, "t", ["id"], range(head - 4, head + 1))
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="pruned"):
+    with pytest.raises(psycopg.DatabaseError, match="pruned") as refused:
         conn.execute("select * from rowver.diff('t', '1', 'head')")
+    assert refused.value.sqlstate == "RV006"  # rowver's own code (rowver/errors.py)
 
 
 def test_check_names_a_missing_brin_index_and_an_uncounted_insert(conn: psycopg.Connection) -> None:
