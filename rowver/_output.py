@@ -192,23 +192,21 @@ def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
     return n
 
 
-def emit_copied(lines: Iterable[Any], encoding: str) -> int:
-    """Print CSV lines as the server's COPY wrote them (a header, then one buffer a row, in
+def emit_copied(blocks: Iterable[tuple[int, bytes]], encoding: str) -> int:
+    """Print CSV as the server's COPY wrote it (blocks of lines, the header first, in
     ``encoding``), straight to stdout's bytes when it takes that encoding; returns how many rows."""
     out = sys.stdout
     same = hasattr(out, "buffer") and codecs.lookup(getattr(out, "encoding", None) or "ascii").name == \
         codecs.lookup(encoding).name
     out.flush()
-    write: Callable[[Any], Any] = out.buffer.write if same else lambda line: out.write(bytes(line).decode(encoding))
+    write: Callable[[bytes], Any] = out.buffer.write if same else lambda data: out.write(data.decode(encoding))
     n = 0
     with counting("writing") if not out.isatty() else nullcontext(_quiet) as progress:  # (bar beside a file)
-        for n, line in enumerate(lines, 1):
-            write(line)
-            if not n % 10_000:
-                progress(n - 1, None)
-        progress(max(n - 1, 0), None)
-    if same:
-        out.buffer.flush()
+        for lines, data in blocks:
+            write(data)
+            n += lines
+            progress(max(n - 1, 0), None)
+    out.buffer.flush() if same else out.flush()
     return max(n - 1, 0)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import set_json_loads
-from test_cli import rv
+from test_cli import error, rv
 
 import rowver
 from rowver import _output, _query
@@ -149,3 +149,13 @@ def test_diff_by_copy_prints_what_the_python_encoder_prints(every: str, conn: ps
                               (["--limit", "3"], {"limit": 3}), (["--limit", "0"], {"limit": 0})):
             assert rv(db_url, "diff", every, str(first), "--format", "csv", *options).stdout_bytes.decode() == \
                 python_diff_csv(db, every, first, **read), options
+
+
+def test_an_error_midway_through_the_copy_is_one_line(conn: psycopg.Connection, db_url: str) -> None:
+    """A row that fails after others were printed: one error line, exit status 1."""
+    conn.execute("create table few (id int primary key)")
+    conn.execute("insert into few select generate_series(1, 3000)")
+    rv(db_url, "enable", "few")
+    said = rv(db_url, "show", "few", "--format", "csv", "--where", "1 / (id - 2500) <> 7", code=1)
+    assert error(said) == "error: division by zero (in where '1 / (id - 2500) <> 7')"
+    assert rv(db_url, "show", "few", "--format", "csv", "--limit", "2").stdout == "id,rv_version\n1,1\n2,1\n"

@@ -111,7 +111,7 @@ def show(
             with _query.stream_csv(db, table, at, columns=wanted, where=where, order_by=order_by,
                                    limit=limit) as read:
                 if isinstance(read, _query.Copied):
-                    _output.emit_copied(read.lines, read.encoding)
+                    _output.emit_copied(read.blocks, read.encoding)
                 else:
                     _output.emit_stream(read.columns, read, fmt, read.type_oids)
             return
@@ -195,7 +195,7 @@ def diff(
             with _query.diff_stream_csv(db, table, *refs, columns=only, where=where, staged=staged,
                                         limit=shown) as (_, read):
                 if isinstance(read, _query.Copied):
-                    _output.emit_copied(read.lines, read.encoding)
+                    _output.emit_copied(read.blocks, read.encoding)
                 else:
                     _output.emit_stream(read.columns, take(read, shown), fmt)
             return
