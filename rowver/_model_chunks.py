@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from . import _retry
 from .errors import InvalidInputError, ModelIntegrityError
 
 CHUNK_SIZE = 4 << 20     # a few MiB: large enough for COPY, small enough to dedupe tensors
@@ -142,8 +143,10 @@ def _hashed(blobs: list[Blob], chunk_size: int) -> Iterator[tuple[int, bytes, An
 
 
 def _flush(conn: psycopg.Connection, batch: dict[bytes, Any], known: set[bytes], stats: WriteStats) -> None:
-    """COPY the chunks of ``batch`` the server does not have, in one autocommitted COPY."""
-    for attempt in range(3):
+    """COPY the chunks of ``batch`` the server does not have, in one autocommitted COPY; when
+    another save stored one of them meanwhile (a unique violation), ask again (rowver._retry)."""
+
+    def attempt(replay: int) -> None:
         if not batch:
             return
         have = {bytes(r[0]) for r in conn.execute(
@@ -152,22 +155,21 @@ def _flush(conn: psycopg.Connection, batch: dict[bytes, Any], known: set[bytes],
         known.update(have)
         if not missing:
             return
-        try:
-            with conn.cursor() as cur, cur.copy(
-                    "copy rowver.model_chunk (sha256, data) from stdin (format binary)") as cp:
-                cp.write(_COPY_HEADER)
-                for digest, data in missing:
-                    cp.write(struct.pack("!hi", 2, 32) + digest + struct.pack("!i", len(data)))
-                    cp.write(data)
-                cp.write(_COPY_TRAILER)
-        except psycopg.errors.UniqueViolation:
-            if attempt == 2:
-                raise
-            continue  # another save stored one of them meanwhile: ask again
+        with conn.cursor() as cur, cur.copy("copy rowver.model_chunk (sha256, data) from stdin (format binary)") as cp:
+            cp.write(_COPY_HEADER)
+            for digest, data in missing:
+                cp.write(struct.pack("!hi", 2, 32) + digest + struct.pack("!i", len(data)))
+                cp.write(data)
+            cp.write(_COPY_TRAILER)
         known.update(d for d, _ in missing)
         stats.written += len(missing)
         stats.written_bytes += sum(len(data) for _, data in missing)
-        return
+
+    FLUSH_RETRY.run(attempt, lambda exc: _retry.sqlstate(exc) == _retry.UNIQUE_VIOLATION)
+
+
+# A chunk COPY that met another save's copy of a chunk asks again which are missing: twice more.
+FLUSH_RETRY = _retry.Policy(retries=2, base=0.01)
 
 
 # -- loading -----------------------------------------------------------------------------

@@ -19,8 +19,6 @@ import datetime as dt
 import json
 import math
 import os
-import random
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,14 +26,13 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from . import _model_blobs, _refs, _sql, _training
+from . import _model_blobs, _refs, _retry, _sql, _training
 from . import _model_chunks as chunks
 from ._model_chunks import CHUNK_SIZE, Blob, Entry, WriteStats
 from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 from ._sql import Connected
 from ._write import Changeset
 from .errors import (
-    ConflictError,
     InvalidInputError,
     ModelIntegrityError,
     PromotionRefusedError,
@@ -91,6 +88,10 @@ def _non_finite(value: Any, path: str) -> str | None:
 
 # How long a save waits for the gc lock before it goes without it.
 GC_LOCK_WAIT = "2s"
+# A save's commit is replayed on a serialization failure or deadlock, or when a chunk it found
+# stored was reclaimed before it committed (rowver._retry): up to 4 times, waiting up to 50 ms,
+# then 100, 200, 400 (jittered).
+COMMIT_RETRY = _retry.Policy(retries=4, base=0.05)
 
 
 class Models:
@@ -161,26 +162,29 @@ class Models:
 
         with self._gc_waits():
             entries, stats = self._write(blobs, chunk_size, progress)
-            for attempt in range(5):
+            gone: list[bool] = []  # a chunk the last try found stored was reclaimed before its commit
+
+            def commit(replay: int) -> int:
+                nonlocal entries, stats
+                if gone:  # (gc from inside a transaction, or a manual delete): write what is missing again
+                    entries, stats = self._write(blobs, chunk_size, progress)
+                    gone.clear()
                 args = (name, params, metrics, tags, description, version,
                         data_ref or (None if data_version is None else str(data_version)), code_revision, author,
                         json.dumps([e.as_json() for e in entries]), alias, expect_hash)
-                try:
-                    with Changeset(self._db, message=message, author=author), translated():
-                        saved, _hash = _sql.one(
-                            conn, "select * from rowver.model_commit(%s, %s::jsonb, %s::jsonb, %s::text[], %s, "
-                            "%s, %s, %s, %s, %s::jsonb, %s, %s)", args)
-                    break
-                except ConflictError:
-                    if attempt == 4:
-                        raise
-                    time.sleep(random.uniform(0, 0.05 * 2 ** attempt))
-                except InvalidInputError as exc:
-                    if exc.sqlstate != "23503" or attempt == 4:
-                        raise
-                    # a chunk this save found stored is gone (gc from inside a transaction, or
-                    # a manual delete): write what is missing again
-                    entries, stats = self._write(blobs, chunk_size, progress)
+                with Changeset(self._db, message=message, author=author):
+                    saved, _hash = _sql.one(
+                        conn, "select * from rowver.model_commit(%s, %s::jsonb, %s::jsonb, %s::text[], %s, "
+                        "%s, %s, %s, %s, %s::jsonb, %s, %s)", args)
+                return int(saved)
+
+            def retryable(exc: Exception) -> bool:
+                if _retry.sqlstate(exc) == "23503":  # foreign_key_violation: a chunk it names is gone
+                    gone.append(True)
+                    return True
+                return _retry.transient(exc)
+
+            saved = COMMIT_RETRY.run(commit, retryable)
         self.last_write = stats
         return self.get(f"{name}/{saved}")
 

@@ -3,8 +3,9 @@
 A changeset is one transaction, so one version. Each call stages its rows (COPY into a
 temporary table), validates them and only then writes to the versioned table, so the
 version is allocated as late as possible. The capture triggers write history; this module
-never does. A serialization failure (40001: a concurrent transaction wrote a newer
-version first) restarts the transaction and replays the calls made so far.
+never does. Each call is kept as a value (WriteOp): when rowver._retry's policy says an
+error is cured by a replay (a serialization failure or deadlock; an upsert's or sync's unique
+violation), the transaction is rolled back, begun again, and the calls made so far replayed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from . import _frames, _guards, _sql
+from . import _frames, _guards, _retry, _sql
 from ._guards import ChangesetCheck, Guards, Limit
 from ._sql import Connected
 from .errors import (
@@ -68,10 +67,10 @@ class Changeset:
         self._db = db
         self.message = message
         self.author = author
-        self._retries = retries
+        self._policy = _retry.Policy(retries=retries)
         self.dry_run = dry_run  # run every call, count what it does, and roll it all back
         self.checks = _guards.checks_given(checks)
-        self._ops: list[tuple[Callable[..., WriteResult], tuple[Any, ...]]] = []
+        self._ops: list[WriteOp] = []  # the calls so far, replayed after a retryable error
         self._results: list[tuple[str, WriteResult]] = []  # (table as named, what the call did), for checks
         self._refused: CheckFailedError | None = None  # a check refused it: it can only roll back
         self._tx: ExitStack | None = None  # holds the open transaction
@@ -128,39 +127,47 @@ class Changeset:
                 tx.close()  # roll back now: a transaction left open would swallow later ones
                 raise
 
-    def _restart(self, attempt: int) -> None:
-        """Roll back, wait a little (jittered), begin again and replay the calls so far."""
+    def _rollback(self) -> None:
+        """Roll the transaction back now, freeing its locks (before a retry's wait)."""
         if self._tx is not None:
             tx, self._tx = self._tx, None
-            tx.__exit__(ConflictError, ConflictError("retry"), None)
-        time.sleep(random.uniform(0, min(0.02 * 2**attempt, 1.0)))
-        self._begin()
-        self._results = [(args[0], op(*args)) for op, args in self._ops]
+            with translated():
+                tx.__exit__(ConflictError, ConflictError("retry"), None)
 
-    def _run(self, op: Callable[..., WriteResult], *args: Any) -> WriteResult:
+    def _replay(self) -> None:
+        """Begin again and replay the calls so far (after a rollback)."""
+        self._rollback()
+        self._begin()
+        self._results = []
+        for op in self._ops:
+            self._count(op, op.run())
+
+    def _count(self, op: WriteOp, result: WriteResult) -> None:
+        if result.stage is None:  # (a staged call wrote nothing: no check judges it)
+            self._results.append((op.table, result))
+            self.version = result.version
+
+    def _run(self, op: WriteOp) -> WriteResult:
         if self._refused is not None:
             raise _guards.refused_again(self._refused)
         if self._tx is None:
             raise RowverError("this changeset is closed; open a new one with db.changeset()")
-        for attempt in range(self._retries + 1):
+
+        def attempt(replay: int) -> WriteResult:
             try:
                 with translated():
-                    if attempt:
-                        self._restart(attempt)
+                    if replay:
+                        self._replay()
                     with self._db.conn.transaction():  # a savepoint: a failed call changes nothing
-                        result = op(*args)
-            except RowverError as exc:
-                if isinstance(exc, CheckFailedError):
-                    self._refused = exc
-                if attempt == self._retries or not _retryable(exc, op, args):
-                    raise
-                continue
-            self._ops.append((op, args))
-            if result.stage is None:  # (a staged call wrote nothing: no check judges it)
-                self._results.append((args[0], result))
-                self.version = result.version
-            return result
-        raise AssertionError("unreachable")
+                        return op.run()
+            except CheckFailedError as exc:
+                self._refused = exc
+                raise
+
+        result = self._policy.run(attempt, op.retryable, before_wait=self._rollback)
+        self._ops.append(op)
+        self._count(op, result)
+        return result
 
     # -- writes -----------------------------------------------------------------------
 
@@ -177,22 +184,25 @@ class Changeset:
                expect_rows: tuple[int | None, int | None] | None = None,
                progress: Progress | None = None) -> WriteResult:
         """Insert new rows (a DataFrame or dicts); an existing key is an error."""
-        return self._run(self._load, table, rows, "insert", Guards(max_deleted, max_changed, expect_rows), None,
-                         progress)
+        return self._run(WriteOp("insert", table, self._load, (table, rows, "insert",
+                                                               Guards(max_deleted, max_changed, expect_rows), None,
+                                                               progress)))
 
     def upsert(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
                expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
                replace: bool = False, progress: Progress | None = None) -> WriteResult:
         """Insert new keys and update changed rows; unchanged rows cost nothing."""
-        return self._run(self._load, table, rows, "upsert", Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace), progress)
+        return self._run(WriteOp("upsert", table, self._load, (table, rows, "upsert",
+                                                               Guards(max_deleted, max_changed, expect_rows),
+                                                               _kept(stage, replace), progress)))
 
     def delete(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
                expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
                replace: bool = False, progress: Progress | None = None) -> WriteResult:
         """Delete the rows with these keys (tombstones in history)."""
-        return self._run(self._load, table, rows, "delete", Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace), progress)
+        return self._run(WriteOp("delete", table, self._load, (table, rows, "delete",
+                                                               Guards(max_deleted, max_changed, expect_rows),
+                                                               _kept(stage, replace), progress)))
 
     def sync(self, table: str, rows: Any, *, max_deleted: Limit | None = None, max_changed: Limit | None = None,
              expect_rows: tuple[int | None, int | None] | None = None, stage: str | None = None,
@@ -200,8 +210,9 @@ class Changeset:
         """Make ``table`` equal this full snapshot: only differences become versions.
         ``max_deleted=0.05`` refuses a snapshot that would delete more than 5% of the rows.
         ``stage="name"``: keep the diff under that name for a look, write nothing (see above)."""
-        return self._run(self._load, table, rows, "sync", Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace), progress)
+        return self._run(WriteOp("sync", table, self._load, (table, rows, "sync",
+                                                               Guards(max_deleted, max_changed, expect_rows),
+                                                               _kept(stage, replace), progress)))
 
     def publish(self, name: str) -> WriteResult:
         """Write the stage ``name`` in this changeset, then drop it; refused (StaleStageError,
@@ -209,15 +220,15 @@ class Changeset:
         with translated():
             table = _sql.value(self._db.conn, "select (select v.relid::text from rowver.staged s join rowver.versioned v"
                                               " on v.id = s.table_id where s.name = %s)", (name,))
-        return self._run(self._publish, table or name, name)
+        return self._run(WriteOp("publish", table or name, self._publish, (table or name, name)))
 
     def revert(self, table: str, to: str | int) -> WriteResult:
         """Restore ``table`` as of ``to``; the reverted-from state stays readable."""
-        return self._run(self._revert, table, str(to))
+        return self._run(WriteOp("revert", table, self._revert, (table, str(to))))
 
     def truncate(self, table: str, *, cascade: bool = False) -> int:
         """Delete every row of ``table`` (tombstones in history), then give the space back."""
-        return int(self._run(self._truncate, table, cascade).deleted)
+        return int(self._run(WriteOp("truncate", table, self._truncate, (table, cascade))).deleted)
 
     def load(self, table: str, path: str | os.PathLike[str], mode: str = "sync", *,
              max_deleted: Limit | None = None, max_changed: Limit | None = None,
@@ -231,8 +242,9 @@ class Changeset:
         columns rows are matched by, stated to be sure: they must be the table's key as versioned
         (rowver matches rows by no other), else an error naming both, before anything is read.
         ``progress``: told the bytes read of a CSV file, the rows sent of a Parquet file."""
-        return self._run(self._load_file, table, os.fspath(path), mode, Guards(max_deleted, max_changed, expect_rows),
-                         _kept(stage, replace), progress, None if key is None else _key_names(key))
+        return self._run(WriteOp(mode, table, self._load_file,
+                                 (table, os.fspath(path), mode, Guards(max_deleted, max_changed, expect_rows),
+                                  _kept(stage, replace), progress, None if key is None else _key_names(key))))
 
     # -- the statements behind them ------------------------------------------------------
 
@@ -345,13 +357,30 @@ class Changeset:
         _guards.run_checks(conn, self.checks, effect, results)
 
 
-def _retryable(exc: RowverError, op: Callable[..., WriteResult], args: tuple[Any, ...]) -> bool:
-    """Worth replaying the changeset: a serialization failure, or an upsert/sync that lost a race
-    to a concurrent insert of the same key after its diff (its next diff sees that row)."""
-    if isinstance(exc, ConflictError):
-        return True
-    return (exc.sqlstate == "23505" and getattr(op, "__name__", "") in ("_load", "_load_file")
-            and args[2] in ("upsert", "sync"))
+@dataclass(frozen=True)
+class WriteOp:
+    """One write call of a changeset, kept as a value so that a retry can replay it: what it is
+    (``kind``: insert, upsert, delete or sync, of rows or a file; publish, revert, truncate), the
+    table as named, and the statement behind it with its arguments."""
+
+    kind: str
+    table: str
+    call: Callable[..., WriteResult]
+    args: tuple[Any, ...] = ()
+
+    def run(self) -> WriteResult:
+        return self.call(*self.args)
+
+    @property
+    def retry_on_unique_violation(self) -> bool:
+        """An upsert or sync diffs, then inserts: a concurrent insert of the same key after its
+        diff fails it, and its next diff sees that row. (An insert's is the caller's duplicate.)"""
+        return self.kind in ("upsert", "sync")
+
+    def retryable(self, exc: Exception) -> bool:
+        """Whether replaying the changeset can cure ``exc`` (rowver._retry)."""
+        return _retry.transient(exc) or (self.retry_on_unique_violation
+                                         and _retry.sqlstate(exc) == _retry.UNIQUE_VIOLATION)
 
 
 COUNTS = ("inserted", "updated", "deleted", "unchanged")

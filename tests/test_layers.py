@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                     "_iceberg"}),
     ("parts", {"_model_types", "_model_blobs", "_model_chunks", "_model_torch", "_frames", "_output",
                "_install", "_server", "_pgbench", "_refs", "_guards"}),
-    ("base", {"_sql", "errors"}),
+    ("base", {"_sql", "_retry", "errors"}),
 ]
 RANK = {module: rank for rank, (_, modules) in enumerate(LAYERS) for module in modules}
 
