@@ -51,7 +51,13 @@ The figures (targets from the benchmark issue; "ratio" is versioned / plain):
     three), server side and warm, in milliseconds: <= 300 ms each;
 12. ``db.training_set`` of 1,000,000 events against a 100,000-key feature table with 20
     versions per key, against a plain hash join of the same events with its current rows (the
-    same COPY in, fetch and assembly): <= 3.0; the process's peak memory beside it.
+    same COPY in, fetch and assembly): <= 3.0; the process's peak memory beside it;
+13. ``db.export`` of the versioned table at head to Parquet and to Delta Lake, in MB/s of the
+    rows' COPY text, against COPY of the same rows (the same as-of read, in key order) to the
+    client: >= 0.25 (a target of ours; the export issue names none); then, after a changeset
+    updating 1% of the rows (every hundredth key), the export of that version to the Delta and
+    the Iceberg table exported whole before: <= 0.1 of the whole export's time. A figure whose
+    package (pyarrow, deltalake, pyiceberg) is not installed says so.
 
 A full read is ``count()`` of every column, so that every column of every row is read
 and nothing is sent to the client; point lookups go through the client, one round trip
@@ -354,6 +360,7 @@ class _Run:
         figures.extend(self._reads_at_depth())
         figures.extend(self._ui_pages())
         figures.append(self._training_set())
+        figures.extend(self._exports())
         figures.append(self._tpcb())
         figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
         return sorted(figures, key=lambda f: f.figure)
@@ -951,6 +958,84 @@ end $$"""
             figures.append(Figure(8, name, title, unit, plain, versioned, ratio, op, target, detail=detail))
         return figures
 
+    # -- 13: exports to Parquet, Delta Lake and Iceberg -------------------------------------------
+
+    def _exports(self) -> list[Figure]:
+        """db.export of the versioned table at head to Parquet and to Delta Lake, in MB/s of the
+        rows' COPY text, against COPY of the same rows (the same as-of read, in key order) to the
+        client; then, after a changeset updating 1% of the rows (every hundredth key, so every
+        data file holds some), the export of that version to the Delta and the Iceberg table
+        exported whole before, against the whole export's time. A figure whose package is not
+        installed says so."""
+        import tempfile
+
+        s, name = self.s, self._text("bench_versioned")
+        missing = _export_packages_missing()
+        head = self._head()
+        self.say(f"figure 13: COPY of {s.rows:,} rows as of version {head} to the client")
+        copied = [self._copy_out(head) for _ in range(3)]
+        size = copied[0][1]
+        copy_mb_s = _median([size / t / 1e6 for t, _ in copied])
+        timed: dict[str, list[float]] = {}
+        results: dict[str, Any] = {}
+        url = psycopg.conninfo.make_conninfo(self.url, options=_OPTIONS)
+        with tempfile.TemporaryDirectory(prefix="rowver-bench-") as tmp, Database(url) as db:
+            def export(fmt: str, to: str, label: str) -> float:
+                self.say(f"figure 13: export to {fmt}, {label}")
+                started = time.perf_counter()
+                results[label] = db.export(name, f"{tmp}/{to}", head if "whole" in label else "head", format=fmt)
+                return time.perf_counter() - started
+
+            for fmt in ("parquet", "delta"):
+                if fmt not in missing:
+                    timed[fmt] = [export(fmt, f"{fmt}{r}", f"whole, {r + 1} of 2") for r in range(2)]
+            if "iceberg" not in missing:
+                timed["iceberg"] = [export("iceberg", "iceberg", "whole")]
+            self.conn.execute(sql.SQL("update {} set qty = qty + 1 where id % 100 = 7").format(self.ver))
+            self._after_write()
+            changed = sum(1 for i in range(1, s.rows + 1) if i % 100 == 7)
+            for fmt, to in (("delta", "delta1"), ("iceberg", "iceberg")):
+                if fmt in timed:
+                    timed[f"{fmt}_changes"] = [export(fmt, to, "1% changed")]
+                    _expect(results["1% changed"].changed == changed, f"figure 13: {fmt} wrote only the change")
+        return self._export_figures(missing, timed, copy_mb_s, size, changed)
+
+    def _copy_out(self, version: Any) -> tuple[float, int]:
+        """COPY of the versioned table as of ``version``, in key order, to the client: seconds, bytes."""
+        query = sql.SQL("copy (select * from {}(%s) order by id) to stdout").format(self.as_of)
+        size = 0
+        started = time.perf_counter()
+        with self.conn.cursor().copy(query, (version,)) as cp:
+            for block in cp:
+                size += len(block)
+        return time.perf_counter() - started, size
+
+    def _export_figures(self, missing: dict[str, str], timed: dict[str, list[float]], copy_mb_s: float,
+                        size: int, changed: int) -> list[Figure]:
+        rows, figures = self.s.rows, []
+        for fmt, title in (("parquet", "Parquet"), ("delta", "Delta Lake")):
+            figure = Figure(13, f"export_{fmt}", f"db.export of {rows:,} rows to {title}, MB/s of their COPY text, "
+                            "against COPY of the same rows to the client", "MB/s", copy_mb_s, None, None, ">=",
+                            EXPORT_RATE_TARGET, detail={"copy_text_bytes": size})
+            if fmt in missing:
+                figure.status = missing[fmt]
+            else:
+                figure.versioned = _median([size / t / 1e6 for t in timed[fmt]])
+                figure.ratio = _ratio(figure.versioned, copy_mb_s)
+                figure.detail["seconds"] = _round(timed[fmt])
+            figures.append(figure)
+        for fmt, title in (("delta", "Delta Lake"), ("iceberg", "Iceberg")):
+            figure = Figure(13, f"export_{fmt}_changes", f"export to {title} after 1% of {rows:,} rows changed, "
+                            "against the whole export", "s", None, None, None, "<=", 0.1,
+                            detail={"rows_changed": changed})
+            if fmt in missing:
+                figure.status = missing[fmt]
+            else:
+                figure.plain, figure.versioned = _median(timed[fmt]), timed[f"{fmt}_changes"][0]
+                figure.ratio = _ratio(figure.versioned, figure.plain)
+            figures.append(figure)
+        return figures
+
     # -- 9: TPC-B ------------------------------------------------------------------------------------
 
     def _tpcb(self) -> Figure:
@@ -1028,6 +1113,24 @@ end $$"""
     def _after_drop(self, conn: psycopg.Connection) -> None:
         """Undo what a peer comparison set up outside the schema."""
 
+
+EXPORT_RATE_TARGET = 0.25  # figure 13: an export's MB/s against COPY's (ours: the issue names none)
+
+
+def _export_packages_missing() -> dict[str, str]:
+    """{format: why its figures are not measured}, for the formats whose package is not installed."""
+    from . import _export, _iceberg
+
+    missing = {}
+    for fmt, require in (("parquet", _export.require_pyarrow), ("delta", _export.require_deltalake),
+                         ("iceberg", _iceberg.require_pyiceberg)):
+        try:
+            require()
+        except RowverError as exc:
+            missing[fmt] = f"not available ({exc})"
+    if "parquet" in missing:  # (Delta and Iceberg need pyarrow too)
+        missing = {fmt: missing.get(fmt, missing["parquet"]) for fmt in ("parquet", "delta", "iceberg")}
+    return missing
 
 _MODEL_FIGURES = {  # name: title, unit, op, target
     "model_save": ("model save against raw binary COPY into bytea", "MB/s", ">=", 0.8),

@@ -1,6 +1,6 @@
 """`rowver bench --quick` as CI runs it: a smoke test of the command, not a timing gate.
 
-Its JSON has every figure (1 to 10) with a target and a pass field and numbers for both
+Its JSON has every figure (1 to 13) with a target and a pass field and numbers for both
 sides; it ran in a scratch database, gone afterwards, and left the user's database as it was
 (in place: its scratch schema is gone). No assertion here is about speed.
 """
@@ -50,7 +50,7 @@ def test_quick_bench_json(db_url: str) -> None:
     assert _log(db_url) == before and _databases(db_url) == 0
     assert {f["detail"]["database"] for f in figures} == {"scratch, dropped"}
 
-    assert {f["figure"] for f in figures} == set(range(1, 13))
+    assert {f["figure"] for f in figures} == set(range(1, 14))
     names = [f["name"] for f in figures]
     assert len(names) == len(set(names))
     for f in figures:
@@ -58,8 +58,8 @@ def test_quick_bench_json(db_url: str) -> None:
         assert _is_number(f["target"]), f
         assert "pass" in f and "status" in f, f
         assert f["detail"]["rows"] == _bench.Settings.for_run(quick=True).rows
-        if f["status"] == "not available":  # the model store may not be built here, nor pgbench
-            assert f["figure"] in (8, 9) and f["pass"] is None, f
+        if f["status"].startswith("not available"):  # the model store may not be built here, nor pgbench,
+            assert f["figure"] in (8, 9, 13) and f["pass"] is None, f  # nor export's packages (it says which)
             continue
         assert f["status"] == "measured", f
         assert isinstance(f["pass"], bool), f
@@ -96,6 +96,9 @@ def test_quick_bench_json(db_url: str) -> None:
     if by_name["tpcb"]["status"] == "measured":
         assert by_name["tpcb"]["detail"]["failed_transactions"] == {"plain": 0, "versioned": 0}
     assert _schemas(db_url) == []
+    # exports: the changeset updated 1% of the rows, and each incremental export wrote those alone
+    assert by_name["export_delta_changes"]["detail"]["rows_changed"] == _bench.Settings.for_run(quick=True).rows // 100
+    assert by_name["export_parquet"]["detail"]["copy_text_bytes"] > 0
     # the model figure's gigabytes went into a scratch database of their own, dropped afterwards
     assert by_name["model_load"]["detail"]["database"] == "scratch, dropped"
 
@@ -135,3 +138,20 @@ def test_bench_in_place_refuses_a_database_without_rowver(server_url: str, db_ur
     assert result.exit_code == 1
     assert "rowver init" in result.stderr
     assert _schemas(db_url) == []
+
+
+def test_export_figures_say_which_package_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Figure 13 without deltalake: its Delta figures are not measured and say why; the others are."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "deltalake", None)  # (import deltalake now fails)
+    missing = _bench._export_packages_missing()
+    assert list(missing) == ["delta"] and "pip install 'rowver[delta]'" in missing["delta"]
+    run = type("Run", (), {"s": _bench.Settings.for_run(quick=True)})()
+    figures = _bench._Run._export_figures(run, missing, {"parquet": [2.0], "iceberg": [4.0], "iceberg_changes": [0.2]},
+                                          100.0, 10**8, 200)
+    by_name = {f.name: f for f in figures}
+    assert by_name["export_delta"].status == by_name["export_delta_changes"].status == missing["delta"]
+    assert by_name["export_delta"].passed is None and by_name["export_delta_changes"].versioned is None
+    assert by_name["export_parquet"].versioned == 50.0 and by_name["export_parquet"].ratio == 0.5
+    assert by_name["export_iceberg_changes"].ratio == pytest.approx(0.05) and by_name["export_iceberg_changes"].passed

@@ -26,8 +26,8 @@ class FileFormat(str, Enum):
 @app.command(help="Write a table as of a version to Parquet files, a Delta Lake table or an Apache Iceberg table.\n\n"
              "The rows are streamed (memory stays bounded). The files' metadata (a Delta commit's info, an Iceberg "
              "snapshot's summary) names the table and version, and a version exported already is left as it is. "
-             "Iceberg: each version is a snapshot tagged vVERSION; after the first, only the rows that changed are "
-             "written. On a terminal, a bar counts the rows written and their rate.")
+             "Delta and Iceberg: one commit per version (Iceberg: a snapshot tagged vVERSION); after the first, only "
+             "the rows that changed are written. On a terminal, a bar counts the rows written and their rate.")
 def export(
     table: Table,
     to: Annotated[Path, typer.Option(
