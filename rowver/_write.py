@@ -81,10 +81,9 @@ class Changeset:
     def __enter__(self) -> Changeset:
         self._begin()
         try:
-            with translated():
-                for check in self.checks:  # an unknown or unversioned table fails before any write
-                    if isinstance(check, _guards.Check):
-                        _sql.one(self._db.conn, "select rowver.registered(%s::regclass)", (check.table,))
+            for check in self.checks:  # an unknown or unversioned table fails before any write
+                if isinstance(check, _guards.Check):
+                    _sql.one(self._db.conn, "select rowver.registered(%s::regclass)", (check.table,))
         except BaseException as exc:
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -217,9 +216,8 @@ class Changeset:
     def publish(self, name: str) -> WriteResult:
         """Write the stage ``name`` in this changeset, then drop it; refused (StaleStageError,
         nothing written) when a key it stages changed in the table after it was staged."""
-        with translated():
-            table = _sql.value(self._db.conn, "select (select v.relid::text from rowver.staged s join rowver.versioned v"
-                                              " on v.id = s.table_id where s.name = %s)", (name,))
+        table = _sql.value(self._db.conn, "select (select v.relid::text from rowver.staged s join rowver.versioned v"
+                                          " on v.id = s.table_id where s.name = %s)", (name,))
         return self._run(WriteOp("publish", table or name, self._publish, (table or name, name)))
 
     def revert(self, table: str, to: str | int) -> WriteResult:
