@@ -446,6 +446,8 @@ def _reader(db: Connected, query: sql.Composed, columns: list[_Column], schema: 
 
 @dataclass
 class _Stream:
+    """An Arrow stream (the C stream interface deltalake takes) and the error of ours it met."""
+
     reader: Any
     failed: list[Exception]
 
