@@ -219,12 +219,22 @@ drop function if exists rowver.conflict(text, text);
 -- and a writer that never sees a serialization failure on plain tables sees none here.
 
 -- Whether version v is this transaction's: the one it has, or one it gave up renumbering.
+-- (Stamps generated before rowver.restamping call it, until their table is refreshed.)
 create or replace function rowver.mine(v bigint) returns boolean
 language plpgsql stable
 as $$
 begin
   return v operator(pg_catalog.=) rowver.allocated() or v operator(pg_catalog.=) any(rowver.abandoned());
 end $$;
+
+-- Whether a row's version may move from `old` to `new` in an update that changes nothing
+-- else: the restamp of this transaction's own row from a version it gave up to the one it has
+-- now (one look at its allocation row; the stamp asks this of every restamped row).
+create or replace function rowver.restamping(old bigint, new bigint) returns boolean
+language sql stable
+return exists (select from rowver.allocation a
+                where a.ctid = nullif(current_setting('rowver.allocation', true), '')::tid
+                  and a.xid = pg_current_xact_id_if_assigned() and a.version = new and old = any(a.abandoned));
 
 -- The versions this transaction gave up renumbering: listed on its allocation row, which only
 -- rowver_owner writes (a setting could be cleared by the writer, to keep its rows below the
@@ -344,17 +354,19 @@ begin
   if NEW.version operator(pg_catalog.=) v then
     return null;  -- not renumbered since this table was first written: nothing to restamp
   end if;
-  select r.relid, r.restamp_name, c.relowner, n.nspname as sch into t
+  select r.relid, r.restamp_name, n.nspname as sch,
+         exists (select from pg_catalog.pg_proc p
+                  where p.oid operator(pg_catalog.=)
+                          pg_catalog.to_regprocedure(pg_catalog.format('%I.%I()', n.nspname, r.restamp_name))
+                    and p.prosecdef and p.proowner operator(pg_catalog.=) c.relowner) as owners
+    into t
     from rowver.versioned r join pg_catalog.pg_class c on c.oid operator(pg_catalog.=) r.relid
     join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace
    where r.id operator(pg_catalog.=) NEW.table_id;
   if not found then
     return null;  -- (disabled since, in this transaction)
   end if;
-  if not exists (select from pg_catalog.pg_proc p
-                  where p.oid operator(pg_catalog.=)
-                          pg_catalog.to_regprocedure(pg_catalog.format('%I.%I()', t.sch, t.restamp_name))
-                    and p.prosecdef and p.proowner operator(pg_catalog.=) t.relowner) then
+  if not t.owners then
     raise exception 'rowver: % has no restamp function of its owner''s', t.relid using errcode = '55000',
       hint = pg_catalog.format('its owner runs rowver.refresh(%L)', t.relid::text);
   end if;
@@ -551,8 +563,9 @@ end $$;
 -- `delta` rows (inserted minus deleted): creates the changeset on the first captured
 -- change, so transactions that capture nothing leave none. Runs as its caller (capture runs
 -- as T's owner): row-level security lets it record this transaction's version for tables
--- the caller owns only (sql/15_access.sql). Not SECURITY DEFINER and no SET clause: it runs
--- on every captured statement, so every name in it is qualified.
+-- the caller owns only (sql/15_access.sql). Not SECURITY DEFINER and no SET clause, so every
+-- name in it is qualified. (The capture, which runs on every statement, writes the same two
+-- rows inline, saving a call: rowver.capture_body.)
 drop function if exists rowver.record_change(bigint, regclass, bigint);
 drop function if exists rowver.record_change(bigint, regclass, bigint, bigint);
 -- n: row changes; delta: rows inserted minus deleted; added: rows inserted under a new key
@@ -628,8 +641,11 @@ drop trigger if exists notify_changeset on rowver.changeset;
 create trigger notify_changeset after insert on rowver.changeset
   for each row execute function rowver.notify_changeset();
 
--- Every statement on a versioned table starts here: it allocates (once per transaction),
--- so that currval(), which the stamp reads, is always this transaction's version. As
+-- A transaction's first statement on a versioned table starts here (the trigger's WHEN skips
+-- it once the rowver.allocation setting points at an allocation): it allocates, so that
+-- currval(), which the stamp reads, is this transaction's version. A forged setting skips
+-- the allocation and fails the statement in its capture, which checks currval against the
+-- allocation row (and a trigger generated before the WHEN still allocates once). As
 -- rowver_owner, which may allocate: measured, an invoker's begin_statement that called
 -- xact_version's rights only on the first statement cost 70 us more per single-row update,
 -- not less.
@@ -672,7 +688,7 @@ end $$;
 -- allocate() and log_tag() are rowver_owner's alone.
 grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
   rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint, bigint),
-  rowver.mine(bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
+  rowver.mine(bigint), rowver.restamping(bigint, bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
   rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.notify_changeset(), rowver.follower_seen(uuid), rowver.follower_gone(uuid),
   rowver.refuse_truncate(), rowver.check_tag_name(text),

@@ -39,6 +39,7 @@ as $$
 declare
   -- names that no column can take: rv_ is rowver's prefix, and columns are always qualified
   rv_v       bigint;
+  rv_mine    bigint;       -- the version this transaction's allocation row holds
   rv_ours    bigint[];     -- this transaction's versions: its own, and any it abandoned
   rv_changed bigint := 0;  -- keys changed, for the log
   rv_count   bigint;
@@ -52,18 +53,41 @@ begin
     raise exception 'rowver: this function captures changes of %% only, not of %%.%%', %8$L, TG_TABLE_SCHEMA, TG_TABLE_NAME
       using errcode = '42501';
   end if;
+  -- this transaction's version: what the stamp wrote (currval), tied to this transaction by its
+  -- allocation row, which the setting points at (rowver.begin_statement allocates only while the
+  -- setting is empty: a forged or stale one fails here, before the statement can commit)
   rv_v := currval('rowver.version_seq'::regclass);
+  select a.version, a.abandoned into rv_mine, rv_ours from rowver.allocation a
+   where a.ctid = nullif(current_setting('rowver.allocation', true), '')::tid
+     and a.xid = pg_current_xact_id_if_assigned();
+  if rv_mine is distinct from rv_v then
+    raise exception 'rowver: this transaction''s version is not its own (a forged rowver.allocation setting?)'
+      using errcode = '55000';
+  end if;
   -- T still has the shape this function was generated for: checked whenever this query is
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
   perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
 
-  -- the keys this statement wrote, so that a renumber finds them at commit (rowver.track)
+  -- an update of rows this transaction wrote under a version it gave up, keeping their keys, is
+  -- the restamp at commit (or like it): no state it leaves is a version, and its keys are tracked
+  -- (an expression plans whole: rv_old exists only in an update's or a delete's)
+  if TG_OP = 'UPDATE' and cardinality(rv_ours) > 0 then
+    if not exists (select from rv_old o where o.rv_version <> all(rv_ours))
+       and not exists (select from rv_old o where not exists (select from rv_new n where %3$s)) then
+      return null;
+    end if;
+  end if;
+
+  -- the keys this statement wrote, so that a renumber finds them at commit (as rowver.track,
+  -- inline: this runs on every statement)
   if TG_OP = 'DELETE' then
-    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
-       from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
+    insert into rowver.tracked (xid, rel, keys)
+    select pg_current_xact_id(), %8$L::regclass, case when count(*) > 256 then '*' else string_agg(k, E'\n') end
+      from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x having count(*) > 0;
   else
-    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
-       from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x;
+    insert into rowver.tracked (xid, rel, keys)
+    select pg_current_xact_id(), %8$L::regclass, case when count(*) > 256 then '*' else string_agg(k, E'\n') end
+      from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x having count(*) > 0;
   end if;
 
   -- a row a newer version wrote, or a key a newer version deleted: this transaction came
@@ -83,7 +107,10 @@ begin
                        and not exists (select from rv_new n where %3$s and n.rv_version = o.rv_version)) then
     rv_v := rowver.renumber_for(TG_RELID, rv_v);
   end if;
-  rv_ours := rv_v || rowver.abandoned();
+  if rv_v <> rv_mine then  -- renumbered just now
+    rv_ours := rowver.abandoned();
+  end if;
+  rv_ours := rv_v || rv_ours;
 
   if TG_OP = 'INSERT' then
     -- inserting a key this transaction deleted undoes its own tombstone
@@ -152,8 +179,17 @@ begin
   end if;
 
   -- (a row inserted and deleted in one transaction changes nothing, but still counts)
+  -- (as rowver.record_change, inline: this runs on every statement that changed something)
   if rv_changed > 0 or rv_net <> 0 then
-    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed, rv_net, rv_added);  -- (assigned: no executor)
+    with changeset as (
+      insert into rowver.changeset (version, xid, db_role, author, message)
+      values (rv_v, pg_current_xact_id(), rowver.session_role(), nullif(current_setting('rowver.author', true), ''),
+              nullif(current_setting('rowver.message', true), ''))
+      on conflict (version) do nothing)
+    insert into rowver.changeset_table as c (version, table_id, rows, net, inserted)
+    values (rv_v, (select r.id from rowver.versioned r where r.relid = %8$L::regclass), rv_changed, rv_net, rv_added)
+    on conflict (version, table_id) do update
+      set rows = c.rows + excluded.rows, net = c.net + excluded.net, inserted = c.inserted + excluded.inserted;
   end if;
   return null;
 end
@@ -181,12 +217,16 @@ language sql stable
 as $$
   select pg_catalog.format($body$
 declare
-  rv_old  bigint[] := rowver.abandoned();
-  rv_new  bigint := rowver.allocated();
+  rv_old  bigint[];
+  rv_new  bigint;
   rv_keys text := (select case when bool_or(w.keys = '*') then '*' else string_agg(w.keys, E'\n') end
                      from rowver.tracked w where w.xid = pg_current_xact_id() and w.rel = %2$L::regclass);
 begin
-  if cardinality(rv_old) = 0 or rv_new is null or rv_keys is null or rv_keys = '' then
+  -- this transaction's version and the ones it gave up, from its allocation row (rowver.allocated)
+  select a.version, a.abandoned into rv_new, rv_old from rowver.allocation a
+   where a.ctid = nullif(current_setting('rowver.allocation', true), '')::tid
+     and a.xid = pg_current_xact_id_if_assigned();
+  if rv_new is null or cardinality(rv_old) = 0 or rv_keys is null or rv_keys = '' then
     return;
   end if;
   if rv_keys = '*' then
@@ -195,12 +235,11 @@ begin
                       rv_version = case when h.rv_deleted and h.rv_version = any(rv_old) then rv_new else h.rv_version end
      where h.rv_until = any(rv_old);
   else
+    -- T's rows and the history rows this transaction wrote, found by key, in one statement
     with k as (select distinct %3$s from regexp_split_to_table(rv_keys, E'\n') line,
-                                          jsonb_populate_record(null::%2$s, line::jsonb) r)
-    update %2$s t set rv_version = rv_new from k
-     where %4$s and t.rv_version = any(rv_old);
-    with k as (select distinct %3$s from regexp_split_to_table(rv_keys, E'\n') line,
-                                          jsonb_populate_record(null::%2$s, line::jsonb) r)
+                                          jsonb_populate_record(null::%2$s, line::jsonb) r),
+         t as (update %2$s t set rv_version = rv_new from k
+                where %4$s and t.rv_version = any(rv_old))
     update %1$s h set rv_until = rv_new,
                       rv_version = case when h.rv_deleted and h.rv_version = any(rv_old) then rv_new else h.rv_version end
       from k
@@ -239,6 +278,12 @@ declare
   -- that says whether to capture, never what version; other writers are not tracked
   only_when text := case when triggers then ''
                          else 'when (pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'')' end;
+  -- allocation: only while the transaction has none (a flag that says whether, never what: the
+  -- capture checks the version against this transaction's allocation row)
+  first_only text := format('when (%s(pg_catalog.current_setting(''rowver.allocation'', true) is null'
+                            ' or pg_catalog.current_setting(''rowver.allocation'', true) operator(pg_catalog.=) ''''))',
+                            case when triggers then ''
+                                 else 'pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'' and ' end);
 begin
   select string_agg(format('%I', p.name), ', ' order by p.attnum),
          string_agg(format('o.%I', p.name), ', ' order by p.attnum)
@@ -314,7 +359,7 @@ begin
                            'begin\n'
                            '  if TG_OP operator(pg_catalog.=) ''UPDATE'' and %s then\n'
                            '    if NEW.rv_version operator(pg_catalog.=) OLD.rv_version\n'
-                           '       or not (NEW.rv_version operator(pg_catalog.=) rowver.allocated() and rowver.mine(OLD.rv_version)) then\n'
+                           '       or not rowver.restamping(OLD.rv_version, NEW.rv_version) then\n'
                            '      NEW.rv_version := OLD.rv_version;\n'
                            '    end if;\n'
                            '  else\n'
@@ -373,7 +418,7 @@ begin
     end if;
     stmts := stmts || format('drop trigger if exists rowver_begin on %s', t);
     stmts := stmts || format('create trigger rowver_begin before insert or update or delete on %s '
-                             'for each statement %s execute function rowver.begin_statement()', t, only_when);
+                             'for each statement %s execute function rowver.begin_statement()', t, first_only);
     stmts := stmts || format('drop trigger if exists rowver_capture_insert on %s', t);
     stmts := stmts || format('create trigger rowver_capture_insert after insert on %s '
                              'referencing new table as rv_new for each statement %s execute function %I.%I()',

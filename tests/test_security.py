@@ -58,6 +58,22 @@ def test_settings_do_not_change_the_version(app: psycopg.Connection, conn: psyco
     assert conn.execute("select rv_version, rv_until from items__history").fetchall() == [(1, version)]
 
 
+def test_a_forged_allocation_pointer_fails_the_statement(app: psycopg.Connection, conn: psycopg.Connection) -> None:
+    """The setting that skips allocation can point at the session's last allocation row (a
+    transaction that ended): currval is then a version at or below head, which the stamp would
+    write. The capture ties currval to this transaction's allocation and fails the statement."""
+    with app.transaction():
+        app.execute("update items set name = 'a' where id = 1")
+        stale = app.execute("select current_setting('rowver.allocation')").fetchone()[0]
+    before = state(conn)
+    for pointer in (stale, "(0,1)"):
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="not its own"):
+            with app.transaction():
+                app.execute("select set_config('rowver.allocation', %s, true)", (pointer,))
+                app.execute("update items set name = 'forged' where id = 2")
+    assert state(conn) == before
+
+
 def test_stale_currval_is_never_reused(app: psycopg.Connection, conn: psycopg.Connection) -> None:
     app.execute("update items set name = 'a' where id = 1")
     first = app.execute("select currval('rowver.version_seq')").fetchone()[0]
