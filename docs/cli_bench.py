@@ -45,7 +45,7 @@ def build(url: str, n: int) -> int:
     first = db.enable(TABLE)
     with db.changeset(message="10% update round"):
         db.conn.execute(sql.SQL("update {} set a = a + 1, c = c / 3 where id % 10 = 0").format(name))
-    db.conn.execute(sql.SQL("vacuum analyze {}").format(name))
+    db.conn.execute(sql.SQL("vacuum analyze {}, {}").format(name, history))
     db.close()
     return first
 

@@ -142,9 +142,10 @@ def printable(text: str) -> str:
 
 
 def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None = None,
-         caption: str | None = None, empty: str | None = None, pager: bool = False) -> None:
+         caption: str | Callable[[], str] | None = None, empty: str | None = None, pager: bool = False) -> None:
     """Print rows to stdout in ``fmt``; ``title``, ``caption`` and ``empty`` are for tables, which
-    with ``pager`` go through $PAGER (less -FRX by default) when stdout is a terminal."""
+    with ``pager`` go through $PAGER (less -FRX by default) when stdout is a terminal. A caption
+    may be a function, called once the table is drawn (a count still running meanwhile)."""
     if fmt is Format.json:
         sys.stdout.write(to_json(columns, rows))
     elif fmt is Format.jsonl:
@@ -161,7 +162,7 @@ def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None =
         with paged(pager, out):
             out.print(to_table(columns, rows, title=title, width=out.width))
             if caption:
-                out.print(Text(printable(caption)), style="dim")
+                out.print(Text(printable(caption if isinstance(caption, str) else caption())), style="dim")
 
 
 @contextmanager
@@ -392,12 +393,25 @@ def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | Non
         return _expanded(columns, texts, title=title)
     table = Table(box=box.SIMPLE_HEAD, title=Text(title) if title else None, title_justify="left", title_style="bold",
                   header_style="bold", pad_edge=False, show_edge=False)
+    natural = _natural_widths(columns, texts, width)
     for i, name in enumerate(columns):
         table.add_column(Text(name), justify="right" if numeric[i] else "left", no_wrap=whole[i],
-                         overflow="fold", min_width=minimum[i])
+                         overflow="fold", min_width=minimum[i], width=natural[i] if natural else None)
     for row in texts:
         table.add_row(*(Text(t) for t in row))
     return table
+
+
+def _natural_widths(columns: Sequence[str], texts: list[list[str]], width: int) -> list[int] | None:
+    """Each column's widest line, when every column fits ``width`` at that (no tabs, which rich
+    expands): the widths rich would find by measuring every cell again, several times slower."""
+    from rich.cells import cell_len
+
+    if any("\t" in t for row in texts for t in row):
+        return None
+    natural = [max([cell_len(name), *(cell_len(line) for row in texts for line in row[i].splitlines())])
+               for i, name in enumerate(columns)]
+    return natural if sum(natural) + 3 * (len(columns) - 1) <= width else None
 
 
 def _expanded(columns: Sequence[str], texts: list[list[str]], *, title: str | None) -> RenderableType:

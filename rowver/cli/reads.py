@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import typer
 
-from .. import _follow, _output, _query
+from .. import Database, _follow, _output, _query
 from .._output import Format
 from ..errors import InvalidInputError
 from ._common import (
@@ -125,12 +127,28 @@ def show(
         version, rows = found.version, found.rows
         ref = f"version {version}" if at.strip() == str(version) else f"{at} (version {version})"
         caption = f"{table} as of {ref}: {len(rows)} row(s)"
+        shown: str | Callable[[], str] = caption
         if limit is None and len(rows) > TABLE_ROWS:
             rows = rows[:TABLE_ROWS]
-            total = _query.count(db, table, str(version), where=where)
-            caption = (f"{table} as of {ref}: the first {TABLE_ROWS:,} of {total:,} rows; "
-                       "--limit N shows more, --format csv every row")
-    _output.emit(found.columns, rows, fmt, caption=caption, pager=not no_pager)
+            total = _count_aside(db.url, table, str(version), where)
+
+            def shown() -> str:
+                return (f"{table} as of {ref}: the first {TABLE_ROWS:,} of {total():,} rows; "
+                        "--limit N shows more, --format csv every row")
+    _output.emit(found.columns, rows, fmt, caption=shown, pager=not no_pager)
+
+
+def _count_aside(url: str, table: str, version: str, where: str | None) -> Callable[[], int]:
+    """How many rows a read of ``table`` at ``version`` has, counted on a connection of its own
+    while the caller draws the first ones (the count scans every row); call the result to wait."""
+    def count() -> int:
+        with Database(url) as db:
+            return _query.count(db, table, version, where=where)
+
+    pool = ThreadPoolExecutor(1)
+    counted = pool.submit(count)
+    pool.shutdown(wait=False)
+    return counted.result
 
 
 @app.command()
