@@ -602,6 +602,27 @@ def test_tables_fit_the_width_without_losing_columns() -> None:
             assert word in text, (width, text)
 
 
+def test_a_table_drawn_at_its_natural_widths_is_the_one_rich_lays_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """to_table gives rich the widths it would measure (faster): the same text, wide characters,
+    several lines and colours included, and at widths where the columns must wrap."""
+    import io
+
+    from rich.console import Console
+
+    columns = ["id", "name", "日本", "a much longer column name", "at"]
+    rows = [(i, "word " * (i % 7), "日本語" * (i % 3), "one\ntwo lines" if i % 4 else None,
+             "2026-01-02 03:04:05+00:00") for i in range(40)]
+
+    def drawn(width: int, colour: bool) -> str:
+        console = Console(file=io.StringIO(), width=width, force_terminal=colour, color_system="truecolor")
+        console.print(_output.to_table(columns, rows, width=width, title="t"))
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    fast = {(w, c): drawn(w, c) for w in (50, 90, 300) for c in (False, True)}
+    monkeypatch.setattr(_output, "_natural_widths", lambda *args: None)  # (rich measures every cell)
+    assert fast == {(w, c): drawn(w, c) for w in (50, 90, 300) for c in (False, True)}
+
+
 # -- schema changes, the change feed, retention ------------------------------------------------
 
 
