@@ -64,12 +64,9 @@ begin
     raise exception 'rowver: this transaction''s version is not its own (a forged rowver.allocation setting?)'
       using errcode = '55000';
   end if;
-  -- T still has the shape this function was generated for: checked whenever this query is
-  -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
-  perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
-
   -- an update of rows this transaction wrote under a version it gave up, keeping their keys, is
-  -- the restamp at commit (or like it): no state it leaves is a version, and its keys are tracked
+  -- the restamp at commit (or like it): no state it leaves is a version, its keys are tracked,
+  -- and it writes nothing whose columns T's shape could make wrong
   -- (an expression plans whole: rv_old exists only in an update's or a delete's)
   if TG_OP = 'UPDATE' and cardinality(rv_ours) > 0 then
     if not exists (select from rv_old o where o.rv_version <> all(rv_ours))
@@ -77,6 +74,10 @@ begin
       return null;
     end if;
   end if;
+
+  -- T still has the shape this function was generated for: checked whenever this query is
+  -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
+  perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
 
   -- the keys this statement wrote, so that a renumber finds them at commit (as rowver.track,
   -- inline: this runs on every statement)
