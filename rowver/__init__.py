@@ -14,7 +14,6 @@ from ._database import Database, connect
 from ._export import ExportResult
 from ._follow import Change, Committed
 from ._guards import Check
-from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 from ._query import Result
 from ._write import Changeset, WriteResult
 from .errors import (
@@ -40,6 +39,7 @@ from .errors import (
     UnknownTagError,
     UnsupportedError,
 )
+from .models import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 
 __version__ = "0.1.0"
 

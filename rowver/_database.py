@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ._export import ExportResult
     from ._follow import Committed
-    from ._models import Models
+    from .models import Models
 
 # What enable says of a table versioned without triggers (DESIGN §6: a trusted-writer mode).
 TRUSTED_WRITERS = ("{table} is versioned without triggers: only rowver's write layer is captured, and every "
@@ -228,7 +228,7 @@ class Database:
     @functools.cached_property
     def models(self) -> Models:
         """The model-as-rows store: ``db.models.save(...)``, ``load``, ``alias``, ``rollback``."""
-        from ._models import Models
+        from .models import Models
 
         return Models(self)
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ._database import Database
-    from ._models import ModelVersion
+    from .models import ModelVersion
 
 SCHEMA = "rowver_demo"
 CUSTOMERS = "rowver_demo.customers"

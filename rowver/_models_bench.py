@@ -26,11 +26,11 @@ from psycopg import sql
 
 import rowver
 
-from ._model_chunks import CHUNK_SIZE
 from ._server import server_url_for
+from .models._chunks import CHUNK_SIZE
 
 if TYPE_CHECKING:
-    from ._models import Models
+    from .models import Models
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 

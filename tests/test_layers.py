@@ -16,46 +16,71 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("interfaces", {"cli", "ui", "alembic", "orm", "dask", "_demo", "_bench", "_models_bench"}),
     ("surface", {"rowver"}),
     ("facade", {"_database"}),
-    ("operations", {"_models", "_model_dir", "_query", "_schema", "_training", "_write", "_follow", "_export",
-                    "_iceberg"}),
-    ("parts", {"_model_types", "_model_blobs", "_model_chunks", "_model_torch", "_frames", "_output",
+    ("operations", {"models", "models._store", "models._dir", "_query", "_schema", "_training", "_write",
+                    "_follow", "_export", "_iceberg"}),
+    ("parts", {"models._types", "models._blobs", "models._chunks", "models._torch", "_frames", "_output",
                "_install", "_server", "_pgbench", "_refs", "_guards"}),
     ("base", {"_sql", "_retry", "errors"}),
 ]
 RANK = {module: rank for rank, (_, modules) in enumerate(LAYERS) for module in modules}
 
+# subpackages whose own modules are layered one by one (models._store above models._chunks);
+# any other subpackage (cli, ui) counts as one module
+SPLIT = {"models"}
+
 
 def module_of(path: Path) -> str:
-    """rowver/_write.py -> _write; rowver/cli/reads.py -> cli (a package is one module here)."""
+    """rowver/_write.py -> _write; rowver/cli/reads.py -> cli; rowver/models/_store.py ->
+    models._store; rowver/models/__init__.py -> models."""
     parts = path.relative_to(PACKAGE).with_suffix("").parts
     if parts == ("__init__",):
         return "rowver"
+    if parts[0] in SPLIT and len(parts) == 2 and parts[1] != "__init__":
+        return f"{parts[0]}.{parts[1]}"
     return parts[0]
 
 
-def imported(source: str, depth: int) -> set[str]:
+def _named(dotted: str) -> str:
+    """A module path below rowver ("_sql", "models._chunks.x", "cli.reads") as a module of the graph."""
+    inner = dotted.split(".")
+    return ".".join(inner[:2]) if inner[0] in SPLIT and len(inner) > 1 else inner[0]
+
+
+def _is_module(dotted: str) -> bool:
+    """Whether ``dotted`` (below rowver) names a module or subpackage, not a name defined in one."""
+    path = PACKAGE.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").exists() or path.is_dir()
+
+
+def imported(source: str, depth: int, package: str = "") -> set[str]:
     """The rowver modules a file imports, wherever in the file the import stands; ``depth``:
-    1 for rowver/x.py, 2 for rowver/cli/x.py."""
+    1 for rowver/x.py, 2 for rowver/cli/x.py; ``package``: the subpackage a file at depth 2 is in."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == "rowver" or alias.name.startswith("rowver."):
-                    found.add(alias.name.split(".")[1] if "." in alias.name else "rowver")
+                    found.add(_named(alias.name.split(".", 1)[1]) if "." in alias.name else "rowver")
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
                 if node.module and (node.module == "rowver" or node.module.startswith("rowver.")):
-                    inner = node.module.split(".")[1:]
-                    found.add(inner[0] if inner else "rowver")
+                    inner = node.module.split(".", 1)[1:]
+                    found.add(_named(inner[0]) if inner else "rowver")
                 continue
             if node.level > depth:
                 continue
             if node.level == depth:  # relative to rowver itself
                 if node.module:
-                    found.add(node.module.split(".")[0])
+                    found.add(_named(node.module))
+                else:  # modules, or names of the package itself (from .. import Database)
+                    found.update(alias.name if _is_module(alias.name) else "rowver" for alias in node.names)
+            elif package in SPLIT:  # relative inside a split subpackage: its own modules
+                if node.module:
+                    found.add(_named(f"{package}.{node.module}"))
                 else:
-                    found.update(alias.name for alias in node.names)
-            # (a relative import inside a subpackage stays in its module)
+                    found.update(_named(f"{package}.{alias.name}") if _is_module(f"{package}.{alias.name}")
+                                 else package for alias in node.names)
+            # (a relative import inside any other subpackage stays in its module)
     return found
 
 
@@ -63,7 +88,8 @@ def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         module = module_of(path)
-        targets = imported(path.read_text(), len(path.relative_to(PACKAGE).parts))
+        parts = path.relative_to(PACKAGE).parts
+        targets = imported(path.read_text(), len(parts), parts[0] if len(parts) > 1 else "")
         edges.setdefault(module, set()).update(targets - {module})
     return edges
 
@@ -106,4 +132,8 @@ def test_the_checks_see_deferred_and_type_only_imports() -> None:
               "if TYPE_CHECKING:\n    from ._database import Database\n"
               "def f():\n    from . import _write, _query\n    from ._models import Models\n")
     assert imported(source, 1) == {"orm", "_database", "_write", "_query", "_models"}
-    assert imported("from .. import _refs\nfrom ._common import app\n", 2) == {"_refs"}
+    assert imported("from .. import Database, _refs\nfrom ._common import app\n", 2) == {"rowver", "_refs"}
+    assert imported("from .. import _sql\nfrom . import _chunks\nfrom ._types import Tensor\n", 2, "models") == {
+        "_sql", "models._chunks", "models._types"}
+    assert imported("from .models import Models\nfrom rowver.models._chunks import CHUNK_SIZE\n", 1) == {
+        "models", "models._chunks"}

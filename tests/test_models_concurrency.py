@@ -38,8 +38,8 @@ BIG_SAVER = textwrap.dedent("""
     import sys
     import numpy as np
     import rowver
-    from rowver import _model_chunks
-    _model_chunks.BATCH_BYTES = 4 << 20
+    from rowver.models import _chunks
+    _chunks.BATCH_BYTES = 4 << 20
     with rowver.connect(sys.argv[1]) as db:
         w = {f"t{i}": np.random.default_rng(i).standard_normal(4_000_000).astype(np.float32) for i in range(8)}
         db.models.save("big", weights=w, chunk_size=1 << 20)

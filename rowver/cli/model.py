@@ -22,8 +22,7 @@ from ..errors import InvalidInputError
 from ._common import Author, Fmt, Message, Url, database
 
 if TYPE_CHECKING:
-    from .._model_types import ModelVersion
-    from .._models import Models
+    from ..models import Models, ModelVersion
 
 app = typer.Typer(name="model", no_args_is_help=True,
                   help="Models as rows: save, version, alias, roll back and compare models.")

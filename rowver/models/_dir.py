@@ -21,13 +21,13 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import psycopg
 
-from . import _model_chunks as chunks
-from ._model_blobs import dtype_from_text, file_blob
-from ._model_chunks import Blob, Entry
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from . import _chunks as chunks
+from ._blobs import dtype_from_text, file_blob
+from ._chunks import Blob, Entry
 
 if TYPE_CHECKING:
-    from ._model_types import ModelVersion
+    from ._types import ModelVersion
 
 FORMAT = "rowver-model-export/1"
 

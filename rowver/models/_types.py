@@ -78,9 +78,9 @@ class Model(ModelVersion):
 
     def state_dict(self) -> Any:
         """The weights as a PyTorch state dict (needs torch)."""
-        from . import _model_torch
+        from . import _torch
 
-        return _model_torch.state_dict(self.weights, {t.name: t.dtype for t in self.tensors})
+        return _torch.state_dict(self.weights, {t.name: t.dtype for t in self.tensors})
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _model_torch
-from ._model_chunks import Blob
-from .errors import InvalidInputError, ModelIntegrityError
+from ..errors import InvalidInputError, ModelIntegrityError
+from . import _torch
+from ._chunks import Blob
 
 # -- dtypes: text both ways, never pickle ---------------------------------------------------
 
@@ -30,7 +30,7 @@ def dtype_from_text(text: str) -> np.dtype:
     """The numpy dtype stored as ``text``; raw unsigned ints for torch-only dtypes."""
 
     if text.startswith("torch."):
-        return np.dtype(_model_torch.raw_dtype(text))
+        return np.dtype(_torch.raw_dtype(text))
     try:
         dtype = np.lib.format.descr_to_dtype(_tuples(json.loads(text))) if text.startswith("[") else np.dtype(text)
     except (TypeError, ValueError) as exc:
@@ -56,9 +56,9 @@ def _tuples(descr: Any) -> Any:
 
 def array_blob(name: str, value: Any) -> Blob:
     if type(value).__module__.split(".")[0] == "torch":
-        from . import _model_torch
+        from . import _torch
 
-        value, label = _model_torch.to_numpy(value)
+        value, label = _torch.to_numpy(value)
     else:
         label = None
     if not isinstance(value, np.ndarray):

@@ -25,8 +25,8 @@ from typing import Any
 
 import psycopg
 
-from . import _retry
-from .errors import InvalidInputError, ModelIntegrityError
+from .. import _retry
+from ..errors import InvalidInputError, ModelIntegrityError
 
 CHUNK_SIZE = 4 << 20     # a few MiB: large enough for COPY, small enough to dedupe tensors
 BATCH_BYTES = 64 << 20   # one COPY (one transaction) per batch of chunks
@@ -43,7 +43,7 @@ class Blob:
 
     kind: str                                   # 'weight' or 'artifact'
     name: str
-    dtype: str                                  # see _model_blobs.dtype_text
+    dtype: str                                  # see _blobs.dtype_text
     shape: tuple[int, ...]
     nbytes: int
     slices: Callable[[int], Iterator[Any]]      # chunk_size -> successive byte buffers

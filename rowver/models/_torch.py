@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RowverError
+from ..errors import RowverError
 
 # torch-only dtypes -> the numpy dtype that carries their bits
 RAW = {"torch.bfloat16": "<u2", "torch.float8_e4m3fn": "|u1", "torch.float8_e5m2": "|u1",

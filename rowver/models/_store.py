@@ -2,8 +2,8 @@
 
 Metadata (models, versions, manifests, aliases) lives in tables that rowver versions like
 any other, so every save, alias move and rollback is a changeset in ``rowver log``.
-Weights and artifacts are content-addressed chunks (rowver._model_chunks), written in
-their own transactions before one short metadata transaction (sql/60_models.sql,
+Weights and artifacts are content-addressed chunks (rowver.models._chunks), written in
+their own transactions before one short metadata transaction (sql/62_model_commit.sql,
 ``rowver.model_commit``), so no visible model version ever names a missing chunk and a
 large upload does not hold head back.
 
@@ -26,19 +26,20 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from . import _model_blobs, _refs, _retry, _sql, _training
-from . import _model_chunks as chunks
-from ._model_chunks import CHUNK_SIZE, Blob, Entry, WriteStats
-from ._model_types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
-from ._sql import Connected
-from ._write import Changeset
-from .errors import (
+from .. import _refs, _retry, _sql, _training
+from .._sql import Connected
+from .._write import Changeset
+from ..errors import (
     InvalidInputError,
     ModelIntegrityError,
     PromotionRefusedError,
     RowverError,
     translated,
 )
+from . import _blobs, _dir
+from . import _chunks as chunks
+from ._chunks import CHUNK_SIZE, Blob, Entry, WriteStats
+from ._types import AliasMove, Comparison, Lineage, Model, ModelSummary, ModelVersion, Tensor
 
 __all__ = ["AliasMove", "Comparison", "Lineage", "Model", "ModelIntegrityError", "ModelSummary",
            "ModelVersion", "Models", "PromotionRefusedError", "Tensor"]
@@ -125,8 +126,8 @@ class Models:
         if artifacts is not None and not isinstance(artifacts, Mapping):
             raise InvalidInputError(f"artifacts must be a mapping of names to bytes or paths, "
                                     f"not a {type(artifacts).__name__}")
-        blobs = [_model_blobs.array_blob(str(k), v) for k, v in (weights or {}).items()]
-        blobs += [_model_blobs.artifact_blob(str(k), v) for k, v in (artifacts or {}).items()]
+        blobs = [_blobs.array_blob(str(k), v) for k, v in (weights or {}).items()]
+        blobs += [_blobs.artifact_blob(str(k), v) for k, v in (artifacts or {}).items()]
         data_ref = None
         if isinstance(data_version, Mapping) or _training.is_frame(data_version):
             data_version, data_ref = _training.data_version_of(data_version)
@@ -251,7 +252,7 @@ class Models:
         artifacts: dict[str, bytes] = {}
         for t, buf in zip(info.tensors, buffers):
             if t.kind == "weight":
-                weights[t.name] = buf.view(_model_blobs.dtype_from_text(t.dtype)).reshape(t.shape)
+                weights[t.name] = buf.view(_blobs.dtype_from_text(t.dtype)).reshape(t.shape)
             else:
                 artifacts[t.name] = buf.tobytes()
         meta = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
@@ -261,12 +262,10 @@ class Models:
                progress: chunks.Progress | None = None) -> ModelVersion:
         """Write a model version to ``directory`` (.npy files, artifacts, manifest.json),
         streaming: memory stays a few chunks whatever the model's size. ``progress``: as load's."""
-        from . import _model_dir
-
         info = self.get(ref)
         entries = self._manifest(info)
         with translated():
-            _model_dir.export(self._conn, info, entries, Path(directory), progress)
+            _dir.export(self._conn, info, entries, Path(directory), progress)
         return info
 
     def _manifest(self, info: ModelVersion) -> list[Entry]:
@@ -287,9 +286,7 @@ class Models:
         """Save the export in ``directory`` as a new version (of ``name``, default the
         exported model's name). Every file is checked against the manifest first. ``progress``:
         as save's."""
-        from . import _model_dir
-
-        meta, blobs = _model_dir.read(Path(directory))
+        meta, blobs = _dir.read(Path(directory))
         return self._save(name or meta["model"], blobs, params=meta["params_json"],
                           metrics=meta["metrics_json"], data_version=data_version,
                           tags=list(meta.get("tags") or []), description=meta.get("description"),
