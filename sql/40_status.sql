@@ -326,7 +326,7 @@ begin
        where (t.name is null and l.action <> 'remove')
           or (t.name is not null and (l.name is null or l.action = 'remove' or l.new_version <> t.version
                                       or l.protected <> t.protected));
-    -- the model store (sql/60_models.sql): every chunk a model version names exists, intact
+    -- the model store (sql/63_model_search_gc.sql): every chunk a model version names exists, intact
     if to_regprocedure('rowver.check_models(boolean)') is not null then
       return query select * from rowver.check_models(true);
     end if;
