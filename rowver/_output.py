@@ -160,7 +160,8 @@ def emit(columns: Sequence[str], rows: Rows, fmt: Format, *, title: str | None =
             out.print(Text(printable(empty)))
             return
         with paged(pager, out):
-            out.print(to_table(columns, rows, title=title, width=out.width))
+            for part in to_tables(columns, rows, title=title, width=out.width):
+                out.print(part)  # (the first rows show while the rest are drawn)
             if caption:
                 out.print(Text(printable(caption if isinstance(caption, str) else caption())), style="dim")
 
@@ -376,6 +377,17 @@ def iso_duration(value: dt.timedelta) -> str:
 def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | None = None) -> RenderableType:
     """A table that fits ``width``: text wraps, numbers are never cut. When even that is too
     wide, one block per row instead (like psql's expanded display), so no column is lost."""
+    from rich.console import Group
+
+    parts = to_tables(columns, rows, width=width, title=title)
+    return parts[0] if len(parts) == 1 else Group(*parts)
+
+
+def to_tables(columns: Sequence[str], rows: Rows, *, width: int, title: str | None = None,
+              first: int = 100) -> list[RenderableType]:
+    """to_table in parts that print one after the other as that one table: its first ``first``
+    rows, then the rest, when every column's width is known from all rows (else one part), so
+    that a terminal shows the first screen before the rest is drawn."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -390,16 +402,21 @@ def to_table(columns: Sequence[str], rows: Rows, *, width: int, title: str | Non
         longest = max((len(line) for t in texts for line in t[i].splitlines() or [""]), default=0)
         minimum.append(max(len(name), longest) if whole[i] else max(min(len(name), 12), min(longest, 10)))
     if sum(minimum) + 3 * (len(columns) - 1) > width:
-        return _expanded(columns, texts, title=title)
-    table = Table(box=box.SIMPLE_HEAD, title=Text(title) if title else None, title_justify="left", title_style="bold",
-                  header_style="bold", pad_edge=False, show_edge=False)
+        return [_expanded(columns, texts, title=title)]
     natural = _natural_widths(columns, texts, width)
-    for i, name in enumerate(columns):
-        table.add_column(Text(name), justify="right" if numeric[i] else "left", no_wrap=whole[i],
-                         overflow="fold", min_width=minimum[i], width=natural[i] if natural else None)
-    for row in texts:
-        table.add_row(*(Text(t) for t in row))
-    return table
+
+    def table(part: list[list[str]], head: bool) -> Table:
+        drawn = Table(box=box.SIMPLE_HEAD, title=Text(title) if title and head else None, title_justify="left",
+                      title_style="bold", header_style="bold", pad_edge=False, show_edge=False, show_header=head)
+        for i, name in enumerate(columns):
+            drawn.add_column(Text(name), justify="right" if numeric[i] else "left", no_wrap=whole[i],
+                             overflow="fold", min_width=minimum[i], width=natural[i] if natural else None)
+        for row in part:
+            drawn.add_row(*(Text(t) for t in row))
+        return drawn
+    if natural is None or len(texts) <= first:
+        return [table(texts, True)]
+    return [table(texts[:first], True), table(texts[first:], False)]
 
 
 def _natural_widths(columns: Sequence[str], texts: list[list[str]], width: int) -> list[int] | None:

@@ -603,7 +603,8 @@ def test_tables_fit_the_width_without_losing_columns() -> None:
 
 
 def test_a_table_drawn_at_its_natural_widths_is_the_one_rich_lays_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    """to_table gives rich the widths it would measure (faster): the same text, wide characters,
+    """to_tables gives rich the widths it would measure (faster), and splits the table after its
+    first 100 rows (printed first): the same text as one table rich measured, wide characters,
     several lines and colours included, and at widths where the columns must wrap."""
     import io
 
@@ -611,11 +612,12 @@ def test_a_table_drawn_at_its_natural_widths_is_the_one_rich_lays_out(monkeypatc
 
     columns = ["id", "name", "日本", "a much longer column name", "at"]
     rows = [(i, "word " * (i % 7), "日本語" * (i % 3), "one\ntwo lines" if i % 4 else None,
-             "2026-01-02 03:04:05+00:00") for i in range(40)]
+             "2026-01-02 03:04:05+00:00") for i in range(150)]
 
     def drawn(width: int, colour: bool) -> str:
         console = Console(file=io.StringIO(), width=width, force_terminal=colour, color_system="truecolor")
-        console.print(_output.to_table(columns, rows, width=width, title="t"))
+        for part in _output.to_tables(columns, rows, width=width, title="t"):
+            console.print(part)
         return console.file.getvalue()  # type: ignore[attr-defined]
 
     fast = {(w, c): drawn(w, c) for w in (50, 90, 300) for c in (False, True)}
