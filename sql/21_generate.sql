@@ -93,8 +93,10 @@ begin
 
   -- a row a newer version wrote, or a key a newer version deleted: this transaction came
   -- second to it, so it takes a version above it. (One test per operation: each plans only
-  -- the transition tables its statement has. A row an update left as it was counts for
-  -- nothing; the cheap test goes first.)
+  -- the transition tables its statement has.) An update's changed rows were judged by the
+  -- stamp, row by row, before they were written: a row stamped before the stamp renumbered
+  -- (a statement meeting a newer row after its first) gets the final version now, as the
+  -- restamp at commit would (it restamps only tables written before the renumber).
   if TG_OP = 'INSERT' then
     if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
       rv_v := rowver.renumber_for(TG_RELID, rv_v);
@@ -103,10 +105,11 @@ begin
     if exists (select from rv_old o where o.rv_version > rv_v) then
       rv_v := rowver.renumber_for(TG_RELID, rv_v);
     end if;
-  elsif exists (select from rv_old o where o.rv_version > rv_v)
-        and exists (select from rv_old o where o.rv_version > rv_v
-                       and not exists (select from rv_new n where %3$s and n.rv_version = o.rv_version)) then
-    rv_v := rowver.renumber_for(TG_RELID, rv_v);
+  elsif cardinality(rv_ours) > 0 then  -- (a simple expression, no query, for every other update)
+    if exists (select from rv_new n where n.rv_version = any(rv_ours)) then
+      update %8$s t set rv_version = rv_v from rv_new n
+       where %16$s and t.rv_version = any(rv_ours) and n.rv_version = any(rv_ours);
+    end if;
   end if;
   if rv_v <> rv_mine then  -- renumbered just now
     rv_ours := rowver.abandoned();
@@ -206,7 +209,8 @@ $body$,
     (select c.relname from pg_catalog.pg_class c where c.oid = tbl),  -- 12
     (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k),  -- 13
     (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k),  -- 14
-    rowver.chain_top_sql(hist, rowver.key_join_sql(tbl, keys, 'x', 'o'), 'rv_ours'))  -- 15
+    rowver.chain_top_sql(hist, rowver.key_join_sql(tbl, keys, 'x', 'o'), 'rv_ours'),  -- 15
+    rowver.key_join_sql(tbl, keys, 't', 'n'))    -- 16
 $$;
 
 -- The body of T's restamp function (see rowver.renumber): the rows of T this transaction
@@ -364,6 +368,10 @@ begin
                            '      NEW.rv_version := OLD.rv_version;\n'
                            '    end if;\n'
                            '  else\n'
+                           '    if TG_OP operator(pg_catalog.=) ''UPDATE'' and OLD.rv_version operator(pg_catalog.>)'
+                           ' pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass) then\n'
+                           '      perform rowver.renumber();  -- a newer version wrote this row: come after it\n'
+                           '    end if;\n'
                            '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
                            '  end if;\n'
                            '  return NEW;\n'

@@ -210,3 +210,40 @@ def test_serializable_writers_fail_as_on_plain_tables(conn: psycopg.Connection, 
     report(request.config, f"SERIALIZABLE, 4 clients x 150: own rows 40001 {versioned.get('40001', 0)}"
                            f" (plain: {plain.get('40001', 0)}); own row then a hot row 40001"
                            f" {versioned_hot.get('40001', 0)} (plain: {plain_hot.get('40001', 0)})")
+
+
+@pytest.mark.parametrize("first_write", ["other table", "same table"])
+def test_a_statement_that_meets_a_newer_row_midway_puts_all_its_rows_after_it(
+        conn: psycopg.Connection, db_url: str, first_write: str) -> None:
+    """One UPDATE of two rows whose second a later-numbered transaction committed: the stamp
+    renumbers at that row, and the first row, stamped before, ends at the final version too,
+    as does a row the transaction wrote before (restamped at commit)."""
+    conn.execute("create table items (id int primary key, qty int not null)")
+    conn.execute("create table other (id int primary key)")
+    conn.execute("insert into items select g, 0 from generate_series(1, 3) g")
+    conn.execute("select rowver.enable('items'), rowver.enable('other')")
+    with psycopg.connect(db_url) as late:
+        if first_write == "same table":
+            late.execute("update items set qty = 30 where id = 3")  # its version, before the other's
+        else:
+            late.execute("insert into other values (1)")
+        conn.execute("update items set qty = 20 where id = 2")  # a newer version commits row 2
+        newer = conn.execute("select rv_version from items where id = 2").fetchone()[0]
+        # a sequential scan meets row 1 (in place) before row 2 (moved to the end of the heap)
+        late.execute("set local enable_indexscan = off; set local enable_bitmapscan = off")
+        met = late.execute("update items set qty = qty + 1 where id in (1, 2) returning id").fetchall()
+        assert met == [(1,), (2,)]  # (row 1 was stamped before the stamp renumbered at row 2)
+        late.commit()
+    final = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+    assert final > newer
+    assert conn.execute("select id, qty, rv_version from items order by id").fetchall() == [
+        (1, 1, final), (2, 21, final), (3, 30 if first_write == "same table" else 0,
+                                        final if first_write == "same table" else 1)]
+    assert conn.execute("select id, qty, rv_version, rv_until from items__history order by id, rv_version"
+                        ).fetchall() == [(1, 0, 1, final), (2, 0, 1, newer), (2, 20, newer, final)] + (
+        [(3, 0, 1, final)] if first_write == "same table" else [])
+    head = conn.execute("select rowver.publish_head()").fetchone()[0]
+    assert conn.execute("select id, qty from items__as_of(%s) order by id", (newer,)).fetchall() == [
+        (1, 0), (2, 20), (3, 0)]
+    assert head >= final
+    assert conn.execute("select * from rowver.check()").fetchall() == []
