@@ -21,10 +21,10 @@ with encoder(type_oid, template, json) as (
     -- Python's repr of the float (a float4 read as its text, as Python reads it): the shortest text
     -- that reads back, as PostgreSQL's, but whole numbers end in .0, and [1e15, 1e16) is
     -- written out where PostgreSQL switches to an exponent; NaN is an empty field
-    ('float8'::regtype, $f$case when {c} = 'NaN' then null
-         when {c} = 'Infinity' then 'inf' when {c} = '-Infinity' then '-inf'
-         when pg_catalog.abs({c}) >= 1e16::float8
-              or (pg_catalog.abs({c}) < 1e15::float8 and {c} <> pg_catalog.trunc({c})) then {c}::text
+    -- (the commonest case first: NaN and the infinities compare above every number)
+    ('float8'::regtype, $f$case when pg_catalog.abs({c}) < 1e15::float8 and {c} <> pg_catalog.trunc({c}) then {c}::text
+         when {c} = 'NaN' then null when {c} = 'Infinity' then 'inf' when {c} = '-Infinity' then '-inf'
+         when pg_catalog.abs({c}) >= 1e16::float8 then {c}::text
          when pg_catalog.abs({c}) < 1e15::float8 then {c}::text || '.0'
          else {c}::text::numeric::text || case when {c} = pg_catalog.trunc({c}) then '.0' else '' end end$f$,
      'float'),
