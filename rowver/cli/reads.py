@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import typer
@@ -141,6 +140,8 @@ def show(
 def _count_aside(url: str, table: str, version: str, where: str | None) -> Callable[[], int]:
     """How many rows a read of ``table`` at ``version`` has, counted on a connection of its own
     while the caller draws the first ones (the count scans every row); call the result to wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
     def count() -> int:
         with Database(url) as db:
             return _query.count(db, table, version, where=where)
