@@ -92,10 +92,9 @@ def export(db: Connected, table: str, at: str | int, to: str | os.PathLike[str],
         raise InvalidInputError(f"export format {fmt!r} is not supported; it writes {', '.join(FORMATS)}")
     pa = require_pyarrow()
     version = _refs.resolve_for(db.conn, table, at)  # (its own statement: the read sees every version to it)
-    with translated():
-        name, source, keys = _sql.one(
-            db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
-                     " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
+    name, source, keys = _sql.one(
+        db.conn, "select rowver.qualified((rowver.registered(%s::regclass)).relid), rowver.as_of_sql(%s::regclass, %s),"
+                 " (rowver.registered(%s::regclass)).key_columns", (table, table, version, table))
     if fmt == "delta":
         deltalake = require_deltalake()
         delta = _delta_exported(deltalake, Path(to), table, name, version)
@@ -139,19 +138,19 @@ def _already(target: Path, name: str, version: int) -> ExportResult:
 
 def _columns(db: Connected, table: str, pa: Any, cast: dict[str, str]) -> list[_Column]:
     """The table's columns as the export reads them, each with its Arrow type."""
-    with translated():
-        rows = db.conn.execute(
-            "select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),"
-            "       coalesce(nullif(b.typname, ''), t.typname), t.typtype = 'e',"
-            "       e.typname, coalesce(e.typtype = 'e', false),"
-            "       case when t.typtype = 'd' then t.typtypmod else a.atttypmod end"
-            "  from pg_catalog.pg_attribute a"
-            "  join pg_catalog.pg_type t on t.oid = a.atttypid"
-            "  left join pg_catalog.pg_type b on t.typtype = 'd' and b.oid = t.typbasetype"
-            "  left join pg_catalog.pg_type e on e.oid = coalesce(b.typelem, t.typelem) and e.typarray <> 0"
-            "       and coalesce(b.typcategory, t.typcategory) = 'A'"
-            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
-            " order by a.attnum", (table,)).fetchall()
+    rows = _sql.rows(
+        db.conn,
+        "select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),"
+        "       coalesce(nullif(b.typname, ''), t.typname), t.typtype = 'e',"
+        "       e.typname, coalesce(e.typtype = 'e', false),"
+        "       case when t.typtype = 'd' then t.typtypmod else a.atttypmod end"
+        "  from pg_catalog.pg_attribute a"
+        "  join pg_catalog.pg_type t on t.oid = a.atttypid"
+        "  left join pg_catalog.pg_type b on t.typtype = 'd' and b.oid = t.typbasetype"
+        "  left join pg_catalog.pg_type e on e.oid = coalesce(b.typelem, t.typelem) and e.typarray <> 0"
+        "       and coalesce(b.typcategory, t.typcategory) = 'A'"
+        " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+        " order by a.attnum", (table,))
     unknown = sorted(set(cast) - {r[0] for r in rows})
     if unknown:
         raise InvalidInputError(f"{table} has no column {unknown[0]!r} to cast")
@@ -189,10 +188,9 @@ def _cast_column(db: Connected, pa: Any, table: str, name: str, cast: str) -> _C
     found = _CAST.match(cast)
     if found is None:
         raise InvalidInputError(f"--cast {name}={cast}: not a type name (text, numeric(12,2), ...)")
-    with translated():
-        typname, canonical, is_enum = _sql.one(
-            db.conn, "select t.typname, pg_catalog.format_type(t.oid, null), t.typtype = 'e'"
-                     " from pg_catalog.pg_type t where t.oid = %s::regtype", (found.group(1),))
+    typname, canonical, is_enum = _sql.one(
+        db.conn, "select t.typname, pg_catalog.format_type(t.oid, null), t.typtype = 'e'"
+                 " from pg_catalog.pg_type t where t.oid = %s::regtype", (found.group(1),))
     precision, scale = found.group(2), found.group(3)
     typmod = -1 if precision is None else ((int(precision) << 16) | int(scale or 0)) + 4
     shown = (canonical if precision is None else f"{canonical}({int(precision)})" if scale is None  # (varchar(20))
@@ -335,10 +333,9 @@ def commit_summary(db: Connected, table: str, name: str, version: int, since: in
     """What a commit to an export target names (Delta commitInfo, Iceberg snapshot summary): the
     table, the version, the changesets after ``since`` up to it (the newest SHOWN_CHANGESETS;
     authors and messages cut at TEXT_LIMIT) and the rowver tags naming the version."""
-    with translated():
-        changesets = db.conn.execute(_sql.query("export/changesets.sql"), {
-            "limit": SHOWN_CHANGESETS, "table": table, "since": since, "version": version}).fetchall()
-        tags = [r[0] for r in db.conn.execute(_sql.query("export/tags.sql"), {"version": version})]
+    changesets = _sql.rows(db.conn, _sql.query("export/changesets.sql"), {
+        "limit": SHOWN_CHANGESETS, "table": table, "since": since, "version": version})
+    tags = [r[0] for r in _sql.rows(db.conn, _sql.query("export/tags.sql"), {"version": version})]
     authors = sorted({a for _, a, _ in changesets if a})
     messages = [f"{v}: {m}" for v, _, m in changesets if m]
     summary = {"rowver.table": name, "rowver.version": str(version),
@@ -475,9 +472,8 @@ def _delta_changes(db: Connected, target: _Delta, table: str, version: int, keys
     change (None: the table is written whole)."""
     if "rv_version" not in schema.names or not _delta_schema_same(target.found, schema):
         return None
-    with translated():
-        by_keys, keys_sql, as_of, key_join = _sql.one(db.conn, _sql.query("export/changes.sql"), {
-            "table": table, "since": target.last, "version": version})
+    by_keys, keys_sql, as_of, key_join = _sql.one(db.conn, _sql.query("export/changes.sql"), {
+        "table": table, "since": target.last, "version": version})
     if not by_keys:
         return None
     # each key from the change feed (rv_k), its row as of the version (x) where it has one;
