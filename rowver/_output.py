@@ -194,14 +194,14 @@ def emit_stream(columns: Sequence[str], batches: Iterable[Rows], fmt: Format,
     return n
 
 
-def emit_copied(blocks: Iterable[tuple[int, bytes]], encoding: str) -> int:
+def emit_copied(blocks: Iterable[tuple[int, bytearray]], encoding: str) -> int:
     """Print CSV as the server's COPY wrote it (blocks of lines, the header first, in
     ``encoding``), straight to stdout's bytes when it takes that encoding; returns how many rows."""
     out = sys.stdout
     same = hasattr(out, "buffer") and codecs.lookup(getattr(out, "encoding", None) or "ascii").name == \
         codecs.lookup(encoding).name
     out.flush()
-    write: Callable[[bytes], Any] = out.buffer.write if same else lambda data: out.write(data.decode(encoding))
+    write: Callable[[bytearray], Any] = out.buffer.write if same else lambda data: out.write(data.decode(encoding))
     n = 0
     with counting("writing") if not out.isatty() else nullcontext(_quiet) as progress:  # (bar beside a file)
         for lines, data in blocks:

@@ -281,7 +281,7 @@ class Copied:
 
     version: int
     encoding: str
-    blocks: Iterator[tuple[int, bytes]]  # (how many lines, and their bytes)
+    blocks: Iterator[tuple[int, bytearray]]  # (how many lines, and their bytes)
 
 
 @contextlib.contextmanager
@@ -315,21 +315,22 @@ def _copied(db: Connected, select: sql.Composable, version: int) -> Iterator[Cop
         blocks.close()  # (when the caller failed: psycopg cancels the COPY)
 
 
-def _copy_out(db: Connected, statement: sql.Composed, lines: int = 1_000) -> Generator[tuple[int, bytes], None, None]:
+def _copy_out(db: Connected, statement: sql.Composed, lines: int = 1_000) -> Generator[tuple[int, bytearray], None, None]:
     """What COPY ... TO STDOUT sends, in blocks of ``lines`` lines, read from libpq in a loop of
-    our own: psycopg's Copy iterator costs about 1 us of Python a line, several times this loop
-    (the client's share of printing 1,000,000 rows). It waits on the socket with select, so
-    that Ctrl-C still interrupts a COPY whose first line is slow to come."""
+    our own: psycopg's Copy iterator costs about 1 us of Python a line, four times this loop
+    (0.25 s of CPU for 1,000,000 rows). It waits on the socket with select, so that Ctrl-C
+    still interrupts a COPY whose first line is slow to come."""
     with translated(), db.conn.cursor() as cur, cur.copy(statement):
         pgconn = db.conn.pgconn
-        get, block = pgconn.get_copy_data, []
+        get, block, n = pgconn.get_copy_data, bytearray(), 0
         while True:
             size, data = get(1)
             if size > 0:
-                block.append(data)
-                if len(block) == lines:
-                    yield lines, b"".join(block)
-                    block.clear()
+                block += data  # (half the cost of a list of lines joined)
+                n += 1
+                if n == lines:
+                    yield n, block
+                    block, n = bytearray(), 0
             elif size == 0:  # (nothing arrived yet)
                 select.select([pgconn.socket], [], [])
                 pgconn.consume_input()
@@ -341,7 +342,7 @@ def _copy_out(db: Connected, statement: sql.Composed, lines: int = 1_000) -> Gen
         for result in results:
             if result.status == pq.ExecStatus.FATAL_ERROR:
                 raise psycopg.errors.error_from_result(result, encoding=db.conn.info.encoding)
-        yield len(block), b"".join(block)
+        yield n, block
 
 
 def _described(db: Connected, read: sql.Composable) -> Described:
