@@ -32,15 +32,21 @@ with encoder(type_oid, template, json) as (
     -- bytea as base64 on one line
     ('bytea'::regtype, $b$pg_catalog.translate(pg_catalog.encode({c}, 'base64'), E'\n', '')$b$, 'string'),
     -- ISO-8601 as Python's isoformat: microseconds only when not zero, the offset as +HH:MM
-    -- (and :SS when it has seconds); infinity as the largest and smallest values Python reads
+    -- (and :SS when it has seconds); infinity as the largest and smallest values Python reads;
+    -- a year Python cannot hold (BC, or after 9999) an error, as in Python (the cast fails,
+    -- naming the value), never a year without its era
     ('date'::regtype, $d$case when {c} = 'infinity' then '9999-12-31' when {c} = '-infinity' then '0001-01-01'
+         when {c} < '0001-01-01'::date or {c} >= '10000-01-01'::date then {beyond}
          else pg_catalog.to_char({c}, 'YYYY-MM-DD') end$d$, 'string'),
     ('timestamp'::regtype, $t$case when {c} = 'infinity' then '9999-12-31T23:59:59.999999'
          when {c} = '-infinity' then '0001-01-01T00:00:00'
+         when {c} < '0001-01-01'::timestamp or {c} >= '10000-01-01'::timestamp then {beyond}
          else pg_catalog.replace(pg_catalog.to_char({c}, 'YYYY-MM-DD"T"HH24:MI:SS.US'), '.000000', '') end$t$,
      'string'),
     ('timestamptz'::regtype, $t$case when {c} = 'infinity' then '9999-12-31T23:59:59.999999+00:00'
          when {c} = '-infinity' then '0001-01-01T00:00:00+00:00'
+         when ({c} < '0001-01-02 00:00+00'::timestamptz or {c} >= '9999-12-31 00:00+00'::timestamptz)
+              and pg_catalog.date_part('year', {c}) not between 1 and 9999 then {beyond}
          else pg_catalog.replace(pg_catalog.to_char({c}, 'YYYY-MM-DD"T"HH24:MI:SS.US'), '.000000', '')
               || pg_catalog.to_char({c}, 'TZH:TZM')
               || case when pg_catalog.mod(extract(timezone from {c})::int, 60) <> 0
@@ -63,7 +69,9 @@ chosen as (
     select c.n, pg_catalog.format('rv_q.%%I', c.name) as ref,
            case when t.typtype = 'e' then '{c}::text'  -- an enum's label
                 when e.template = 'float8' then pg_catalog.replace(f.template, '{c}', '({c}::text::float8)')
-                else e.template end as template,
+                else pg_catalog.replace(e.template, '{beyond}',
+                    $e$(pg_catalog.format('%%s: a year outside 1 to 9999, which rowver does not print', {c})::date)::text$e$)
+                end as template,
            case when t.typtype = 'e' then 'string' else e.json end as json
       from unnest(%(names)s::text[], %(types)s::oid[]) with ordinality as c(name, type_oid, n)
       left join encoder e on e.type_oid = c.type_oid::regtype
