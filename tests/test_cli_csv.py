@@ -163,14 +163,15 @@ def test_an_error_midway_through_the_copy_is_one_line(conn: psycopg.Connection, 
 
 def test_a_year_python_cannot_hold_is_an_error_not_a_year_without_its_era(conn: psycopg.Connection,
                                                                           db_url: str) -> None:
-    """As in Python (which reads no such date), the COPY path refuses BC and years after 9999."""
-    conn.execute("create table eras (id int primary key, d date, t timestamp, z timestamptz)")
-    conn.execute("insert into eras values (1, '0044-03-15 BC', null, null), (2, null, '12000-01-01', null),"
-                 " (3, null, null, '0001-01-01 00:00+00 BC'), (4, '0001-01-01', '9999-12-31 23:59', '2026-01-01+00')")
+    """As in Python (which reads no such value), the COPY path refuses BC, years after 9999 and 24:00."""
+    conn.execute("create table eras (id int primary key, d date, t timestamp, z timestamptz, h time)")
+    conn.execute("insert into eras values (1, '0044-03-15 BC', null, null, null), (2, null, '12000-01-01', null, null),"
+                 " (3, null, null, '0001-01-01 00:00+00 BC', null), (4, null, null, null, '24:00'),"
+                 " (5, '0001-01-01', '9999-12-31 23:59', '2026-01-01+00', '23:59:59.999999')")
     rv(db_url, "enable", "eras")
-    for key, value in ((1, "0044-03-15 BC"), (2, "12000-01-01"), (3, " BC")):
+    for key, value in ((1, "0044-03-15 BC"), (2, "12000-01-01"), (3, " BC"), (4, "24:00:00")):
         for fmt in ("csv", "json"):
             said = error(rv(db_url, "show", "eras", "--format", fmt, "--where", f"id = {key}", code=1))
-            assert value in said and ("a year outside 1 to 9999" in said or fmt == "json"), said
-    assert shown_csv(db_url, "eras", "--where", "id = 4") == \
-        "id,d,t,z,rv_version\n4,0001-01-01,9999-12-31T23:59:00,2026-01-01T00:00:00+00:00,1\n"
+            assert value in said and ("outside the dates and times rowver prints" in said or fmt == "json"), said
+    assert shown_csv(db_url, "eras", "--where", "id = 5") == \
+        "id,d,t,z,h,rv_version\n5,0001-01-01,9999-12-31T23:59:00,2026-01-01T00:00:00+00:00,23:59:59.999999,1\n"

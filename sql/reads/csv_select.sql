@@ -33,8 +33,8 @@ with encoder(type_oid, template, json) as (
     ('bytea'::regtype, $b$pg_catalog.translate(pg_catalog.encode({c}, 'base64'), E'\n', '')$b$, 'string'),
     -- ISO-8601 as Python's isoformat: microseconds only when not zero, the offset as +HH:MM
     -- (and :SS when it has seconds); infinity as the largest and smallest values Python reads;
-    -- a year Python cannot hold (BC, or after 9999) an error, as in Python (the cast fails,
-    -- naming the value), never a year without its era
+    -- a year Python cannot hold (BC, or after 9999), or the time 24:00, an error, as in Python
+    -- (the cast fails, naming the value), never a year without its era or the next day's 00:00
     ('date'::regtype, $d$case when {c} = 'infinity' then '9999-12-31' when {c} = '-infinity' then '0001-01-01'
          when {c} < '0001-01-01'::date or {c} >= '10000-01-01'::date then {beyond}
          else pg_catalog.to_char({c}, 'YYYY-MM-DD') end$d$, 'string'),
@@ -54,7 +54,8 @@ with encoder(type_oid, template, json) as (
                                                   2, '0')
                       else '' end end$t$,
      'string'),
-    ('time'::regtype, $t$pg_catalog.replace(pg_catalog.to_char(date '2000-01-01' + {c}, 'HH24:MI:SS.US'), '.000000', '')$t$,
+    ('time'::regtype, $t$case when {c} >= '24:00:00'::time then {beyond}
+         else pg_catalog.replace(pg_catalog.to_char(date '2000-01-01' + {c}, 'HH24:MI:SS.US'), '.000000', '') end$t$,
      'string'),
     -- jsonb as its text (a top-level string as the string itself, JSON null as an empty field);
     -- Python's JSON (json_value) spaces and escapes as jsonb's text does
@@ -70,7 +71,8 @@ chosen as (
            case when t.typtype = 'e' then '{c}::text'  -- an enum's label
                 when e.template = 'float8' then pg_catalog.replace(f.template, '{c}', '({c}::text::float8)')
                 else pg_catalog.replace(e.template, '{beyond}',
-                    $e$(pg_catalog.format('%%s: a year outside 1 to 9999, which rowver does not print', {c})::date)::text$e$)
+                    $e$(pg_catalog.format('%%s: outside the dates and times rowver prints (years 1 to 9999, hours 0 to 23)',
+                                         {c})::date)::text$e$)
                 end as template,
            case when t.typtype = 'e' then 'string' else e.json end as json
       from unnest(%(names)s::text[], %(types)s::oid[]) with ordinality as c(name, type_oid, n)
