@@ -617,22 +617,24 @@ def diff(db: Connected, table: str, ref_a: str | int | None, ref_b: str | int | 
     return frame
 
 
-# told (rows read so far, None) a batch of PROGRESS_BATCH rows at a time as a long read comes
-# from a server-side cursor, then (rows, rows) when it ends; the same callback the write layer
+# told (rows read so far, None) every PROGRESS_BATCH rows as a long read comes from the server,
+# then (rows, rows) when it ends; the same callback the write layer
 # and export take, which the CLI draws as a bar (rowver._output.counting).
 Progress = Callable[[int, int | None], Any]
 PROGRESS_BATCH = 10_000
 
 
 def _read_counted(db: Connected, query: Any, progress: Progress) -> tuple[Rows, Described]:
-    """Every row of ``query`` through a server-side cursor (inside the caller's transaction), a
-    batch at a time, each told to ``progress``."""
+    """Every row of ``query``, streamed as the server sends them (the query runs as a plain one,
+    parallel workers and all: a server-side cursor may not use them, 2.2 -> 3.0 s for a
+    100,000-row diff), each PROGRESS_BATCH told to ``progress``."""
     rows: Rows = []
-    with db.conn.cursor(name="rowver_counted") as cur:
-        cur.execute(query)
-        while batch := cur.fetchmany(PROGRESS_BATCH):
-            rows.extend(batch)
-            progress(len(rows), None)
+    chunk = PROGRESS_BATCH if psycopg.pq.version() >= 170000 else 1  # (chunks of rows: libpq 17 on)
+    with db.conn.cursor() as cur:
+        for row in cur.stream(query, size=chunk):
+            rows.append(row)
+            if len(rows) % PROGRESS_BATCH == 0:
+                progress(len(rows), None)
         described = cur.description or []
     progress(len(rows), len(rows))
     return rows, described

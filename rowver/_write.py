@@ -440,12 +440,13 @@ def _current_version(conn: psycopg.Connection) -> int | None:
 Row = TypeVar("Row")
 
 
-def _with_progress(rows: Iterable[Row], total: int | None, progress: Progress | None) -> Iterator[Row]:
-    """``rows`` as they are, telling ``progress`` every PROGRESS_EVERY rows and, when they end,
-    (how many, how many)."""
-    if progress is None:
-        yield from rows
-        return
+def _with_progress(rows: Iterable[Row], total: int | None, progress: Progress | None) -> Iterable[Row]:
+    """``rows`` as they are, telling ``progress`` (if any) every PROGRESS_EVERY rows and, when they
+    end, (how many, how many)."""
+    return rows if progress is None else _telling(rows, total, progress)
+
+
+def _telling(rows: Iterable[Row], total: int | None, progress: Progress) -> Iterator[Row]:
     done = 0
     for done, row in enumerate(rows, 1):
         yield row
