@@ -412,7 +412,7 @@ begin
     return rowver.head();
   end if;
   if r like 'model:%' then
-    -- the data version a model version was trained on (sql/60_models.sql)
+    -- the data version a model version was trained on (sql/61_model_refs.sql)
     if to_regprocedure('rowver.model_data_version(text)') is null then
       raise exception 'rowver: model ref % needs the model store, which is not installed', r
         using errcode = '22023';

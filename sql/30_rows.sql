@@ -155,7 +155,9 @@ begin
     raise exception 'rowver: column % of % is generated and cannot be written', quote_ident(bad), tbl
       using errcode = '428C9';
   end if;
-  drop table if exists pg_temp.rv_stage;
+  if to_regclass('pg_temp.rv_stage') is not null then  -- (no notice when there is none)
+    drop table pg_temp.rv_stage;
+  end if;
   execute format('create temp table rv_stage on commit drop as select %s from %s with no data',
                  (select string_agg(format('%I', c), ', ') from unnest(cols) c), rowver.qualified(tbl));
   return 'pg_temp.rv_stage'::regclass;
@@ -319,7 +321,9 @@ begin
 
   if guards is not null and mode in ('insert', 'delete') then
     -- the keys it would insert (every staged row) or delete (those tbl holds), for the guards
-    drop table if exists pg_temp.rv_diff;
+    if to_regclass('pg_temp.rv_diff') is not null then  -- (no notice when there is none)
+      drop table pg_temp.rv_diff;
+    end if;
     execute format('create temp table rv_diff on commit drop as select %s, %L::text as rv_op from %s s%s',
                    (select string_agg(format('s.%I', c), ', ') from unnest(r.key_columns) c), mode, src,
                    case when mode = 'delete' then format(' where exists (select from %s t where %s)', t, k) else '' end);
@@ -349,7 +353,9 @@ begin
   -- Diff first, write after: one join finds the keys that are new, changed, or (sync)
   -- missing, before anything is written, so the version is allocated as late as possible,
   -- not at all when nothing changed, and the writes below touch only the rows that change.
-  drop table if exists pg_temp.rv_diff;
+  if to_regclass('pg_temp.rv_diff') is not null then  -- (no notice when there is none)
+    drop table pg_temp.rv_diff;
+  end if;
   execute format(
     'create temp table rv_diff on commit drop as
      select %s, case when t.%I is null then ''insert'' when s.%I is null then ''delete'' else ''update'' end as rv_op

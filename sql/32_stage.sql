@@ -271,7 +271,9 @@ begin
   if coalesce(current_setting('rowver.author', true), '') = '' and s.author is not null then
     perform set_config('rowver.author', s.author, true);
   end if;
-  drop table if exists pg_temp.rv_staged_keys;
+  if to_regclass('pg_temp.rv_staged_keys') is not null then  -- (no notice when there is none)
+    drop table pg_temp.rv_staged_keys;
+  end if;
   execute format('create temp table rv_staged_keys on commit drop as select %s from rowver.staged_row x'
                  ' cross join lateral jsonb_populate_record(null::%s, x.key) j where x.stage = %L',
                  (select string_agg(format('j.%I', k), ', ') from unnest(keys) k), t, s.name);

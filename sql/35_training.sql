@@ -31,7 +31,9 @@ begin
     into cols
     from unnest(tbls, keys) with ordinality u(t, k, i)
     join pg_catalog.pg_attribute a on a.attrelid = u.t and a.attname = u.k and not a.attisdropped;
-  drop table if exists pg_temp.rv_events;
+  if to_regclass('pg_temp.rv_events') is not null then  -- (no notice when there is none)
+    drop table pg_temp.rv_events;
+  end if;
   execute format('create temp table rv_events (rv_row bigint not null, %s%s) on commit drop',
                  case when by_time then 'rv_time timestamptz not null' else 'rv_at bigint not null' end,
                  coalesce(cols, ''));
