@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from rowver import _bench
+from rowver.bench import Settings, _features, _run
 from rowver.cli import app
 
 runner = CliRunner(env={"COLUMNS": None, "ROWVER_URL": None, "ROWVER_DEBUG": None})
@@ -57,7 +57,7 @@ def test_quick_bench_json(db_url: str) -> None:
         assert f["op"] in ("<=", ">=")
         assert _is_number(f["target"]), f
         assert "pass" in f and "status" in f, f
-        assert f["detail"]["rows"] == _bench.Settings.for_run(quick=True).rows
+        assert f["detail"]["rows"] == Settings.for_run(quick=True).rows
         if f["status"].startswith("not available"):  # the model store may not be built here, nor pgbench,
             assert f["figure"] in (8, 9, 13) and f["pass"] is None, f  # nor export's packages (it says which)
             continue
@@ -73,7 +73,7 @@ def test_quick_bench_json(db_url: str) -> None:
 
     by_name = {f["name"]: f for f in figures}
     # figure 4 again after more rounds, of the same rows; the diff read the 10 rows changed
-    deep = _bench.Settings.for_run(quick=True).deep_rounds
+    deep = Settings.for_run(quick=True).deep_rounds
     assert by_name[f"as_of_scan_{deep}_rounds"]["detail"]["version"] == by_name["as_of_scan"]["detail"]["version"]
     assert by_name["diff_adjacent"]["detail"]["rows_read"] == 10
     # every page of the web UI answered (page_times raises otherwise), each with its time
@@ -97,7 +97,7 @@ def test_quick_bench_json(db_url: str) -> None:
         assert by_name["tpcb"]["detail"]["failed_transactions"] == {"plain": 0, "versioned": 0}
     assert _schemas(db_url) == []
     # exports: the changeset updated 1% of the rows, and each incremental export wrote those alone
-    assert by_name["export_delta_changes"]["detail"]["rows_changed"] == _bench.Settings.for_run(quick=True).rows // 100
+    assert by_name["export_delta_changes"]["detail"]["rows_changed"] == Settings.for_run(quick=True).rows // 100
     assert by_name["export_parquet"]["detail"]["copy_text_bytes"] > 0
     # the model figure's gigabytes went into a scratch database of their own, dropped afterwards
     assert by_name["model_load"]["detail"]["database"] == "scratch, dropped"
@@ -122,7 +122,7 @@ def test_bench_leaves_nothing_behind_on_error(db_url: str, monkeypatch: pytest.M
     def broken(self: object) -> None:
         raise RuntimeError("broken on purpose")
 
-    monkeypatch.setattr(_bench._Run, "_point_lookup", broken)
+    monkeypatch.setattr(_run._Run, "_point_lookup", broken)
     result = runner.invoke(app, ["bench", "--quick", "--no-models", "--rows", "2000", *where, "--url", db_url])
     assert result.exit_code == 1
     assert "broken on purpose" in result.stderr
@@ -145,11 +145,11 @@ def test_export_figures_say_which_package_is_missing(monkeypatch: pytest.MonkeyP
     import sys
 
     monkeypatch.setitem(sys.modules, "deltalake", None)  # (import deltalake now fails)
-    missing = _bench._export_packages_missing()
+    missing = _features._export_packages_missing()
     assert list(missing) == ["delta"] and "pip install 'rowver[delta]'" in missing["delta"]
-    run = type("Run", (), {"s": _bench.Settings.for_run(quick=True)})()
-    figures = _bench._Run._export_figures(run, missing, {"parquet": [2.0], "iceberg": [4.0], "iceberg_changes": [0.2]},
-                                          100.0, 10**8, 200)
+    run = type("Run", (), {"s": Settings.for_run(quick=True)})()
+    figures = _run._Run._export_figures(run, missing, {"parquet": [2.0], "iceberg": [4.0], "iceberg_changes": [0.2]},
+                                        100.0, 10**8, 200)
     by_name = {f.name: f for f in figures}
     assert by_name["export_delta"].status == by_name["export_delta_changes"].status == missing["delta"]
     assert by_name["export_delta"].passed is None and by_name["export_delta_changes"].versioned is None

@@ -13,19 +13,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rowver"
 
 # highest first; a module may import from its own layer and the ones after it
 LAYERS: list[tuple[str, set[str]]] = [
-    ("interfaces", {"cli", "ui", "alembic", "orm", "dask", "_demo", "_bench", "_models_bench"}),
+    ("interfaces", {"cli", "ui", "alembic", "orm", "dask", "_demo", "bench"}),
     ("surface", {"rowver"}),
     ("facade", {"_database"}),
     ("operations", {"models", "models._store", "models._dir", "_query", "_schema", "_training", "_write",
                     "_follow", "_export", "_iceberg"}),
     ("parts", {"models._types", "models._blobs", "models._chunks", "models._torch", "_frames", "_output",
-               "_install", "_server", "_pgbench", "_refs", "_guards"}),
+               "_install", "_server", "_refs", "_guards"}),
     ("base", {"_sql", "_retry", "errors"}),
 ]
 RANK = {module: rank for rank, (_, modules) in enumerate(LAYERS) for module in modules}
 
 # subpackages whose own modules are layered one by one (models._store above models._chunks);
-# any other subpackage (cli, ui) counts as one module
+# any other subpackage (cli, ui, bench) counts as one module
 SPLIT = {"models"}
 
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pgserver import report
 
-from rowver import _pgbench
+from rowver.bench import _pgbench
 
 SAMPLES = 50  # versions at which TPC-B's invariant is checked
 

@@ -51,7 +51,7 @@ def bench(
     Works in a scratch database (rowver_bench_<random>) that it creates, with rowver
     installed, and drops afterwards, also on error or Ctrl-C: this database is left as it was.
     """
-    from .. import _bench
+    from .. import bench as _bench
 
     with database(url) as db, _bench.status_line() as say:
         report = _bench.bench(db, rows=rows, quick=quick, models=quick if models is None else models,

@@ -14,7 +14,7 @@ Peers:
   loaded before the run get the versions continuum would have written had the ORM
   inserted them (one transaction, one version each), so "the oldest version" exists.
 
-Each peer subclasses rowver._bench's run and replaces only how a table is versioned (and,
+Each peer subclasses rowver bench's run (rowver.bench._run._Run) and replaces only how a table is versioned (and,
 for continuum, how writes are made): the loading, interleaving, repetitions, medians,
 checkpoints, vacuums and queries are rowver bench's own. rowver's column is `rowver
 bench` itself. Where a workload has no counterpart (sync, models; continuum and SQL
@@ -42,8 +42,10 @@ import psycopg.types.datetime
 from psycopg import sql
 
 import rowver
-from rowver import _bench
-from rowver._bench import Figure, Settings
+from rowver.bench import Figure, Settings, bench
+from rowver.bench._core import _COLUMNS, _median, _ratio
+from rowver.bench._features import _models_skipped
+from rowver.bench._run import _Run
 
 PEERS = ("rowver", "periods", "continuum")
 
@@ -53,7 +55,7 @@ def _na(figure: int, name: str, title: str, op: str, target: float, why: str) ->
 
 
 def _models_na(why: str) -> list[Figure]:
-    return _bench._models_skipped(f"n/a: {why}")
+    return _models_skipped(f"n/a: {why}")
 
 
 def _reads_at_depth_na(why: str) -> list[Figure]:
@@ -85,7 +87,7 @@ class _InfinityLoader(psycopg.types.datetime.TimestamptzLoader):
 # -- periods --------------------------------------------------------------------------------------
 
 
-class PeriodsRun(_bench._Run):
+class PeriodsRun(_Run):
     """The bench with periods' SYSTEM VERSIONING in place of rowver's."""
 
     version_type = "timestamptz"
@@ -147,7 +149,7 @@ class PeriodsRun(_bench._Run):
 # -- sqlalchemy-continuum --------------------------------------------------------------------------
 
 
-class ContinuumRun(_bench._Run):
+class ContinuumRun(_Run):
     """The bench with sqlalchemy-continuum: ORM writes on both sides, SQL reads."""
 
     def _enable(self) -> None:
@@ -193,7 +195,7 @@ class ContinuumRun(_bench._Run):
                            (self.schema,)).fetchone()
         if seq:
             conn.execute("select setval(%s::regclass, 1)", (self._text(seq[0]),))
-        cols = sql.SQL(", ").join(map(sql.Identifier, _bench._COLUMNS))
+        cols = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
         self.hist = self._q(vt.name)
         conn.execute(sql.SQL("insert into {} ({}, transaction_id, end_transaction_id, operation_type)"
                              " select {}, 1, null, 0 from {}").format(self.hist, cols, cols, self.ver))
@@ -231,10 +233,10 @@ class ContinuumRun(_bench._Run):
                     session.commit()
                 times[side].append(time.perf_counter() - t)
             self._vacuum(self.plain, self.ver, self.hist)
-        p, v = _bench._median(times["plain"]), _bench._median(times["versioned"])
+        p, v = _median(times["plain"]), _median(times["versioned"])
         return Figure(1, "bulk_update", "ORM update of 10% of rows (continuum against the plain ORM)", "s",
-                      p, v, _bench._ratio(v, p), "<=", 3.0, detail={"plain_s": times["plain"],
-                                                                      "versioned_s": times["versioned"]})
+                      p, v, _ratio(v, p), "<=", 3.0, detail={"plain_s": times["plain"],
+                                                               "versioned_s": times["versioned"]})
 
     def _updaters(self, conns: list[psycopg.Connection], table: sql.Composable) -> list[Callable[[int], None]]:
         from sqlalchemy.orm import Session
@@ -279,7 +281,7 @@ def run_peer(peer: str, url: str, settings: Settings, say: Callable[[str], None]
     if peer == "rowver":
         db = rowver.connect(url)
         try:
-            return _bench.bench(db, rows=settings.rows, quick=settings.quick, models=False, progress=say).figures
+            return bench(db, rows=settings.rows, quick=settings.quick, models=False, progress=say).figures
         finally:
             db.close()
     run = {"periods": PeriodsRun, "continuum": ContinuumRun}[peer](url, settings, say)

@@ -7,7 +7,7 @@ its memory backed (``_settle``); figures are medians. Reported: MB/s each way an
 re-saving unchanged weights against the first save, and the bytes a save with 10% of
 its tensors changed writes. Run it against a server, not in the test suite:
 
-    python -c "from rowver._models_bench import bench_models; print(bench_models(URL, 1024))"
+    python -c "from rowver.bench._models import bench_models; print(bench_models(URL, 1024))"
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from psycopg import sql
 
 import rowver
 
-from ._server import server_url_for
-from .models._chunks import CHUNK_SIZE
+from .._server import server_url_for
+from ..models._chunks import CHUNK_SIZE
 
 if TYPE_CHECKING:
-    from .models import Models
+    from ..models import Models
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 

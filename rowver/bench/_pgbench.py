@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import _server
+from .. import _server
 
 # the four TPC-B tables pgbench makes; history gets a key of its own, so it can be versioned
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history")
