@@ -124,6 +124,7 @@ class _Features(_Core):
         found = found.take(np.argsort(found["rv_row"].to_numpy(), kind="stable")).reset_index(drop=True)
         joined: pd.DataFrame = pd.concat([events.reset_index(drop=True), found[["plan", "mrr", "calls"]]], axis=1)
         return joined
+
     # -- 8: models ----------------------------------------------------------------------------------
 
     def _models(self) -> list[Figure]:
@@ -250,6 +251,7 @@ def _export_packages_missing() -> dict[str, str]:
     if "parquet" in missing:  # (Delta and Iceberg need pyarrow too)
         missing = {fmt: missing.get(fmt, missing["parquet"]) for fmt in ("parquet", "delta", "iceberg")}
     return missing
+
 
 _MODEL_FIGURES = {  # name: title, unit, op, target
     "model_save": ("model save against raw binary COPY into bytea", "MB/s", ">=", 0.8),

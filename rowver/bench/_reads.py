@@ -175,6 +175,7 @@ end $$"""
         self._after_write()
         self._vacuum(self.plain, self.ver, self.hist)
         return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds)]
+
     def _absolute(self, name: str, title: str, read: Callable[[], int], rows: int, *,
                   at_least: bool = False) -> Figure:
         """Milliseconds a read takes (the median of the repetitions, after one to warm up),

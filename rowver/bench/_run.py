@@ -107,6 +107,7 @@ class _Run(_Writes, _Reads, _Features):
         figures.append(self._tpcb())
         figures.extend(self._models() if models else _models_skipped("not run (--no-models)"))
         return sorted(figures, key=lambda f: f.figure)
+
     # -- afterwards ---------------------------------------------------------------------------------
 
     def cleanup(self) -> None:

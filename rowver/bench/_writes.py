@@ -286,6 +286,7 @@ class _Writes(_Core):
                       p, v, _ratio(v, p), "<=", 2.0,
                       detail={"rows": s.rows, "changed_rows": s.rows // 100,
                               "plain_s": _round(times["plain"]), "versioned_s": _round(times["versioned"])})
+
     # -- 9: TPC-B ------------------------------------------------------------------------------------
 
     def _tpcb(self) -> Figure:
