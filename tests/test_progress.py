@@ -1,6 +1,7 @@
 """Progress on long work: the ``progress=`` callbacks of the write layer (frames, dicts, CSV and
-Parquet files), export and diff are told increasing counts that end at the real total; the CLI
-draws a bar with counts and a rate on a terminal only, so scripts see clean stdout and stderr.
+Parquet files), export and diff are told increasing counts that end at the real total, enable's
+copy its bytes (an estimate of the total, then the copy's size); the CLI draws a bar with counts
+and a rate on a terminal only, so scripts see clean stdout and stderr.
 And ``rowver load --key``: the key must be the table's, else one error and nothing written."""
 
 from __future__ import annotations
