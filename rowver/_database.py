@@ -137,6 +137,14 @@ class Database:
         with _sql.transaction(self.conn):
             return str(_sql.value(self.conn, "select rowver.refresh(%s::regclass)", (table,)) or "not versioned")
 
+    def analyze(self, table: str) -> int | None:
+        """Refresh the planner's statistics of ``table`` and its history, and set its floor: the
+        oldest version a row of ``table`` has, below which as-of reads skip the table itself
+        (returned; None where it is not kept: ``triggers=False``, forced row-level security)."""
+        with _sql.transaction(self.conn):
+            floor = _sql.value(self.conn, "select rowver.analyze(%s::regclass)", (table,))
+        return None if floor is None else int(floor)
+
     def alter(self, table: str, action: str) -> str:
         """Run ``ALTER TABLE table <action>`` (which the versions view would block), then refresh."""
         with _sql.transaction(self.conn):

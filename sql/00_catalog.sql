@@ -124,11 +124,14 @@ create table if not exists rowver.versioned (
   definition_hash text not null,
   security_hash   text,           -- T's read security when it was mirrored onto history (rowver.security_hash)
   admin_name      name,           -- T's admin function (null: registered before there was one)
-  restamp_name    name            -- T's restamp function (the same)
+  restamp_name    name,           -- T's restamp function (the same)
+  current_floor   bigint          -- no row of T is older than this version (rowver.analyze): as-of
+                                  -- reads below it skip T (null: not known)
 );
 alter table rowver.versioned add column if not exists security_hash text,
                              add column if not exists admin_name name,
-                             add column if not exists restamp_name name;
+                             add column if not exists restamp_name name,
+                             add column if not exists current_floor bigint;
 
 -- When each column of a versioned table joined or left it (NULL added_version: there from
 -- the start). attnum follows renames; a column added at version D reads NULL as of

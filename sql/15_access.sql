@@ -103,7 +103,8 @@ revoke update, delete on rowver.versioned, rowver.column_life, rowver.retention,
   rowver.changeset from public;
 grant insert on rowver.versioned, rowver.column_life, rowver.retention, rowver.changeset_table,
   rowver.changeset to public;
-grant update (key_columns, ignore_columns, admin_name, restamp_name, definition_hash, security_hash) on rowver.versioned
+grant update (key_columns, ignore_columns, admin_name, restamp_name, definition_hash, security_hash, current_floor)
+  on rowver.versioned
   to public;
 grant update (name, attnum, added_version, dropped_version) on rowver.column_life to public;
 grant update (horizon, kept, pruned_at, net) on rowver.retention to public;

@@ -302,7 +302,11 @@ begin
                 ' then true else rowver.before_horizon(%L, $1) end)', x.horizon, x.kept, t)
     into guard
     from rowver.retention x join rowver.versioned v on v.id = x.table_id where v.relid = tbl;
-  guard := coalesce(guard, '');
+  -- no row of T is older than its floor (rowver.analyze): below it, T's arm is a constant false
+  -- for a version the query names, a one-time filter for a parameter, and T is not scanned
+  guard := coalesce(guard, '')
+           || coalesce((select format(' and (u.rv_until is not null or $1 operator(pg_catalog.>=) %s)', v.current_floor)
+                          from rowver.versioned v where v.relid = tbl and v.current_floor is not null), '');
 
   -- T as of a version: plain SQL, no SET clause, so the planner inlines it; a standard SQL
   -- body, so every name and operator in it is bound here, not by the caller's search_path.

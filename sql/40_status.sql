@@ -102,6 +102,15 @@ begin
     v := format('%I.%I', sch, r.versions_name);
     k := (select string_agg(format('%I', c), ', ') from unnest(r.key_columns) c);
 
+    -- no row of T is older than its floor, which T's as-of function skips T below (rowver.analyze)
+    if r.current_floor is not null then
+      return query execute format(
+        'select $1::text, ''floor'', pg_catalog.format(''%%s rows of %%s are older than its floor (version %%s), so '
+        'as-of reads below it miss them; rowver analyze sets the floor again'', count(*), $1, $2)'
+        ' from %s t where t.rv_version < $2 having count(*) > 0', rowver.qualified(r.relid))
+        using r.relid::text, r.current_floor;
+    end if;
+
     -- whoever may read T may read its history, under the same read policies, and no one else
     return query
       select r.relid::text, 'grants', format('%s may read %s but not its history', g.who, r.relid)

@@ -1,7 +1,8 @@
 """Model-based test: random transactions of inserts, updates, deletes, re-inserts and key
 changes across two tables, some steps in rolled-back savepoints, some transactions rolled
-back whole. As-of reads at every version must equal the state computed in Python, and
-history must satisfy rowver's invariants."""
+back whole, some followed by rowver.analyze (the floor below which as-of reads skip the
+table). As-of reads at every version must equal the state computed in Python, and history
+must satisfy rowver's invariants."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ STEP = st.tuples(
     KEYS, KEYS, st.integers(0, 3),
     st.booleans(),  # inside a savepoint that is rolled back
 )
-TRANSACTION = st.tuples(st.lists(STEP, min_size=1, max_size=5), st.booleans())  # (steps, commit?)
+# (steps, commit?, then rowver.analyze both tables? which sets the floor the as-of reads skip the table below)
+TRANSACTION = st.tuples(st.lists(STEP, min_size=1, max_size=5), st.booleans(), st.booleans())
 
 _suffix = itertools.count()
 
@@ -53,7 +55,7 @@ def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transact
     last = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
     snapshots = {last: {"a": {}, "b": {}}}
 
-    for steps, commit in transactions:
+    for steps, commit, analyze in transactions:
         before = {k: dict(v) for k, v in state.items()}
         with conn.transaction():
             for step in steps:
@@ -75,6 +77,9 @@ def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transact
             last = newest
         else:
             assert state == snapshots[last], "a change without a changeset"
+        if analyze:
+            for t in tables.values():
+                conn.execute("select rowver.analyze(%s)", (t.as_string(conn),))
 
     head = conn.execute("select rowver.head()").fetchone()[0]
     versions = sorted(snapshots)

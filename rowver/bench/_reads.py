@@ -174,6 +174,7 @@ end $$"""
                 conn.execute(sql.SQL(_ROUND_UPDATE).format(t), (r % 10,))
         self._after_write()
         self._vacuum(self.plain, self.ver, self.hist)
+        self._maintain()
         return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds)]
 
     def _absolute(self, name: str, title: str, read: Callable[[], int], rows: int, *,

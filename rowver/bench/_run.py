@@ -93,6 +93,7 @@ class _Run(_Writes, _Reads, _Features):
         figures.append(self._bulk_update())
         figures.append(self._bulk_update_wide())
         figures.append(self._history_bytes(plain_row_bytes))
+        self._maintain()
         figures.append(self._current_scan())
         figures.append(self._as_of_scan("oldest"))
         figures.append(self._as_of_scan("head"))

@@ -85,6 +85,16 @@ def refresh(table: Table, url: Url = None) -> None:
         typer.echo(f"{table}: {db.refresh(table)}")
 
 
+@app.command()
+def analyze(table: Table, url: Url = None) -> None:
+    """Update a table's statistics, and let as-of reads of versions older than all its rows skip it."""
+    with database(url) as db, _output.progress(f"analyzing {table}"):
+        floor = db.analyze(table)
+    typer.echo(f"{table}: analyzed; " + (f"reads below version {floor:,} skip the table" if floor is not None
+                                         else "reads of every version scan the table (triggers=False, or forced "
+                                              "row-level security)"))
+
+
 class LoadMode(str, Enum):
     sync = "sync"
     upsert = "upsert"

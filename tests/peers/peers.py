@@ -114,6 +114,9 @@ class PeriodsRun(_Run):
     def _after_write(self) -> None:
         pass
 
+    def _maintain(self) -> None:
+        pass
+
     def _head(self) -> Any:
         return self.conn.execute("select clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
@@ -210,6 +213,9 @@ class ContinuumRun(_Run):
         self._sessions: list[Any] = []
 
     def _after_write(self) -> None:
+        pass
+
+    def _maintain(self) -> None:
         pass
 
     def _head(self) -> Any:
