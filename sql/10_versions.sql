@@ -563,9 +563,8 @@ end $$;
 -- `delta` rows (inserted minus deleted): creates the changeset on the first captured
 -- change, so transactions that capture nothing leave none. Runs as its caller (capture runs
 -- as T's owner): row-level security lets it record this transaction's version for tables
--- the caller owns only (sql/15_access.sql). Not SECURITY DEFINER and no SET clause, so every
--- name in it is qualified. (The capture, which runs on every statement, writes the same two
--- rows inline, saving a call: rowver.capture_body.)
+-- the caller owns only (sql/15_access.sql). Not SECURITY DEFINER and no SET clause: it runs
+-- on every captured statement, so every name in it is qualified.
 drop function if exists rowver.record_change(bigint, regclass, bigint);
 drop function if exists rowver.record_change(bigint, regclass, bigint, bigint);
 -- n: row changes; delta: rows inserted minus deleted; added: rows inserted under a new key

@@ -79,16 +79,13 @@ begin
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
   perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
 
-  -- the keys this statement wrote, so that a renumber finds them at commit (as rowver.track,
-  -- inline: this runs on every statement)
+  -- the keys this statement wrote, so that a renumber finds them at commit (rowver.track)
   if TG_OP = 'DELETE' then
-    insert into rowver.tracked (xid, rel, keys)
-    select pg_current_xact_id(), %8$L::regclass, case when count(*) > 256 then '*' else string_agg(k, E'\n') end
-      from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x having count(*) > 0;
+    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
+       from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
   else
-    insert into rowver.tracked (xid, rel, keys)
-    select pg_current_xact_id(), %8$L::regclass, case when count(*) > 256 then '*' else string_agg(k, E'\n') end
-      from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x having count(*) > 0;
+    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
+       from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x;
   end if;
 
   -- a row a newer version wrote, or a key a newer version deleted: this transaction came
@@ -183,17 +180,8 @@ begin
   end if;
 
   -- (a row inserted and deleted in one transaction changes nothing, but still counts)
-  -- (as rowver.record_change, inline: this runs on every statement that changed something)
   if rv_changed > 0 or rv_net <> 0 then
-    with changeset as (
-      insert into rowver.changeset (version, xid, db_role, author, message)
-      values (rv_v, pg_current_xact_id(), rowver.session_role(), nullif(current_setting('rowver.author', true), ''),
-              nullif(current_setting('rowver.message', true), ''))
-      on conflict (version) do nothing)
-    insert into rowver.changeset_table as c (version, table_id, rows, net, inserted)
-    values (rv_v, (select r.id from rowver.versioned r where r.relid = %8$L::regclass), rv_changed, rv_net, rv_added)
-    on conflict (version, table_id) do update
-      set rows = c.rows + excluded.rows, net = c.net + excluded.net, inserted = c.inserted + excluded.inserted;
+    rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed, rv_net, rv_added);  -- (assigned: no executor)
   end if;
   return null;
 end
