@@ -95,6 +95,15 @@ def _server_line() -> str:
         return f"rowver test server: unavailable ({source}): {exc}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The layers: a test none of whose fixtures reaches a server (every one that does goes
+    through server_url) is a unit test, marked so; `-m unit` runs them alone, `-m "not unit"`
+    the integration tests; tests/sql holds the SQL scenarios (test_sql_scenarios.py)."""
+    for item in items:
+        if "server_url" not in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.unit)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     # CI runs the suite on two servers; say which one this log is about.
     return _server_line()
