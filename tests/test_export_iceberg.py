@@ -25,6 +25,9 @@ CASTS = {"big": "text"}  # (Iceberg has no decimal over 38 digits)
 
 
 def catalog(warehouse: Path, uri: str | None = None) -> Any:
+    """The Iceberg catalog an export wrote: by default the export's own, pyiceberg's SQL catalog in
+    a file beside the warehouse (what a user without --catalog gets, so the tests read it back);
+    given a PostgreSQL URL, the catalog kept there (test_a_catalog_in_postgres_...)."""
     uri = uri.replace("postgresql://", "postgresql+psycopg://") if uri else f"sqlite:///{warehouse}/catalog.db"
     return SqlCatalog("rowver", uri=uri, warehouse=warehouse.as_uri())
 
