@@ -397,14 +397,16 @@ def key_object(db: Connected, table: str, key: Any) -> dict[str, Any]:
 
 def history(db: Connected, table: str, key: Any) -> pd.DataFrame:
     """Every version of one row, oldest first, with its changeset's time, author and message."""
-    query, params = _history_query(db, table, key)
-    return frame(db, query, params, raw=True)
+    with _read_only(db, None):
+        query, params = _history_query(db, table, key)
+        return frame(db, query, params, raw=True)
 
 
 def history_rows(db: Connected, table: str, key: Any) -> Result:
     """As ``history``, rows first."""
-    query, params = _history_query(db, table, key)
-    return fetch(db, query, params, raw=True)
+    with _read_only(db, None):
+        query, params = _history_query(db, table, key)
+        return fetch(db, query, params, raw=True)
 
 
 def _history_query(db: Connected, table: str, key: Any) -> tuple[str, list[str]]:
