@@ -39,9 +39,11 @@ return (n & ~4294967295::bigint) + x::text::bigint
               when (n & 4294967295) - x::text::bigint > 2147483648 then 4294967296
               else 0 end;
 
+-- (VOLATILE, as pg_xact_status is: PostgreSQL inlines a SQL function only if its body is no
+-- more volatile than it says, and a call not inlined cost 55 us where the inlined check costs 6.)
 drop function if exists rowver.running(xid);
 create or replace function rowver.running(x xid, n bigint) returns boolean
-language sql stable
+language sql volatile
 return case when x = '0'::xid then false
             when rowver.full_xid(x, n) >= n then true
             when rowver.full_xid(x, n) < 3 then false  -- (bootstrap and frozen ids)
@@ -188,14 +190,20 @@ begin
                       where s.xmax <> '0' and age(s.xmax) <= old and rowver.running(s.xmax, n)));
 end $$;
 
--- Advance the published head to the live head and log it. Returns the published head.
+-- Advance the published head to the live head and log it. Returns the published head. It
+-- waits at most a second for another publisher (a commit publishing, below, holds head_mark
+-- until it ends, which for a prepared transaction is at COMMIT PREPARED), then leaves it be.
 create or replace function rowver.publish_head() returns bigint
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp set lock_timeout = '1s'
 as $$
 declare
   h bigint := rowver.head();
 begin
-  update rowver.head_mark m set head = h, at = clock_timestamp() where m.head < h;
+  begin
+    update rowver.head_mark m set head = h, at = clock_timestamp() where m.head < h;
+  exception when lock_not_available then
+    return (select m.head from rowver.head_mark m);
+  end;
   if found then
     insert into rowver.head_log (at, head) values (clock_timestamp(), h);
     -- allocations at or below head belong to finished transactions, and so do keys tracked
@@ -205,6 +213,33 @@ begin
   end if;
   return (select m.head from rowver.head_mark m);
 end $$;
+
+-- Every 64th version publishes head as it commits. The write layer publishes after each of
+-- its commits; plain SQL writers never call publish_head, and without this their finished
+-- allocation rows and tracked keys would pile up with every transaction (and be scanned at
+-- commit), head() would walk ever further from the published head, and timestamps would
+-- resolve to whatever head was last published, perhaps when the table was enabled. It never
+-- waits: while another transaction publishes, it leaves it to that one. READ COMMITTED only:
+-- under REPEATABLE READ or SERIALIZABLE, its update of head_mark could fail with 40001 where
+-- plain tables fail nothing. (A deferred trigger on the changeset row, so once per transaction,
+-- at commit: head_mark stays locked for the moment the commit takes.)
+create or replace function rowver.publish_at_commit() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if current_setting('transaction_isolation') = 'read committed' then
+    perform from rowver.head_mark m for update skip locked;
+    if found then
+      perform rowver.publish_head();
+    end if;
+  end if;
+  return null;
+end $$;
+
+drop trigger if exists publish_at_commit on rowver.changeset;
+create constraint trigger publish_at_commit after insert on rowver.changeset
+  deferrable initially deferred for each row when (NEW.version % 64 = 0)
+  execute function rowver.publish_at_commit();
 
 drop function if exists rowver.conflict(text, text);
 
@@ -261,8 +296,10 @@ end $$;
 -- transaction ends, keeps head below both. So a transaction holds one slot however often it
 -- renumbers, and no role can fill the slots by renumbering in a loop.
 drop function if exists rowver.renumber(regclass);
+-- (No scans: a plan cached while the changeset tables were small would go on scanning them as
+-- they grow; see T's restamp.)
 create or replace function rowver.renumber() returns bigint
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer set search_path = pg_catalog, pg_temp set enable_seqscan = off
 as $$
 declare
   old     bigint := rowver.allocated();

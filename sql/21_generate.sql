@@ -383,9 +383,12 @@ begin
     sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols, rowver.shape(tbl)));
 
   -- the restamp at commit of a renumbered transaction (rowver.renumber), as T's owner, for
-  -- anyone: it moves only the caller's own rows
+  -- anyone: it moves only the caller's own rows. Found by key, never by a scan: its plan is
+  -- cached for the session, and one made while the history was small (just after enable)
+  -- scanned the history at every later commit, slower as it grew, under the hot rows' locks
+  -- (TPC-B just after enable: 850 tps falling to 330 within 20 s)
   stmts := stmts || format(E'create or replace function %I.%I() returns void\nlanguage plpgsql\n'
-                           'security definer set search_path = pg_catalog, pg_temp\n'
+                           'security definer set search_path = pg_catalog, pg_temp set enable_seqscan = off\n'
                            'as $rv$%s$rv$',
     sch, restamp, rowver.restamp_body(tbl, hist_q, keys));
 

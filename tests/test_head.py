@@ -50,7 +50,8 @@ def test_head_waits_for_an_older_writer(items: psycopg.Connection, db_url: str) 
 
 
 def test_head_is_exact_long_after_it_was_last_published(items: psycopg.Connection, db_url: str) -> None:
-    # plain SQL writers never publish head: thousands of versions later, a writer in flight
+    # transactions that take a version and write nothing never publish head: thousands of
+    # versions later, a writer in flight
     # holds head back exactly to below its own version (not to an older version that shares
     # its slot), and the oldest of several is the one that counts
     published = items.execute("select rowver.publish_head()").fetchone()[0]
@@ -70,6 +71,48 @@ def test_head_is_exact_long_after_it_was_last_published(items: psycopg.Connectio
     newer.commit()
     assert head(items) == v_newer
     rolled.close(), older.close(), newer.close()
+
+
+def test_plain_sql_writers_publish_head_as_they_commit(items: psycopg.Connection, db_url: str) -> None:
+    # writers that never call publish_head (an application's own SQL) still move the published
+    # head, and so timestamps, along; and finished transactions leave no allocation rows or
+    # tracked keys behind (they would pile up with every transaction)
+    mark = items.execute("select head from rowver.head_mark").fetchone()[0]
+    with psycopg.connect(db_url, autocommit=True) as writer:
+        for i in range(300):
+            writer.execute("update items set n = n + 1 where id = %s", (i % 20 + 1,))
+    now = head(items)
+    published = items.execute("select head from rowver.head_mark").fetchone()[0]
+    assert now - 64 <= published <= now and published > mark
+    assert items.execute("select rowver.resolve(clock_timestamp()::text)").fetchone()[0] == published
+    assert items.execute("select count(*) from rowver.allocation where version <= %s", (published,)).fetchone()[0] == 0
+    assert items.execute("select count(*) from rowver.tracked").fetchone()[0] <= 2 * 64
+
+
+def test_a_prepared_transaction_that_published_holds_publish_head_a_second_at_most(
+        items: psycopg.Connection, db_url: str, needs_prepared: None) -> None:
+    # a commit that publishes holds head_mark until it ends, which for a prepared
+    # transaction is at COMMIT PREPARED: publish_head and tag wait for it a second at most,
+    # and meanwhile the published head is the one committed before
+    gid = f"rv-{uuid.uuid4().hex[:8]}"
+    mark = items.execute("select rowver.publish_head()").fetchone()[0]
+    for _ in range(200):  # a writer whose version publishes as it commits (every 64th)
+        c, v = open_writer(db_url, "update items set n = 7 where id = 7")
+        if v % 64 == 0 and v - 1 > mark:
+            break
+        c.rollback()
+        c.close()
+    assert v % 64 == 0
+    c.execute(f"prepare transaction '{gid}'")
+    c.close()
+    try:
+        t = time.monotonic()
+        assert items.execute("select rowver.publish_head()").fetchone()[0] == mark < v - 1
+        assert items.execute("select rowver.tag('during-prepared')").fetchone()[0] == v - 1  # (live head)
+        assert time.monotonic() - t < 5
+    finally:
+        items.execute(f"commit prepared '{gid}'")
+    assert items.execute("select rowver.publish_head()").fetchone()[0] == v
 
 
 def test_rolled_back_versions_do_not_hold_head(items: psycopg.Connection, db_url: str) -> None:
