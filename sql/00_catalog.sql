@@ -185,6 +185,9 @@ create table if not exists rowver.head_mark (
   at        timestamptz not null
 );
 insert into rowver.head_mark values (true, 0, pg_catalog.clock_timestamp()) on conflict do nothing;
+-- the oldest transaction id rowver.tracked may still hold keys of: publishing clears from here
+-- on, so that it never walks the index entries of keys it cleared before
+alter table rowver.head_mark add column if not exists tracked_from xid8 not null default '0';
 
 -- Every published head with its time: timestamps resolve through this log.
 create table if not exists rowver.head_log (

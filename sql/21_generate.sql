@@ -386,9 +386,10 @@ begin
   -- anyone: it moves only the caller's own rows. Found by key, never by a scan: its plan is
   -- cached for the session, and one made while the history was small (just after enable)
   -- scanned the history at every later commit, slower as it grew, under the hot rows' locks
-  -- (TPC-B just after enable: 850 tps falling to 330 within 20 s)
+  -- (TPC-B just after enable: 850 tps falling to 330 within 20 s). No JIT: a scan left, costed
+  -- as disabled, would compile for 30-50 ms.
   stmts := stmts || format(E'create or replace function %I.%I() returns void\nlanguage plpgsql\n'
-                           'security definer set search_path = pg_catalog, pg_temp set enable_seqscan = off\n'
+                           'security definer set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off\n'
                            'as $rv$%s$rv$',
     sch, restamp, rowver.restamp_body(tbl, hist_q, keys));
 
