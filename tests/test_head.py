@@ -89,6 +89,24 @@ def test_plain_sql_writers_publish_head_as_they_commit(items: psycopg.Connection
     assert items.execute("select count(*) from rowver.tracked").fetchone()[0] <= 2 * 64
 
 
+def test_the_published_head_catches_up_after_a_long_writer(items: psycopg.Connection, db_url: str) -> None:
+    # a writer that stays open holds head back while hundreds of others commit; once it ends,
+    # publishing at commit catches up with head (256 versions at a time) and clears the rest
+    long, v_long = open_writer(db_url, "update items set n = 9 where id = 9")
+    with psycopg.connect(db_url, autocommit=True) as writer:
+        for i in range(700):
+            writer.execute("update items set n = n + 1 where id = %s", (i % 8 + 1,))
+        assert items.execute("select head from rowver.head_mark").fetchone()[0] == v_long - 1
+        long.commit()
+        long.close()
+        for i in range(400):
+            writer.execute("update items set n = n + 1 where id = %s", (i % 8 + 1,))
+    now = head(items)
+    published = items.execute("select head from rowver.head_mark").fetchone()[0]
+    assert now - 64 <= published <= now and now > v_long + 1000
+    assert items.execute("select count(*) from rowver.allocation where version <= %s", (published,)).fetchone()[0] == 0
+
+
 def test_a_prepared_transaction_that_published_holds_publish_head_a_second_at_most(
         items: psycopg.Connection, db_url: str, needs_prepared: None) -> None:
     # a commit that publishes holds head_mark until it ends, which for a prepared
