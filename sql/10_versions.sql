@@ -154,8 +154,8 @@ begin atomic
 end;
 
 -- The highest version head can be for this transaction: the sequence's last value, or below
--- this transaction's own versions (our own slots look free to us: we see our own lock of them).
--- (As walk_head, called only by functions that pin the search path.)
+-- this transaction's own versions (our own slots look free to us: we see our own update of
+-- them). (Called only by functions that pin the search path.)
 create or replace function rowver.head_top() returns bigint
 language plpgsql volatile
 as $$
