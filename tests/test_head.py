@@ -107,6 +107,20 @@ def test_the_published_head_catches_up_after_a_long_writer(items: psycopg.Connec
     assert items.execute("select count(*) from rowver.allocation where version <= %s", (published,)).fetchone()[0] == 0
 
 
+def test_a_publish_at_commit_that_fails_never_fails_the_commit(items: psycopg.Connection, db_url: str) -> None:
+    # publishing is housekeeping: if it fails (here head_log refuses every row), the writer's
+    # commits still go through, and it says so in a warning
+    items.execute("alter table rowver.head_log add constraint refuse_all check (head < 0) not valid")
+    warnings: list[str] = []
+    with psycopg.connect(db_url, autocommit=True) as writer:
+        writer.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
+        for _ in range(130):
+            writer.execute("update items set n = n + 1 where id = 1")
+    assert items.execute("select n from items where id = 1").fetchone()[0] == 130
+    assert any(w.startswith("rowver: publishing head at commit failed") for w in warnings)
+    items.execute("alter table rowver.head_log drop constraint refuse_all")
+
+
 def test_a_prepared_transaction_that_published_holds_publish_head_a_second_at_most(
         items: psycopg.Connection, db_url: str, needs_prepared: None) -> None:
     # a commit that publishes holds head_mark until it ends, which for a prepared
