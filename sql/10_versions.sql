@@ -172,8 +172,9 @@ create or replace function rowver.walk_head(mark bigint, top bigint, steps integ
 language sql volatile
 begin atomic
   select coalesce(min(v) - 1, greatest(mark, least(top, mark + steps)))
-    from pg_catalog.generate_series(mark + 1, least(top, mark + steps)) v
-   where (select rowver.running(s.xmax, rowver.snapshot_xmax()) from rowver.slot s where s.id = v % rowver.slots());
+    from (select rowver.snapshot_xmax() as n) x,
+         pg_catalog.generate_series(mark + 1, least(top, mark + steps)) v
+   where (select rowver.running(s.xmax, x.n) from rowver.slot s where s.id = v % rowver.slots());
 end;
 
 -- The live head (primary only): the sequence's last value, or just below the oldest version
@@ -227,7 +228,8 @@ end $$;
 
 -- Advance the published head to the live head and log it. Returns the published head. It
 -- waits at most a second for another publisher (a commit publishing, below, holds head_mark
--- until it ends, which for a prepared transaction is at COMMIT PREPARED), then leaves it be.
+-- until it ends), then leaves it be; and not at all while a transaction is prepared, which may
+-- hold it until COMMIT PREPARED (a role could prepare one on purpose and leave it).
 -- (No scans: plans cached while rowver's tables were small would go on scanning them; and no
 -- JIT, which a scan left, costed as disabled, would set off: 30-50 ms compiling.)
 create or replace function rowver.publish_head() returns bigint
@@ -237,6 +239,11 @@ as $$
 declare
   h bigint := rowver.head();
 begin
+  -- (which of them holds it does not show: its lock is a subtransaction's)
+  perform from rowver.head_mark m for update skip locked;
+  if not found and exists (select from pg_prepared_xacts) then
+    return (select m.head from rowver.head_mark m);
+  end if;
   begin
     perform rowver.advance_mark(h);
   exception when lock_not_available then
@@ -264,12 +271,16 @@ begin
   if current_setting('transaction_isolation') = 'read committed' then
     select m.head into mark from rowver.head_mark m for update skip locked;
     if found then
-      perform rowver.advance_mark(rowver.walk_head(mark, rowver.head_top(), 256));
+      -- housekeeping: if it fails, it is undone alone (head_mark, head_log and the clearing, all
+      -- kept as they were) and the commit it rides on goes ahead with its rows and changeset,
+      -- which were written before; the warning names the error
+      begin
+        perform rowver.advance_mark(rowver.walk_head(mark, rowver.head_top(), 256));
+      exception when others then
+        raise warning 'rowver: publishing head at commit failed (%): %', sqlstate, sqlerrm;
+      end;
     end if;
   end if;
-  return null;
-exception when others then  -- (housekeeping: it never fails the commit it rides on)
-  raise warning 'rowver: publishing head at commit failed: %', sqlerrm;
   return null;
 end $$;
 

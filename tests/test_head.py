@@ -124,7 +124,7 @@ def test_a_publish_at_commit_that_fails_never_fails_the_commit(items: psycopg.Co
 def test_a_prepared_transaction_that_published_holds_publish_head_a_second_at_most(
         items: psycopg.Connection, db_url: str, needs_prepared: None) -> None:
     # a commit that publishes holds head_mark until it ends, which for a prepared
-    # transaction is at COMMIT PREPARED: publish_head and tag wait for it a second at most,
+    # transaction is at COMMIT PREPARED: publish_head and tag do not wait for it (a second at most),
     # and meanwhile the published head is the one committed before
     gid = f"rv-{uuid.uuid4().hex[:8]}"
     mark = items.execute("select rowver.publish_head()").fetchone()[0]
