@@ -75,6 +75,10 @@ def test_quick_bench_json(db_url: str) -> None:
     # figure 4 again after more rounds, of the same rows; the diff read the 10 rows changed
     deep = Settings.for_run(quick=True).deep_rounds
     assert by_name[f"as_of_scan_{deep}_rounds"]["detail"]["version"] == by_name["as_of_scan"]["detail"]["version"]
+    # and figure 5 at head after them, the version figure 4 read there, later than after 10 rounds
+    at_depth = by_name[f"as_of_point_lookup_head_{deep}_rounds"]["detail"]["version"]
+    assert at_depth == by_name[f"as_of_scan_head_{deep}_rounds"]["detail"]["version"]
+    assert at_depth > by_name["as_of_scan_head"]["detail"]["version"]
     assert by_name["diff_adjacent"]["detail"]["rows_read"] == 10
     # every page of the web UI answered (page_times raises otherwise), each with its time
     assert {n for n in by_name if n.startswith("ui_")} == {

@@ -44,7 +44,8 @@ The figures (targets from the benchmark issue; "ratio" is versioned / plain):
     a diff of two adjacent versions that changed 10 rows, and the change feed between them,
     each <= 20 ms; one key's history of 5,000 versions as a DataFrame <= 20 ms; and figure 4
     again (oldest and head) after 50 rounds of 10% updates (200 with ``--deep``): <= 1.5,
-    within 10% of the figure after 10 rounds;
+    within 10% of the figure after 10 rounds, and figure 5 again at head, where a key has a
+    state for every tenth round;
 11. each page of ``rowver ui`` (home; the bench table at head, at its oldest version, a page
     further by key, filtered; an adjacent diff; the long-history key; a changeset; the
     models, a model of 100 versions with 1,000-step series, one version, a comparison of

@@ -74,40 +74,45 @@ class _Reads(_Core):
                 raise RowverError(f"bench: no row for key {a[-1]}")
         return (time.perf_counter() - t) / len(args)
 
-    def _point_lookup(self) -> Figure:
+    def _point_lookup(self, at: str = "oldest", rounds: int | None = None) -> Figure:
+        """Lookups at the oldest version or (given) at head after that many rounds, where a
+        key has a state for every tenth round."""
         s = self.s
+        version = self._v0 if at == "oldest" else self._head()
         rng = random.Random(7)
         keys = [rng.randint(1, s.rows) for _ in range(s.lookups)]
         plain = sql.SQL("select * from {} where id = %s").format(self.plain)
         versioned = sql.SQL("select * from {}(%s) where id = %s").format(self.as_of)
         p_args = [(k,) for k in keys]
-        v_args = [(self._v0, k) for k in keys]
+        v_args = [(version, k) for k in keys]
         results: dict[str, dict[str, list[float]]] = {m: {"plain": [], "versioned": []}
                                                       for m in ("prepared", "unprepared")}
         for prepare in (True, False):  # warm up, and let prepared plans settle (generic after 5)
             self._lookups(plain, p_args[:50], prepare)
             self._lookups(versioned, v_args[:50], prepare)
         for i in range(s.reps):
-            self.say(f"figure 5: point lookups, repetition {i + 1} of {s.reps}")
+            self.say(f"figure 5: point lookups at {at}, repetition {i + 1} of {s.reps}")
             for mode, prepare in (("prepared", True), ("unprepared", False)):
                 results[mode]["plain"].append(self._lookups(plain, p_args, prepare))
                 results[mode]["versioned"].append(self._lookups(versioned, v_args, prepare))
         us = {m: {side: _median(v) * 1e6 for side, v in r.items()} for m, r in results.items()}
-        server = self._server_lookups(keys)
+        server = self._server_lookups(keys, version)
         p, v = us["prepared"]["plain"], us["prepared"]["versioned"]
-        return Figure(5, "as_of_point_lookup", "as-of point lookup by key at the oldest version, prepared",
-                      "us", p, v, _ratio(v, p), "<=", 1.2,
-                      detail={"version": self._v0, "lookups": s.lookups,
+        name, title = "as_of_point_lookup", "as-of point lookup by key at the oldest version, prepared"
+        if rounds:
+            name, title = f"as_of_point_lookup_head_{rounds}_rounds", f"the same at head after {rounds} rounds"
+        return Figure(5, name, title, "us", p, v, _ratio(v, p), "<=", 1.2,
+                      detail={"version": version, "lookups": s.lookups,
                               "unprepared_plain_us": us["unprepared"]["plain"],
                               "unprepared_versioned_us": us["unprepared"]["versioned"],
                               "unprepared_ratio": _ratio(us["unprepared"]["versioned"], us["unprepared"]["plain"]),
                               **server})
 
-    def _server_lookups(self, keys: list[int]) -> dict[str, Any]:
+    def _server_lookups(self, keys: list[int], version: Any) -> dict[str, Any]:
         """The same lookups without the client: a PL/pgSQL loop (its statements are prepared,
         as a client's are). Shows the executor's own cost, which round trips dilute."""
         conn = self.conn
-        body = """create function {}(keys bigint[], v {}) returns double precision
+        body = """create or replace function {}(keys bigint[], v {}) returns double precision
 language plpgsql as $$
 declare
   t0 timestamptz := clock_timestamp();
@@ -126,8 +131,8 @@ end $$"""
         tp: list[float] = []
         tv: list[float] = []
         for i in range(self.s.reps + 1):
-            a = conn.execute(sql.SQL("select {}(%s, %s)").format(fn_p), (keys, self._v0)).fetchone()[0]  # type: ignore[index]
-            b = conn.execute(sql.SQL("select {}(%s, %s)").format(fn_v), (keys, self._v0)).fetchone()[0]  # type: ignore[index]
+            a = conn.execute(sql.SQL("select {}(%s, %s)").format(fn_p), (keys, version)).fetchone()[0]  # type: ignore[index]
+            b = conn.execute(sql.SQL("select {}(%s, %s)").format(fn_v), (keys, version)).fetchone()[0]  # type: ignore[index]
             if i:  # the first is warm-up
                 tp.append(a / len(keys) * 1e6)
                 tv.append(b / len(keys) * 1e6)
@@ -138,7 +143,7 @@ end $$"""
 
     def _reads_at_depth(self) -> list[Figure]:
         """A diff and the change feed of one small version, one key's long history, then
-        figure 4 again after many more rounds."""
+        figures 4 and 5 (at head) again after many more rounds."""
         s, conn = self.s, self.conn
         name = self._text("bench_versioned")
         before = self._head()
@@ -175,7 +180,8 @@ end $$"""
         self._after_write()
         self._vacuum(self.plain, self.ver, self.hist)
         self._maintain()
-        return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds)]
+        return figures + [self._as_of_scan("oldest", s.deep_rounds), self._as_of_scan("head", s.deep_rounds),
+                          self._point_lookup("head", s.deep_rounds)]
 
     def _absolute(self, name: str, title: str, read: Callable[[], int], rows: int, *,
                   at_least: bool = False) -> Figure:

@@ -57,8 +57,9 @@ def notes(report: Report) -> list[str]:
     lines = []
     for f in report.figures:
         d = f.detail
-        if f.name == "as_of_point_lookup" and f.status == "measured":
-            lines.append(f"5: unprepared {d['unprepared_versioned_us']:.1f} µs vs {d['unprepared_plain_us']:.1f} µs "
+        if f.name.startswith("as_of_point_lookup") and f.status == "measured":
+            where = "" if f.name == "as_of_point_lookup" else " (at depth)"
+            lines.append(f"5{where}: unprepared {d['unprepared_versioned_us']:.1f} µs vs {d['unprepared_plain_us']:.1f} µs "
                          f"({d['unprepared_ratio']:.2f}x); server-side, without round trips, "
                          f"{d['server_side_versioned_us']:.1f} µs vs {d['server_side_plain_us']:.1f} µs "
                          f"({d['server_side_ratio']:.2f}x)")
