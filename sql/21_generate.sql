@@ -294,12 +294,15 @@ begin
                 ' then true else rowver.before_horizon(%L, $1) end)', x.horizon, x.kept, t)
     into guard
     from rowver.retention x join rowver.versioned v on v.id = x.table_id where v.relid = tbl;
-  -- T's rows are alive until a version above any: rv_until is the largest bigint there, or,
-  -- below T's floor (rowver.analyze: no row of T is older), null, so that T's arm is a constant
-  -- false for a version the query names, a one-time filter for a parameter, and T is not scanned
+  -- T's rows are alive until a version above any: rv_until is the largest bigint there (a
+  -- version that large is refused: no rv_until is above it), or, below T's floor
+  -- (rowver.analyze: no row of T is older), null, so that T's arm is a constant false for a
+  -- version the query names, a one-time filter for a parameter, and T is not scanned
   guard := coalesce(guard, '');
-  current_until := coalesce((select format('case when $1 operator(pg_catalog.>=) %s then %s end', v.current_floor, top)
-                               from rowver.versioned v where v.relid = tbl and v.current_floor is not null), top);
+  current_until := format('case%s when $1 operator(pg_catalog.<) %s then %s else rowver.no_version($1) end',
+                          coalesce((select format(' when $1 operator(pg_catalog.<) %s then null', v.current_floor)
+                                      from rowver.versioned v where v.relid = tbl and v.current_floor is not null), ''),
+                          top, top);
 
   -- T as of a version: plain SQL, no SET clause, so the planner inlines it; a standard SQL
   -- body, so every name and operator in it is bound here, not by the caller's search_path.

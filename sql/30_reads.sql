@@ -23,6 +23,17 @@ begin
   return r;
 end $$;
 
+-- Raised by T__as_of for the largest bigint, which no version reaches: T's rows are alive
+-- until it there (as rv_until), so it cannot be read as of it.
+create or replace function rowver.no_version(v bigint) returns bigint
+language plpgsql stable set search_path = pg_catalog, pg_temp
+as $$
+begin
+  raise exception 'rowver: no version is %: versions are below it', v using errcode = '22003';
+end $$;
+
+grant execute on function rowver.no_version(bigint) to public;
+
 -- A ref resolved for reading tbl: versions count across all tables, and one before tbl's
 -- first version would read an empty table (and revert to it would delete every row), so it
 -- is refused, naming both.

@@ -396,6 +396,10 @@ def misc_cases() -> list[Case]:
         Case("items__as_of(-1)", sql_call("select * from items__as_of(-1)"), lambda h, rows: _equal(rows, [])),
         Case("items__as_of(NULL)", sql_call("select * from items__as_of(NULL)"), lambda h, rows: _equal(rows, [])),
         Case("items__as_of('x')", sql_call("select * from items__as_of('x')"), "sqlerror"),
+        # T's rows are alive until the largest bigint: no version is that large, one below it reads T
+        Case("items__as_of(2^63 - 1)", sql_call("select * from items__as_of(9223372036854775807)"), "sqlerror"),
+        Case("items__as_of(2^63 - 2)", sql_call("select * from items__as_of(9223372036854775806) order by 1"),
+             lambda h, rows: _equal(rows, h.conn.execute("select * from items order by 1").fetchall())),
         Case("rowver.as_of(null::plain, head)", sql_call("select * from rowver.as_of(null::plain, 'head')"),
              "sqlerror"),
         Case("rowver.as_of(null::int, head)", sql_call("select * from rowver.as_of(null::int, 'head')"), "sqlerror"),
