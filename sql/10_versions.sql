@@ -271,12 +271,14 @@ begin
   if current_setting('transaction_isolation') = 'read committed' then
     select m.head into mark from rowver.head_mark m for update skip locked;
     if found then
-      -- housekeeping: if it fails, it is undone alone (head_mark, head_log and the clearing, all
-      -- kept as they were) and the commit it rides on goes ahead with its rows and changeset,
-      -- which were written before; the warning names the error
+      -- housekeeping: if a lock, a constraint or the server's resources refuse it, it is undone
+      -- alone (head_mark, head_log and the clearing, all kept as they were) and the commit it
+      -- rides on goes ahead with its rows and changeset, written before; the warning names the
+      -- error. Anything else (a bug, a privilege taken away) fails the commit, loudly.
       begin
         perform rowver.advance_mark(rowver.walk_head(mark, rowver.head_top(), 256));
-      exception when others then
+      exception when lock_not_available or deadlock_detected or integrity_constraint_violation
+                     or insufficient_resources then
         raise warning 'rowver: publishing head at commit failed (%): %', sqlstate, sqlerrm;
       end;
     end if;
