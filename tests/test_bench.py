@@ -80,6 +80,9 @@ def test_quick_bench_json(db_url: str) -> None:
     assert at_depth == by_name[f"as_of_scan_head_{deep}_rounds"]["detail"]["version"]
     assert at_depth > by_name["as_of_scan_head"]["detail"]["version"]
     assert by_name["diff_adjacent"]["detail"]["rows_read"] == 10
+    # figure 5 for figure 10's long-history key, as of a version among its states (after the first rounds)
+    long_history = by_name["as_of_point_lookup_long_history"]["detail"]["version"]
+    assert by_name["as_of_scan_head"]["detail"]["version"] < long_history < at_depth
     # every page of the web UI answered (page_times raises otherwise), each with its time
     assert {n for n in by_name if n.startswith("ui_")} == {
         "ui_home", "ui_table_head", "ui_table_oldest", "ui_table_next_page", "ui_table_filter", "ui_diff_adjacent",

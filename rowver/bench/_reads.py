@@ -77,10 +77,17 @@ class _Reads(_Core):
     def _point_lookup(self, at: str = "oldest", rounds: int | None = None) -> Figure:
         """Lookups at the oldest version or (given) at head after that many rounds, where a
         key has a state for every tenth round."""
-        s = self.s
         version = self._v0 if at == "oldest" else self._head()
         rng = random.Random(7)
-        keys = [rng.randint(1, s.rows) for _ in range(s.lookups)]
+        keys = [rng.randint(1, self.s.rows) for _ in range(self.s.lookups)]
+        name, title = "as_of_point_lookup", "as-of point lookup by key at the oldest version, prepared"
+        if rounds:
+            name, title = f"as_of_point_lookup_head_{rounds}_rounds", f"the same at head after {rounds} rounds"
+        return self._lookup_figure(name, title, keys, version)
+
+    def _lookup_figure(self, name: str, title: str, keys: list[int], version: Any) -> Figure:
+        """Figure 5: these keys looked up in the plain table and as of the version, one round
+        trip each, prepared and not (the ratio is the prepared one's), and in the server."""
         plain = sql.SQL("select * from {} where id = %s").format(self.plain)
         versioned = sql.SQL("select * from {}(%s) where id = %s").format(self.as_of)
         p_args = [(k,) for k in keys]
@@ -90,19 +97,16 @@ class _Reads(_Core):
         for prepare in (True, False):  # warm up, and let prepared plans settle (generic after 5)
             self._lookups(plain, p_args[:50], prepare)
             self._lookups(versioned, v_args[:50], prepare)
-        for i in range(s.reps):
-            self.say(f"figure 5: point lookups at {at}, repetition {i + 1} of {s.reps}")
+        for i in range(self.s.reps):
+            self.say(f"figure 5: {name}, repetition {i + 1} of {self.s.reps}")
             for mode, prepare in (("prepared", True), ("unprepared", False)):
                 results[mode]["plain"].append(self._lookups(plain, p_args, prepare))
                 results[mode]["versioned"].append(self._lookups(versioned, v_args, prepare))
         us = {m: {side: _median(v) * 1e6 for side, v in r.items()} for m, r in results.items()}
         server = self._server_lookups(keys, version)
         p, v = us["prepared"]["plain"], us["prepared"]["versioned"]
-        name, title = "as_of_point_lookup", "as-of point lookup by key at the oldest version, prepared"
-        if rounds:
-            name, title = f"as_of_point_lookup_head_{rounds}_rounds", f"the same at head after {rounds} rounds"
         return Figure(5, name, title, "us", p, v, _ratio(v, p), "<=", 1.2,
-                      detail={"version": version, "lookups": s.lookups,
+                      detail={"version": version, "lookups": len(keys),
                               "unprepared_plain_us": us["unprepared"]["plain"],
                               "unprepared_versioned_us": us["unprepared"]["versioned"],
                               "unprepared_ratio": _ratio(us["unprepared"]["versioned"], us["unprepared"]["plain"]),
@@ -163,6 +167,7 @@ end $$"""
 
         key = 101
         self.say(f"figure 10: {s.key_versions:,} versions of one key")
+        first = self._head()
         with self._connect() as writer:
             writer.execute("set synchronous_commit = off")  # (setting up, not measuring)
             for _ in range(s.key_versions):
@@ -172,6 +177,10 @@ end $$"""
             figures.append(self._absolute("row_history", f"one key's history, {s.key_versions:,} versions, as a "
                                           "DataFrame (db.history)", lambda: len(db.history(name, key)),
                                           s.key_versions + 1, at_least=True))
+        # figure 5 for that key, as of its middle state: half its states lie below that version
+        figures.append(self._lookup_figure("as_of_point_lookup_long_history",
+                                           f"the same for a key of {s.key_versions:,} states, as of the middle one",
+                                           [key] * s.lookups, (first + self._head()) // 2))
 
         for r in range(s.rounds, s.deep_rounds):
             self.say(f"figure 4: bulk update, round {r + 1} of {s.deep_rounds}")

@@ -58,7 +58,8 @@ def notes(report: Report) -> list[str]:
     for f in report.figures:
         d = f.detail
         if f.name.startswith("as_of_point_lookup") and f.status == "measured":
-            where = "" if f.name == "as_of_point_lookup" else " (at depth)"
+            where = {"as_of_point_lookup": "", "as_of_point_lookup_long_history": " (a long history)"}.get(
+                f.name, " (at depth)")
             lines.append(f"5{where}: unprepared {d['unprepared_versioned_us']:.1f} µs vs {d['unprepared_plain_us']:.1f} µs "
                          f"({d['unprepared_ratio']:.2f}x); server-side, without round trips, "
                          f"{d['server_side_versioned_us']:.1f} µs vs {d['server_side_plain_us']:.1f} µs "
