@@ -91,14 +91,10 @@ end $rv$ $s$, t);
   end if;
 
   -- history: T's columns with base types, all nullable, no constraints; its primary key
-  -- (key, rv_version, rv_until) fails loudly on a state written twice and serves as-of point
-  -- lookups: the index itself tests rv_until, so a lookup fetches only the state it returns,
-  -- however many states the key has (with (key, rv_version) alone it fetched every state at
-  -- or below the version asked, to test each one's rv_until: a key with 5,000 states read
-  -- 5,000 rows at head)
+  -- (key, rv_version) serves as-of point lookups and fails loudly on a version written twice
   return next format(E'create table %I.%I (\n%s,\n  rv_version bigint not null,\n'
-                     '  rv_until bigint not null,\n  rv_deleted boolean not null default false,\n'
-                     '  primary key (%s, rv_version, rv_until)\n)',
+                     '  rv_until bigint,\n  rv_deleted boolean not null default false,\n'
+                     '  primary key (%s, rv_version)\n)',
     sch, hist,
     (select string_agg(format('  %I %s', p.name, p.history_type_sql), E',\n' order by p.attnum)
        from rowver.payload_columns(tbl) p),

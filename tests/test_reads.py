@@ -54,29 +54,6 @@ def test_as_of_reads_only_the_history_after_the_version(conn: psycopg.Connection
     assert _rows_read(conn, "select * from t__as_of(1)", ("t__history",)) < total / 10
 
 
-def test_a_point_lookup_fetches_only_the_state_it_returns_however_long_the_keys_history(
-        conn: psycopg.Connection) -> None:
-    conn.execute("create table t (id int primary key, v int)")
-    conn.execute("select rowver.enable('t')")
-    conn.execute("insert into t select g, 0 from generate_series(1, 100) g")
-    for _ in range(300):  # a hot key: 300 states
-        conn.execute("update t set v = v + 1 where id = 7")
-    conn.execute("delete from t where id = 7")  # a tombstone, then the key again
-    conn.execute("insert into t values (7, -1)")
-    head = conn.execute("select rowver.publish_head()").fetchone()[0]
-    first = conn.execute("select min(version) from rowver.changeset").fetchone()[0]
-    conn.execute("vacuum analyze t__history")
-    conn.execute("set enable_seqscan = off")  # the key's index, as on a table of any size
-    conn.execute("set enable_bitmapscan = off")
-    conn.execute("set plan_cache_mode = force_generic_plan")  # as a prepared lookup runs
-    conn.execute("prepare look(bigint) as select id, v, rv_version from t__as_of($1) where id = 7")
-    for v in range(first, head + 1):
-        want = [r for r in conn.execute(DEFINITION, {"v": v}).fetchall() if r[0] == 7]
-        assert conn.execute(f"execute look({v})").fetchall() == want, v
-        # the history index tests rv_until too: no state is fetched only to be dropped
-        assert _rows_read(conn, f"execute look({v})", ("t__history",)) == (len(want) if v < head - 1 else 0), v
-
-
 def test_a_writer_that_has_not_committed_changes_no_read(conn: psycopg.Connection) -> None:
     conn.execute("create table t (id int primary key, v int)")
     conn.execute("select rowver.enable('t')")
