@@ -768,6 +768,20 @@ begin
   return null;
 end $$;
 
+-- A versioned table cannot become a partition or an inheritance child: statements naming the
+-- parent fire the parent's statement triggers, not T's, so T's rows written through it would
+-- get no history (and an update would stamp them with whatever version the session last had).
+-- PostgreSQL refuses to attach a table that has a row trigger with a transition table, so T
+-- gets one that never fires (WHEN (false), on DELETE: a delete pays a constant test per row).
+-- A partitioned T cannot carry one (rowver.check names such a T once attached, 'hierarchy').
+create or replace function rowver.not_a_partition() returns trigger
+language plpgsql
+as $$
+begin
+  raise exception 'rowver: %.% is versioned, so it cannot become a partition or an inheritance child',
+    TG_TABLE_SCHEMA, TG_TABLE_NAME using errcode = '0A000';
+end $$;
+
 -- Anyone may read head and resolve refs, and take a version for its own transaction;
 -- owners attach begin_statement and refuse_truncate to their tables and record their
 -- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
@@ -777,7 +791,7 @@ grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xa
   rowver.mine(bigint), rowver.restamping(bigint, bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
   rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.notify_changeset(), rowver.follower_seen(uuid), rowver.follower_gone(uuid),
-  rowver.refuse_truncate(), rowver.check_tag_name(text),
+  rowver.refuse_truncate(), rowver.not_a_partition(), rowver.check_tag_name(text),
   rowver.slots(), rowver.held_version(integer, bigint, bigint), rowver.running(xid, bigint),
   rowver.full_xid(xid, bigint), rowver.snapshot_xmax() to public;
 revoke execute on function rowver.tag(text, text, boolean), rowver.untag(text) from public;

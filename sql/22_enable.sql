@@ -194,6 +194,7 @@ begin
     return next format('drop trigger if exists rowver_capture_update on %s', t);
     return next format('drop trigger if exists rowver_capture_delete on %s', t);
     return next format('drop trigger if exists rowver_refuse_truncate on %s', t);
+    return next format('drop trigger if exists rowver_not_a_partition on %s', t);
   end loop;
   return next format('drop function if exists %I.%I()', sch, r.capture_name);
   if r.admin_name is not null then

@@ -273,7 +273,31 @@ begin
        cross join unnest(array['rowver_begin', '~rowver_stamp', 'rowver_capture_insert', 'rowver_capture_update',
                                'rowver_capture_delete', 'rowver_refuse_truncate']) t(name)
        where not exists (select from pg_catalog.pg_trigger g
-                          where g.tgrelid = p.rel and g.tgname = t.name and g.tgenabled = 'O');
+                          where g.tgrelid = p.rel and g.tgname = t.name and g.tgenabled = 'O')
+      union all  -- (on T alone, and only if it is not partitioned: see rowver.not_a_partition)
+      select r.relid::text, 'triggers', 'trigger rowver_not_a_partition is missing or disabled'
+       where (select c.relkind from pg_catalog.pg_class c where c.oid = r.relid) = 'r'
+         and not exists (select from pg_catalog.pg_inherits i where i.inhrelid = r.relid)
+         and not exists (select from pg_catalog.pg_trigger g
+                          where g.tgrelid = r.relid and g.tgname = 'rowver_not_a_partition' and g.tgenabled = 'O');
+    -- T in a hierarchy it was not versioned in (a partitioned T attached to another table, or
+    -- a child inheriting from T): statements naming the parent fire its statement triggers, not
+    -- T's, so the rows they write through it get no history
+    return query
+      select r.relid::text, 'hierarchy',
+             format('%s %s %s: rows written through %s get no history; %s %s from it, or version %s instead',
+                    r.relid, case when c.relispartition then 'is a partition of' else 'inherits from' end,
+                    i.inhparent::regclass, i.inhparent::regclass,
+                    case when c.relispartition then 'detach' else 'disinherit' end, r.relid, i.inhparent::regclass)
+        from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+       where i.inhrelid = r.relid
+      union all
+      select r.relid::text, 'hierarchy',
+             format('%s inherits from %s: statements on %s write its rows too, which are not versioned; '
+                    'remove the inheritance (ALTER TABLE %s NO INHERIT %s)',
+                    i.inhrelid::regclass, r.relid, r.relid, i.inhrelid::regclass, r.relid)
+        from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+       where i.inhparent = r.relid and not c.relispartition;
     if r.triggers then
       return query
         select r.relid::text, 'triggers', format('BEFORE row trigger %I fires after the stamp', g.tgname)

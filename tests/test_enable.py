@@ -98,6 +98,40 @@ def test_refused_table_kinds(db: rowver.Database, ddl: str, message: str) -> Non
     assert db.conn.execute("select count(*) from rowver.versioned").fetchone()[0] == 0
 
 
+def test_a_versioned_table_does_not_become_a_partition_or_a_child_and_check_names_what_got_in(
+        db: rowver.Database) -> None:
+    """Statements naming a parent fire its statement triggers, not T's: rows written through it
+    would get no history. PostgreSQL refuses the attach; what it cannot refuse, check names."""
+    conn = db.conn
+    conn.execute("create table t (id int primary key, v int)")
+    db.enable("t")
+    conn.execute("insert into t values (1, 0)")
+    conn.execute("create table parted (id int primary key, v int, rv_version bigint) partition by range (id)")
+    conn.execute("create table parent (id int, v int, rv_version bigint)")
+    for ddl in ("alter table parted attach partition t for values from (0) to (10)", "alter table t inherit parent"):
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="rowver_not_a_partition"), conn.transaction():
+            conn.execute(ddl)
+    assert conn.execute("select count(*) from pg_inherits").fetchone()[0] == 0
+    assert conn.execute("select * from rowver.check('t')").fetchall() == []
+    # a partitioned versioned table can carry no such trigger, and a child may still inherit from t
+    conn.execute("create table pt (id int primary key, v int) partition by range (id)")
+    conn.execute("create table pt_1 partition of pt for values from (0) to (10)")
+    db.enable("pt")
+    conn.execute("create table outer_parted (id int primary key, v int, rv_version bigint) partition by range (id)")
+    conn.execute("alter table outer_parted attach partition pt for values from (0) to (100)")
+    conn.execute("create table kid () inherits (t)")
+    assert conn.execute("select * from rowver.check() order by 1").fetchall() == [
+        ("public.pt", "hierarchy", "public.pt is a partition of public.outer_parted: rows written through "
+                                   "public.outer_parted get no history; detach public.pt from it, or version "
+                                   "public.outer_parted instead"),
+        ("public.t", "hierarchy", "public.kid inherits from public.t: statements on public.t write its rows too, "
+                                  "which are not versioned; remove the inheritance "
+                                  "(ALTER TABLE public.kid NO INHERIT public.t)")]
+    conn.execute("alter table outer_parted detach partition pt")  # the remedies check names
+    conn.execute("alter table kid no inherit t")
+    assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
 def test_enable_twice_and_history_table_refused(db: rowver.Database) -> None:
     db.conn.execute("create table t (id int primary key)")
     db.enable("t")
