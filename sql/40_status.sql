@@ -257,7 +257,8 @@ begin
       if known and actual <> counted then
         return query select r.relid::text, 'rows',
           format('%s holds %s rows, but its changesets added %s: rows written or lost without capture '
-                 '(a data-only restore without --disable-triggers?)', r.relid, actual, counted);
+                 '(a data-only restore without --disable-triggers, a partition attached or detached?)',
+                 r.relid, actual, counted);
       end if;
     end if;
 
@@ -280,6 +281,16 @@ begin
          and not exists (select from pg_catalog.pg_inherits i where i.inhrelid = r.relid)
          and not exists (select from pg_catalog.pg_trigger g
                           where g.tgrelid = r.relid and g.tgname = 'rowver_not_a_partition' and g.tgenabled = 'O');
+    -- T or its history made unlogged since enable (which refuses unlogged tables): a crash empties
+    -- it, and T's rows would leave without history, or the history without its past
+    return query
+      select r.relid::text, 'unlogged',
+             format('%s is unlogged: a crash empties it, and %s; ALTER TABLE %s SET LOGGED', c.oid::regclass,
+                    case when c.oid = r.relid then 'its rows leave without history' else 'the history is lost' end,
+                    c.oid::regclass)
+        from pg_catalog.pg_class c
+       where c.relpersistence = 'u'
+         and (c.oid = r.relid or c.oid in (select rowver.partitions(r.relid)) or c.oid = to_regclass(h));
     -- T in a hierarchy it was not versioned in (a partitioned T attached to another table, or
     -- a child inheriting from T): statements naming the parent fire its statement triggers, not
     -- T's, so the rows they write through it get no history

@@ -132,6 +132,24 @@ def test_a_versioned_table_does_not_become_a_partition_or_a_child_and_check_name
     assert conn.execute("select * from rowver.check()").fetchall() == []
 
 
+def test_check_names_a_versioned_table_or_history_made_unlogged(db: rowver.Database) -> None:
+    """Enable refuses unlogged tables; one made unlogged since loses its rows (or its past) in a crash."""
+    conn = db.conn
+    conn.execute("create table t (id int primary key, v int)")
+    db.enable("t")
+    conn.execute("insert into t values (1, 0)")
+    conn.execute("alter table t set unlogged")
+    conn.execute("alter table t__history set unlogged")
+    assert conn.execute("select * from rowver.check('t') order by detail").fetchall() == [
+        ("public.t", "unlogged", "public.t is unlogged: a crash empties it, and its rows leave without history; "
+                                 "ALTER TABLE public.t SET LOGGED"),
+        ("public.t", "unlogged", "public.t__history is unlogged: a crash empties it, and the history is lost; "
+                                 "ALTER TABLE public.t__history SET LOGGED")]
+    conn.execute("alter table t set logged")
+    conn.execute("alter table t__history set logged")
+    assert conn.execute("select * from rowver.check('t')").fetchall() == []
+
+
 def test_enable_twice_and_history_table_refused(db: rowver.Database) -> None:
     db.conn.execute("create table t (id int primary key)")
     db.enable("t")
