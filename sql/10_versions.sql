@@ -782,6 +782,13 @@ begin
     TG_TABLE_SCHEMA, TG_TABLE_NAME using errcode = '0A000';
 end $$;
 
+-- Whether T carries that trigger: a plain table not in a hierarchy already (one that is cannot
+-- take it, and check names it).
+create or replace function rowver.takes_partition_guard(tbl regclass) returns boolean
+language sql stable
+return (select c.relkind from pg_class c where c.oid = tbl) = 'r'
+       and not exists (select from pg_inherits i where i.inhrelid = tbl);
+
 -- Anyone may read head and resolve refs, and take a version for its own transaction;
 -- owners attach begin_statement and refuse_truncate to their tables and record their
 -- changes (under row-level security). Tags need rowver_tagger, protection rowver_admin.
@@ -791,7 +798,8 @@ grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xa
   rowver.mine(bigint), rowver.restamping(bigint, bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
   rowver.track(regclass, text, bigint),
   rowver.begin_statement(), rowver.notify_changeset(), rowver.follower_seen(uuid), rowver.follower_gone(uuid),
-  rowver.refuse_truncate(), rowver.not_a_partition(), rowver.check_tag_name(text),
+  rowver.refuse_truncate(), rowver.not_a_partition(), rowver.takes_partition_guard(regclass),
+  rowver.check_tag_name(text),
   rowver.slots(), rowver.held_version(integer, bigint, bigint), rowver.running(xid, bigint),
   rowver.full_xid(xid, bigint), rowver.snapshot_xmax() to public;
 revoke execute on function rowver.tag(text, text, boolean), rowver.untag(text) from public;

@@ -448,9 +448,7 @@ begin
     stmts := stmts || format('drop trigger if exists rowver_refuse_truncate on %s', t);
     stmts := stmts || format('create trigger rowver_refuse_truncate before truncate on %s '
                              'for each statement execute function rowver.refuse_truncate()', t);
-    -- (see rowver.not_a_partition; a T already in a hierarchy cannot take it: check names it)
-    if rel = tbl and (select c.relkind from pg_class c where c.oid = tbl) = 'r'
-       and not exists (select from pg_inherits i where i.inhrelid = tbl) then
+    if rel = tbl and rowver.takes_partition_guard(tbl) then  -- (see rowver.not_a_partition)
       stmts := stmts || format('drop trigger if exists rowver_not_a_partition on %s', t);
       stmts := stmts || format('create trigger rowver_not_a_partition after delete on %s referencing old table '
                                'as rv_rows for each row when (false) execute function rowver.not_a_partition()', t);

@@ -275,10 +275,9 @@ begin
                                'rowver_capture_delete', 'rowver_refuse_truncate']) t(name)
        where not exists (select from pg_catalog.pg_trigger g
                           where g.tgrelid = p.rel and g.tgname = t.name and g.tgenabled = 'O')
-      union all  -- (on T alone, and only if it is not partitioned: see rowver.not_a_partition)
+      union all  -- (on T alone, where it can carry it: see rowver.not_a_partition)
       select r.relid::text, 'triggers', 'trigger rowver_not_a_partition is missing or disabled'
-       where (select c.relkind from pg_catalog.pg_class c where c.oid = r.relid) = 'r'
-         and not exists (select from pg_catalog.pg_inherits i where i.inhrelid = r.relid)
+       where rowver.takes_partition_guard(r.relid)
          and not exists (select from pg_catalog.pg_trigger g
                           where g.tgrelid = r.relid and g.tgname = 'rowver_not_a_partition' and g.tgenabled = 'O');
     -- T or its history made unlogged since enable (which refuses unlogged tables): a crash empties
