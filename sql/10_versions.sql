@@ -314,12 +314,24 @@ end $$;
 
 -- Whether a row's version may move from `old` to `new` in an update that changes nothing
 -- else: the restamp of this transaction's own row from a version it gave up to the one it has
--- now (one look at its allocation row; the stamp asks this of every restamped row).
+-- now (one look at its allocation row; the stamp asks this of every restamped row). PL/pgSQL,
+-- whose plan is kept for the session: before PostgreSQL 18 a SQL function that is not inlined
+-- (an EXISTS is not) is planned again in every transaction, 100 us of each restamp's commit.
 create or replace function rowver.restamping(old bigint, new bigint) returns boolean
-language sql stable
-return exists (select from rowver.allocation a
-                where a.ctid = nullif(current_setting('rowver.allocation', true), '')::tid
-                  and a.xid = pg_current_xact_id_if_assigned() and a.version = new and old = any(a.abandoned));
+language plpgsql stable
+as $$
+declare
+  at text := pg_catalog.current_setting('rowver.allocation', true);
+begin
+  if at is null or at operator(pg_catalog.=) '' then
+    return false;
+  end if;
+  return exists (select from rowver.allocation a
+                 where a.ctid operator(pg_catalog.=) at::pg_catalog.tid
+                   and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned()
+                   and a.version operator(pg_catalog.=) new
+                   and old operator(pg_catalog.=) any (a.abandoned));
+end $$;
 
 -- The versions this transaction gave up renumbering: listed on its allocation row, which only
 -- rowver_owner writes (a setting could be cleared by the writer, to keep its rows below the
