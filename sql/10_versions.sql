@@ -124,9 +124,11 @@ begin
       end if;
     end if;
   end loop;
-  -- (its row, and where it is: rowver.allocated reads it by address)
+  -- (its row, and where it is: rowver.allocated reads it by address; and its version, which
+  -- tells rowver_begin when currval no longer is it: see rowver.begin_statement)
   insert into rowver.allocation (version, xid) values (v, pg_current_xact_id()) returning ctid into at;
   done := set_config('rowver.allocation', at::text, true);
+  done := set_config('rowver.allocated', v::text, true);
   return v;
 end $$;
 
@@ -372,6 +374,12 @@ begin
   if old is null then
     raise exception 'rowver: this transaction has no version to renumber' using errcode = '55000';
   end if;
+  -- currval above the allocation: a version this transaction took in a savepoint since rolled
+  -- back (rowver.begin_statement); rows stamped with it before the rollback was seen are
+  -- restamped with the rest (no other transaction holds it: the sequence gave it to this one)
+  if currval('rowver.version_seq') > old then
+    gave_up := gave_up || currval('rowver.version_seq');
+  end if;
   new := nextval('rowver.version_seq');
   -- the old allocation goes (a setting pointing at it finds nothing); the new one lists
   -- every version given up
@@ -379,6 +387,10 @@ begin
   insert into rowver.allocation (version, xid, abandoned) values (new, pg_current_xact_id(), gave_up || old)
   returning ctid into at;
   perform set_config('rowver.allocation', at::text, true);
+  perform set_config('rowver.allocated', new::text, true);
+  if current_setting('rowver.restamp_fired', true) = 'on' then  -- (see rowver.restamp_table)
+    perform set_config('rowver.restamp_due', 'on', true);
+  end if;
   update rowver.changeset_table c set version = new where c.version = old;
   update rowver.changeset c set version = new where c.version = old;
   return new;
@@ -423,16 +435,23 @@ end $$;
 -- allocation row instead cost 84 us of backend CPU per single-row UPDATE (417 -> 333).
 -- (Where this transaction never allocated, as in a restore's COPY, currval would fail: the
 -- setting allocate makes tells, and such a commit takes the long way.)
+--
+-- SET CONSTRAINTS ALL IMMEDIATE (Django's check_constraints runs it) fires these triggers
+-- before the commit, and each fires once: a renumber after it would leave the rows written
+-- before it under the version given up, in no changeset. So each firing says so
+-- (rowver.restamp_fired), and a renumber after one restamps every table the transaction
+-- wrote at the end of its statement (rowver.restamp_written, called by the capture).
+-- The flags say whether, never what: a restamp moves only the transaction's own rows.
 drop trigger if exists restamp_renumbered on rowver.changeset;
 drop function if exists rowver.restamp_renumbered();
 create or replace function rowver.restamp_table() returns trigger
 language plpgsql
 as $$
 declare
-  t  record;
   v  bigint;
   at pg_catalog.tid;
 begin
+  perform pg_catalog.set_config('rowver.restamp_fired', 'on', true);
   if coalesce(pg_catalog.current_setting('rowver.allocation', true), '') operator(pg_catalog.<>) '' then
     if NEW.version operator(pg_catalog.=) pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass) then
       return null;  -- not renumbered since this table was first written
@@ -449,10 +468,23 @@ begin
       return null;  -- no version of this transaction's: nothing to restamp
     end if;
     perform pg_catalog.set_config('rowver.allocation', at::pg_catalog.text, true);
+    perform pg_catalog.set_config('rowver.allocated', v::pg_catalog.text, true);
   end if;
-  if NEW.version operator(pg_catalog.=) v then
-    return null;  -- not renumbered since this table was first written: nothing to restamp
-  end if;
+  if NEW.version operator(pg_catalog.<>) v then
+    perform rowver.restamp(NEW.table_id);
+  end if;  -- (else not renumbered since this table was first written: nothing to restamp)
+  return null;
+end $$;
+
+-- Restamp one versioned table's rows that this transaction wrote under versions it gave up,
+-- through the table's restamp function, if it is still what rowver made (SECURITY DEFINER,
+-- its table's owner's).
+create or replace function rowver.restamp(table_id integer) returns void
+language plpgsql
+as $$
+declare
+  t record;
+begin
   select r.relid, r.restamp_name, n.nspname as sch,
          exists (select from pg_catalog.pg_proc p
                   where p.oid operator(pg_catalog.=)
@@ -461,16 +493,31 @@ begin
     into t
     from rowver.versioned r join pg_catalog.pg_class c on c.oid operator(pg_catalog.=) r.relid
     join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace
-   where r.id operator(pg_catalog.=) NEW.table_id;
+   where r.id operator(pg_catalog.=) restamp.table_id;
   if not found then
-    return null;  -- (disabled since, in this transaction)
+    return;  -- (disabled since, in this transaction)
   end if;
   if not t.owners then
     raise exception 'rowver: % has no restamp function of its owner''s', t.relid using errcode = '55000',
       hint = pg_catalog.format('its owner runs rowver.refresh(%L)', t.relid::text);
   end if;
   execute pg_catalog.format('select %I.%I()', t.sch, t.restamp_name);
-  return null;
+end $$;
+
+-- Restamp every table this transaction wrote, now: what a renumber after the commit triggers
+-- fired (above) leaves to the end of its statement, which the capture reaches with its rows
+-- written. Runs as the capture (the owner of the table the statement wrote).
+create or replace function rowver.restamp_written() returns void
+language plpgsql
+as $$
+declare
+  id integer;
+begin
+  perform pg_catalog.set_config('rowver.restamp_due', '', true);
+  for id in select c.table_id from rowver.changeset_table c
+             where c.version operator(pg_catalog.=) rowver.allocated() order by c.table_id loop
+    perform rowver.restamp(id);
+  end loop;
 end $$;
 
 drop trigger if exists restamp_table on rowver.changeset_table;
@@ -747,14 +794,26 @@ create trigger notify_changeset after insert on rowver.changeset
 -- rowver_owner, which may allocate: measured, an invoker's begin_statement that called
 -- xact_version's rights only on the first statement cost 70 us more per single-row update,
 -- not less.
+-- The WHEN also lets through a statement whose currval is not the version allocated (the
+-- rowver.allocated setting): a savepoint rolled back a renumber, which took the allocation row
+-- and the settings back to the version given up, but not currval, a session's. The stamp would
+-- write that dropped version, and the capture refuse it as forged; instead the transaction
+-- renumbers again, before any row is stamped, as if it had just met the newer row once more.
 create or replace function rowver.begin_statement() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v bigint;
+  v bigint := rowver.allocated();
 begin
-  if rowver.allocated() is null then
+  if v is null and coalesce(current_setting('rowver.allocation', true), '') <> '' then
+    raise exception 'rowver: this transaction''s version is not its own (a forged rowver.allocation setting?)'
+      using errcode = '55000';  -- (it points at no allocation of this transaction's)
+  elsif v is null then
     v := rowver.allocate();
+  elsif v <> currval('rowver.version_seq') then
+    v := rowver.renumber();
+  else  -- (let through without cause: a missing or forged rowver.allocated)
+    perform set_config('rowver.allocated', v::text, true);
   end if;
   return null;
 end $$;
@@ -808,7 +867,7 @@ return (select c.relkind from pg_class c where c.oid = tbl) = 'r'
 grant execute on function rowver.allocated(), rowver.allocation_tid(), rowver.xact_version(), rowver.head(), rowver.publish_head(),
   rowver.resolve(text), rowver.session_role(), rowver.record_change(bigint, regclass, bigint, bigint, bigint),
   rowver.mine(bigint), rowver.restamping(bigint, bigint), rowver.abandoned(), rowver.renumber(), rowver.renumber_for(regclass, bigint),
-  rowver.track(regclass, text, bigint),
+  rowver.track(regclass, text, bigint), rowver.restamp(integer), rowver.restamp_written(),
   rowver.begin_statement(), rowver.notify_changeset(), rowver.follower_seen(uuid), rowver.follower_gone(uuid),
   rowver.refuse_truncate(), rowver.not_a_partition(), rowver.takes_partition_guard(regclass),
   rowver.check_tag_name(text),

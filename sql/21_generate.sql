@@ -60,9 +60,16 @@ begin
   select a.version, a.abandoned into rv_mine, rv_ours from rowver.allocation a
    where a.ctid = nullif(current_setting('rowver.allocation', true), '')::tid
      and a.xid = pg_current_xact_id_if_assigned();
-  if rv_mine is distinct from rv_v then
+  if rv_mine is null or rv_mine > rv_v then
     raise exception 'rowver: this transaction''s version is not its own (a forged rowver.allocation setting?)'
       using errcode = '55000';
+  elsif rv_mine < rv_v then
+    -- currval is a version this transaction took in a savepoint rolled back while this
+    -- statement ran (an exception block in a function or trigger it called): its rows so far
+    -- carry it, so the transaction renumbers (giving it up too) and they are restamped below
+    rv_v := rowver.renumber_for(TG_RELID, rv_mine);
+    rv_mine := rv_v;
+    rv_ours := rowver.abandoned();
   end if;
   -- an update of rows this transaction wrote under a version it gave up, keeping their keys, is
   -- the restamp at commit (or like it): no state it leaves is a version, its keys are tracked,
@@ -102,14 +109,16 @@ begin
     if exists (select from rv_old o where o.rv_version > rv_v) then
       rv_v := rowver.renumber_for(TG_RELID, rv_v);
     end if;
-  elsif cardinality(rv_ours) > 0 then  -- (a simple expression, no query, for every other update)
+  end if;
+  if rv_v <> rv_mine then  -- renumbered just now
+    rv_ours := rowver.abandoned();
+  end if;
+  -- rows this statement stamped with a version given up since get the final one now
+  if TG_OP <> 'DELETE' and cardinality(rv_ours) > 0 then  -- (no query for every other statement)
     if exists (select from rv_new n where n.rv_version = any(rv_ours)) then
       update %8$s t set rv_version = rv_v from rv_new n
        where %16$s and t.rv_version = any(rv_ours) and n.rv_version = any(rv_ours);
     end if;
-  end if;
-  if rv_v <> rv_mine then  -- renumbered just now
-    rv_ours := rowver.abandoned();
   end if;
   rv_ours := rv_v || rv_ours;
 
@@ -184,6 +193,11 @@ begin
   -- (a row inserted and deleted in one transaction changes nothing, but still counts)
   if rv_changed > 0 or rv_net <> 0 then
     rv_done := rowver.record_change(rv_v, TG_RELID, rv_changed, rv_net, rv_added);  -- (assigned: no executor)
+  end if;
+  -- renumbered after the commit triggers fired early (SET CONSTRAINTS ALL IMMEDIATE): every
+  -- table written gets the final version now, not at a commit that would not restamp them
+  if current_setting('rowver.restamp_due', true) = 'on' then
+    perform rowver.restamp_written();
   end if;
   return null;
 end
@@ -275,10 +289,13 @@ declare
   -- that says whether to capture, never what version; other writers are not tracked
   only_when text := case when triggers then ''
                          else 'when (pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'')' end;
-  -- allocation: only while the transaction has none (a flag that says whether, never what: the
-  -- capture checks the version against this transaction's allocation row)
+  -- allocation: only while the transaction has none, or currval is not its version (a
+  -- savepoint rolled back a renumber: rowver.begin_statement); flags that say whether, never
+  -- what: the capture checks the version against this transaction's allocation row
   first_only text := format('when (%s(pg_catalog.current_setting(''rowver.allocation'', true) is null'
-                            ' or pg_catalog.current_setting(''rowver.allocation'', true) operator(pg_catalog.=) ''''))',
+                            ' or pg_catalog.current_setting(''rowver.allocation'', true) operator(pg_catalog.=) '''''
+                            ' or pg_catalog.current_setting(''rowver.allocated'', true) is distinct from'
+                            ' pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass)::pg_catalog.text))',
                             case when triggers then ''
                                  else 'pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'' and ' end);
 begin

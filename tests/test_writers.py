@@ -247,3 +247,129 @@ def test_a_statement_that_meets_a_newer_row_midway_puts_all_its_rows_after_it(
         (1, 0), (2, 20), (3, 0)]
     assert head >= final
     assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+@pytest.mark.parametrize("after", ["update", "insert", "delete", "nothing"])
+def test_a_renumber_that_a_savepoint_rolled_back_leaves_the_transaction_writing(
+        conn: psycopg.Connection, db_url: str, after: str) -> None:
+    """ORMs retry inside savepoints. A transaction that renumbered (it met a newer row) in a
+    savepoint it then rolled back is back at the version it gave up, but its session's currval
+    is not: its next write renumbers again instead of failing as forged, and every row it
+    commits carries its one final version, above the newer row's."""
+    conn.execute("create table items (id int primary key, qty int not null)")
+    conn.execute("insert into items select g, 0 from generate_series(1, 3) g")
+    conn.execute("select rowver.enable('items')")
+    with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as newer:
+        late.execute("update items set qty = 1 where id = 1")  # its version, first
+        newer.execute("update items set qty = 20 where id = 2")  # a later version commits row 2
+        newer_version = newer.execute("select rv_version from items where id = 2").fetchone()[0]
+        late.execute("savepoint retry")
+        late.execute("update items set qty = qty + 1 where id = 2")  # meets it: renumbers
+        late.execute("rollback to savepoint retry")
+        late.execute({"update": "update items set qty = 3 where id = 3",
+                      "insert": "insert into items values (4, 4)",
+                      "delete": "delete from items where id = 3",
+                      "nothing": "select"}[after])
+        late.commit()
+    final = conn.execute("select rv_version from items where id = 1").fetchone()[0]  # the late one's
+    rows = {"update": [(1, 1, final), (2, 20, newer_version), (3, 3, final)],
+            "insert": [(1, 1, final), (2, 20, newer_version), (3, 0, 1), (4, 4, final)],
+            "delete": [(1, 1, final), (2, 20, newer_version)],
+            "nothing": [(1, 1, final), (2, 20, newer_version), (3, 0, 1)]}[after]
+    assert conn.execute("select id, qty, rv_version from items order by id").fetchall() == rows
+    # after another write it comes after the newer row; without one, it kept its first version
+    assert (final > newer_version) == (after != "nothing")
+    assert conn.execute("select array_agg(version order by version) from rowver.changeset where version > 1"
+                        ).fetchone()[0] == sorted([final, newer_version])
+    head = conn.execute("select rowver.publish_head()").fetchone()[0]
+    assert conn.execute("select id, qty from items__as_of(%s) order by id", (newer_version,)).fetchall() == (
+        [(1, 0), (2, 20), (3, 0)] if after != "nothing" else [(1, 1), (2, 20), (3, 0)])
+    assert head >= max(final, newer_version)
+    assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+@pytest.mark.parametrize("mode", ["immediate then deferred", "immediate to the end"])
+@pytest.mark.parametrize("renumbered_before", [False, True])
+def test_a_renumber_after_set_constraints_immediate_still_gives_every_row_the_final_version(
+        conn: psycopg.Connection, db_url: str, mode: str, renumbered_before: bool) -> None:
+    """SET CONSTRAINTS ALL IMMEDIATE (Django's check_constraints) fires rowver's commit triggers
+    early, once. A renumber after it must still leave every row the transaction wrote, in
+    every table, at its one final version, and that version's changeset."""
+    conn.execute("create table items (id int primary key, qty int not null)")
+    conn.execute("create table other (id int primary key)")
+    conn.execute("insert into items select g, 0 from generate_series(1, 3) g")
+    conn.execute("select rowver.enable('items'), rowver.enable('other')")
+    with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as newer:
+        late.execute("update items set qty = 1 where id = 1")
+        late.execute("insert into other values (1)")
+        if renumbered_before:
+            newer.execute("update items set qty = 20 where id = 2")
+            late.execute("update items set qty = qty + 1 where id = 2")  # renumbers
+        late.execute("set constraints all immediate")
+        if mode == "immediate then deferred":
+            late.execute("set constraints all deferred")
+        newer.execute("update items set qty = 30 where id = 3")  # a newer version again
+        last_newer = newer.execute("select rv_version from items where id = 3").fetchone()[0]
+        late.execute("update items set qty = qty + 1 where id = 3")  # renumbers (again)
+        late.commit()
+    final = conn.execute("select rv_version from items where id = 3").fetchone()[0]
+    assert final > last_newer
+    versions = conn.execute("select rv_version from items where id = 1 union select rv_version from other"
+                            + (" union select rv_version from items where id = 2" if renumbered_before else "")
+                            ).fetchall()
+    assert versions == [(final,)]
+    assert conn.execute("select count(*) from rowver.changeset where version = %s", (final,)).fetchone()[0] == 1
+    head = conn.execute("select rowver.publish_head()").fetchone()[0]
+    assert conn.execute("select id, qty from items__as_of(%s) order by id", (last_newer,)).fetchall() == [
+        (1, 0), (2, 20 if renumbered_before else 0), (3, 30)]
+    assert conn.execute("select count(*) from other__as_of(%s)", (last_newer,)).fetchone()[0] == 0
+    assert head >= final
+    assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+@pytest.mark.parametrize("then", ["nothing", "a nested write"])
+def test_a_renumber_rolled_back_inside_a_statement_leaves_its_rows_at_the_final_version(
+        conn: psycopg.Connection, db_url: str, then: str) -> None:
+    """A trigger of the application's writes another versioned table in an exception block:
+    that write renumbers (it meets a newer row) and fails, and the block swallows the error,
+    mid-statement. The statement's rows, stamped with the version the rollback gave back, and
+    the ones written after the next nested write took a new one, all end at the final version."""
+    conn.execute("create table items (id int primary key, qty int not null)")
+    conn.execute("create table other (id int primary key, n int not null)")
+    conn.execute("create table audit (id int primary key)")
+    conn.execute("insert into items select g, 0 from generate_series(1, 4) g")
+    conn.execute("insert into other values (1, 0)")
+    conn.execute("select rowver.enable('items'), rowver.enable('other'), rowver.enable('audit')")
+    conn.execute(f"""create function items_side() returns trigger language plpgsql as $$
+        begin
+          if NEW.id = 2 then
+            begin
+              update public.other set n = n + 1 where id = 1;  -- meets a newer row: renumbers
+              raise exception 'not now';
+            exception when raise_exception then null;
+            end;
+          elsif NEW.id = 3 and {'true' if then == 'a nested write' else 'false'} then
+            insert into public.audit values (NEW.id);
+          end if;
+          return NEW;
+        end $$""")
+    conn.execute("create trigger side before update on items for each row execute function items_side()")
+    with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as newer:
+        late.execute("update items set qty = 1 where id = 1")
+        newer.execute("update other set n = 5 where id = 1")
+        newer_version = newer.execute("select rv_version from other").fetchone()[0]
+        late.execute("set local enable_indexscan = off; set local enable_bitmapscan = off")
+        late.execute("update items set qty = qty + 1 where id between 2 and 4")  # in id order (heap order)
+        late.commit()
+    final = conn.execute("select rv_version from items where id = 1").fetchone()[0]
+    assert final > newer_version
+    assert conn.execute("select id, qty, rv_version from items order by id").fetchall() == [
+        (1, 1, final), (2, 1, final), (3, 1, final), (4, 1, final)]
+    assert conn.execute("select n, rv_version from other").fetchall() == [(5, newer_version)]
+    assert conn.execute("select rv_version from audit").fetchall() == ([(final,)] if then == "a nested write" else [])
+    assert conn.execute("select id, rv_version, rv_until from items__history order by id").fetchall() == [
+        (i, 1, final) for i in range(1, 5)]
+    head = conn.execute("select rowver.publish_head()").fetchone()[0]
+    assert conn.execute("select sum(qty) from items__as_of(%s)", (newer_version,)).fetchone()[0] == 0
+    assert head >= final
+    assert conn.execute("select * from rowver.check()").fetchall() == []
