@@ -101,6 +101,22 @@ declare
   at    tid;
   done  text;
 begin
+  -- a transaction that has an allocation but lost the settings that point at it (RESET ALL, or
+  -- a set_config of its own) keeps it: one version per transaction. Only one that wrote before
+  -- can have one, found by a scan of the few allocations of running transactions, and written
+  -- by this transaction (still running: a restore's rows can carry its id too, from another
+  -- cluster); not under SERIALIZABLE, where reading the allocations other writers insert would
+  -- make them conflict (there such a transaction takes a second version, as README says)
+  if pg_current_xact_id_if_assigned() is not null and current_setting('transaction_isolation') <> 'serializable' then
+    select a.ctid, a.version into at, v from rowver.allocation a
+     where a.xid = pg_current_xact_id_if_assigned() and rowver.running(a.xmin, rowver.snapshot_xmax())
+     order by a.version desc limit 1;
+    if found then
+      done := set_config('rowver.allocation', at::text, true);
+      done := set_config('rowver.allocated', v::text, true);
+      return v;
+    end if;
+  end if;
   loop
     select case when s.is_called then s.last_value else s.last_value - 1 end into p from rowver.version_seq s;
     perform from rowver.slot s where s.id = (p + 1) % rowver.slots() for update skip locked;

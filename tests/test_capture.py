@@ -228,11 +228,14 @@ def test_check_counts_rows_written_without_capture(items: psycopg.Connection) ->
     assert "holds" in found[0][2] and "without capture" in found[0][2]
 
 
-def test_an_allocation_row_restored_from_another_cluster_is_not_trusted(items: psycopg.Connection) -> None:
+def test_an_allocation_row_restored_from_another_cluster_is_not_trusted(items: psycopg.Connection,
+                                                                          db_url: str) -> None:
     """After a restore from another cluster, a stale allocation row can carry the transaction
-    id of a new transaction; it must not hand that transaction its old version."""
-    with items.transaction():
-        items.execute("insert into rowver.allocation values (999999, pg_current_xact_id())")  # as a restore would
+    id of a new transaction; it must not hand that transaction its old version, also when the
+    transaction wrote before (and so looks for an allocation it lost: RESET ALL)."""
+    with items.transaction(), psycopg.connect(db_url, autocommit=True) as restore:
+        xid = items.execute("select pg_current_xact_id()").fetchone()[0]
+        restore.execute("insert into rowver.allocation values (999999, %s)", (xid,))  # committed, as a restore's
         items.execute("update items set name = 'fresh' where id = 2")
     version = items.execute("select rv_version from items where id = 2").fetchone()[0]
     assert version not in (1, 999999)

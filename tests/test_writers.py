@@ -373,3 +373,27 @@ def test_a_renumber_rolled_back_inside_a_statement_leaves_its_rows_at_the_final_
     assert conn.execute("select sum(qty) from items__as_of(%s)", (newer_version,)).fetchone()[0] == 0
     assert head >= final
     assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+@pytest.mark.parametrize("isolation", ["read committed", "repeatable read"])
+@pytest.mark.parametrize("lose", ["reset all", "select set_config('rowver.allocation', '', true)"])
+def test_a_transaction_that_loses_its_settings_keeps_one_version(
+        conn: psycopg.Connection, db_url: str, isolation: str, lose: str) -> None:
+    """RESET ALL between two writes clears the transaction-local settings that point at the
+    transaction's allocation: its next write finds the allocation again instead of taking a
+    second version (which would show half the transaction as of the first)."""
+    conn.execute("create table items (id int primary key, qty int not null)")
+    conn.execute("create table other (id int primary key)")
+    conn.execute("insert into items select g, 0 from generate_series(1, 3) g")
+    conn.execute("select rowver.enable('items'), rowver.enable('other')")
+    with psycopg.connect(db_url) as writer:
+        writer.execute(f"set transaction isolation level {isolation}")
+        writer.execute("update items set qty = 1 where id = 1")
+        writer.execute(lose)
+        writer.execute("insert into other values (1)")
+        writer.execute("update items set qty = 2 where id = 2")
+        writer.commit()
+    assert conn.execute("select count(distinct rv_version) from (select rv_version from items where qty > 0"
+                        " union all select rv_version from other) v").fetchone()[0] == 1
+    assert conn.execute("select count(*) from rowver.changeset where version > 1").fetchone()[0] == 1
+    assert conn.execute("select * from rowver.check()").fetchall() == []
