@@ -29,6 +29,14 @@ return pg_catalog.format('coalesce((select x.rv_version from %s x where %s order
 -- to any other table it raises before it reads or writes anything. A row a newer version
 -- wrote does not fail the statement: the transaction renumbers (rowver.renumber), and its
 -- rows under the abandoned version, its own until it commits, get the final one at commit.
+--
+-- Its plans must not depend on row counts. PL/pgSQL keeps a statement's parse for the session,
+-- and with it the transition tables' row counts of the first firing: a session whose first
+-- UPDATE changed one row matched a later 30,000-row UPDATE's old and new rows in a nested loop
+-- (110 s, not 0.3 s), and one whose first INSERT added 30,000 rows scanned the whole history
+-- for each later one-row INSERT (22 ms each, growing with the history). So the join methods
+-- are fixed (the SET clause in object_ddl): the transition tables are matched with each other
+-- in hash joins, and history and T are found by key, in nested loops or subqueries run row by row.
 create or replace function rowver.capture_body(tbl regclass, hist text, keys name[], cols text,
                                                o_cols text, k_cols text, o_k_cols text,
                                                shape text) returns text
@@ -76,9 +84,18 @@ begin
   -- and it writes nothing whose columns T's shape could make wrong
   -- (an expression plans whole: rv_old exists only in an update's or a delete's)
   if TG_OP = 'UPDATE' and cardinality(rv_ours) > 0 then
-    if not exists (select from rv_old o where o.rv_version <> all(rv_ours))
-       and (select count(*) from rv_old o where not exists (select from rv_new n where %3$s)) = 0 then
-      return null;
+    if not exists (select from rv_old o where o.rv_version <> all(rv_ours)) then
+      -- the transition tables are matched with each other in hash joins (row counts they were
+      -- planned for are the session's first firing's: a nested loop could be quadratic), and
+      -- everything else by key (this function's SET clause)
+      rv_done := set_config('enable_nestloop', 'off', true);
+      rv_done := set_config('enable_hashjoin', 'on', true);
+      rv_count := (select count(*) from rv_old o where not exists (select from rv_new n where %3$s));
+      rv_done := set_config('enable_nestloop', 'on', true);
+      rv_done := set_config('enable_hashjoin', 'off', true);
+      if rv_count = 0 then
+        return null;
+      end if;
     end if;
   end if;
 
@@ -130,6 +147,9 @@ begin
     rv_added := rv_changed;
 
   elsif TG_OP = 'UPDATE' then
+    -- the old and new rows matched in hash joins (as above), until the end of this branch
+    rv_done := set_config('enable_nestloop', 'off', true);
+    rv_done := set_config('enable_hashjoin', 'on', true);
     -- rows that kept their key: a changed row supersedes its old state (a no-op update kept
     -- its version; a state this transaction wrote itself is not a version and is not kept)
     insert into %1$s (%4$s, rv_version, rv_until)
@@ -145,9 +165,11 @@ begin
       select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
         from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
       rv_done := rowver.track(TG_RELID, rv_keys, rv_count);
-      -- a key changed into behaves like an insert
-      if exists (select from rv_new n join %1$s h on %2$s
-                  where h.rv_version > rv_v and not exists (select from rv_old o where %3$s)) then
+      -- a key changed into behaves like an insert (its history looked up by key, row by row:
+      -- a subquery with an offset is never made a join)
+      if exists (select from rv_new n
+                  where not exists (select from rv_old o where %3$s)
+                    and exists (select from %1$s h where %2$s and h.rv_version > rv_v offset 0)) then
         rv_v := rowver.renumber_for(TG_RELID, rv_v);
         rv_ours := rv_v || rowver.abandoned();
       end if;
@@ -166,13 +188,18 @@ begin
          and (o.rv_version <> all(rv_ours)
               or exists (select from %1$s h where %9$s and h.rv_until = any(rv_ours) and not h.rv_deleted
                                    and h.rv_version >= %15$s));
-      delete from %1$s h using rv_new n
-       where %2$s and h.rv_version = any(rv_ours) and h.rv_deleted
-         and not exists (select from rv_old o where %3$s);
+      -- (the tombstones found by key, row by row, as above; history is one table: a ctid is a row)
+      delete from %1$s h
+       where h.ctid = any (array(select x.ctid from rv_new n,
+                                   lateral (select h.ctid from %1$s h
+                                             where %2$s and h.rv_version = any(rv_ours) and h.rv_deleted offset 0) x
+                                  where not exists (select from rv_old o where %3$s)));
       select count(*) into rv_count from rv_new n where not exists (select from rv_old o where %3$s);
       rv_changed := rv_changed + rv_count;
       rv_added := rv_count;
     end if;
+    rv_done := set_config('enable_nestloop', 'on', true);
+    rv_done := set_config('enable_hashjoin', 'off', true);
 
   else -- DELETE
     insert into %1$s (%4$s, rv_version, rv_until)
@@ -403,6 +430,9 @@ begin
   -- transition tables are poor, and compiling would cost more than the statements themselves)
   stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\n'
                            'security definer set search_path = pg_catalog, pg_temp set jit = off\n'
+                           -- (lookups by key; the body turns hash joins on where it matches
+                           -- the transition tables with each other: see rowver.capture_body)
+                           'set enable_nestloop = on set enable_hashjoin = off set enable_mergejoin = off\n'
                            'as $rv$%s$rv$',
     sch, capture, rowver.capture_body(tbl, hist_q, keys, cols, o_cols, k_cols, o_k_cols, rowver.shape(tbl)));
 
