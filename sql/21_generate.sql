@@ -34,9 +34,11 @@ return pg_catalog.format('coalesce((select x.rv_version from %s x where %s order
 -- and with it the transition tables' row counts of the first firing: a session whose first
 -- UPDATE changed one row matched a later 30,000-row UPDATE's old and new rows in a nested loop
 -- (110 s, not 0.3 s), and one whose first INSERT added 30,000 rows scanned the whole history
--- for each later one-row INSERT (22 ms each, growing with the history). So the join methods
--- are fixed (the SET clause in object_ddl): the transition tables are matched with each other
--- in hash joins, and history and T are found by key, in nested loops or subqueries run row by row.
+-- for each later one-row INSERT (22 ms each, growing with the history); and where the history
+-- had no statistics yet, an EXISTS over it was planned to stop at a first match it never found,
+-- scanning all of it (30 ms each). So the join methods are fixed (the SET clause in object_ddl):
+-- the transition tables are matched with each other in hash joins, and history and T are found
+-- by key, in nested loops or subqueries run row by row.
 create or replace function rowver.capture_body(tbl regclass, hist text, keys name[], cols text,
                                                o_cols text, k_cols text, o_k_cols text,
                                                shape text) returns text
@@ -119,7 +121,9 @@ begin
   -- (a statement meeting a newer row after its first) gets the final version now, as the
   -- restamp at commit would (it restamps only tables written before the renumber).
   if TG_OP = 'INSERT' then
-    if exists (select from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) then
+    -- (counted, not asked with exists: planned to stop at a first match, an exists scanned a
+    -- history without statistics whole, for a match there was none of)
+    if (select count(*) from rv_new n join %1$s h on %2$s where h.rv_version > rv_v) > 0 then
       rv_v := rowver.renumber_for(TG_RELID, rv_v);
     end if;
   elsif TG_OP = 'DELETE' then
