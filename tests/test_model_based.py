@@ -2,7 +2,9 @@
 changes across two tables, some steps in rolled-back savepoints, some transactions rolled
 back whole, some followed by rowver.analyze (the floor below which as-of reads skip the
 table). As-of reads at every version must equal the state computed in Python, and history
-must satisfy rowver's invariants."""
+must satisfy rowver's invariants. A second test does the same with one table partitioned (a key
+change may move a row to the other partition) and a column added, and perhaps dropped again,
+part way through."""
 
 from __future__ import annotations
 
@@ -114,4 +116,120 @@ def test_as_of_every_version_equals_the_model(conn: psycopg.Connection, transact
             assert conn.execute("select rv_version, rv_until, rv_deleted, created_at, author, message"
                                 " from rowver.history(%s, %s)", (t, json.dumps({"id": key}))).fetchall() == [
                 row[2:] for row in expected_rows], (name, key)
+    assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+# The same through schema changes, on a partitioned table beside a plain one: at some point one
+# table gains a column (its values read NULL as of every version before), and later may lose
+# it again (as-of reads then have the table's new shape).
+COLUMN_CHANGE = st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 8), st.one_of(st.none(), st.integers(1, 8)))
+
+
+def write_step(conn: psycopg.Connection, tables: dict[str, sql.Identifier], state: dict[str, dict[int, dict]],
+               has_w: dict[str, bool], step: tuple) -> None:
+    """apply_step's writes, setting the column w too while a table has it (to v + 10)."""
+    name, op, key, other, value, _ = step
+    t, rows = tables[name], state[name]
+    if op == "upsert" and has_w[name]:
+        conn.execute(sql.SQL("insert into {} (id, v, w) values (%s, %s, %s)"
+                             " on conflict (id) do update set v = excluded.v, w = excluded.w").format(t),
+                     (key, value, value + 10))
+        rows[key] = {"v": value, "w": value + 10}
+    elif op == "upsert":
+        conn.execute(sql.SQL("insert into {} (id, v) values (%s, %s) on conflict (id) do update set v = excluded.v")
+                     .format(t), (key, value))
+        rows[key] = {"v": value}
+    elif op == "delete":
+        conn.execute(sql.SQL("delete from {} where id = %s").format(t), (key,))
+        rows.pop(key, None)
+    elif key in rows and other not in rows:
+        conn.execute(sql.SQL("update {} set id = %s where id = %s").format(t), (other, key))
+        rows[other] = rows.pop(key)
+
+
+def assert_as_of_matches(conn: psycopg.Connection, as_of: dict[str, sql.Identifier],
+                         snapshots: dict[int, dict[str, dict[int, dict]]]) -> None:
+    """Every version from the first snapshot to head, read through each table's as-of function in
+    its current shape, equals the model: a column the table had not yet reads NULL."""
+    head = conn.execute("select rowver.head()").fetchone()[0]
+    versions = sorted(snapshots)
+    for v in range(versions[0], head + 1):
+        expected = snapshots[max(x for x in versions if x <= v)]
+        for name, f in as_of.items():
+            cur = conn.execute(sql.SQL("select * from {}(%s)").format(f), (v,))
+            columns = [d.name for d in cur.description or []]
+            got = {row[0]: {c: x for c, x in zip(columns[1:], row[1:]) if c != "rv_version"} for row in cur}
+            assert columns[0] == "id" and "rv_version" in columns, columns
+            want = {k: {c: r.get(c) for c in columns[1:] if c != "rv_version"} for k, r in expected[name].items()}
+            assert got == want, (name, v)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(TRANSACTION, min_size=1, max_size=10), COLUMN_CHANGE)
+def test_as_of_every_version_equals_the_model_through_partitions_and_column_changes(
+        conn: psycopg.Connection, transactions: list, change: tuple) -> None:
+    n = next(_suffix)
+    tables = {name: sql.Identifier(f"{name}_{n}") for name in ("a", "b")}
+    as_of = {name: sql.Identifier(f"{name}_{n}__as_of") for name in ("a", "b")}
+    conn.execute(sql.SQL("create table {} (id int primary key, v int not null)").format(tables["a"]))
+    # b is partitioned by key range: a key change across 3 | 4 moves the row to the other partition
+    conn.execute(sql.SQL("create table {} (id int primary key, v int not null) partition by range (id)")
+                 .format(tables["b"]))
+    for part, bounds in (("low", "from (minvalue) to (4)"), ("high", "from (4) to (maxvalue)")):
+        conn.execute(sql.SQL("create table {} partition of {} for values " + bounds).format(
+            sql.Identifier(f"b_{n}_{part}"), tables["b"]))
+    for t in tables.values():
+        conn.execute("select rowver.enable(%s)", (t.as_string(conn),))
+    changed, add_at, drop_after = change
+    state: dict[str, dict[int, dict]] = {"a": {}, "b": {}}
+    has_w = {"a": False, "b": False}
+    last = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+    snapshots = {last: {"a": {}, "b": {}}}
+
+    def recorded(changes_made: bool) -> None:
+        """Take the model's snapshot at a new version, which only a change may make."""
+        nonlocal last
+        newest = conn.execute("select max(version) from rowver.changeset").fetchone()[0]
+        if newest != last:
+            assert changes_made, "a changeset from a rolled-back transaction"
+            snapshots[newest] = {k: {key: dict(r) for key, r in v.items()} for k, v in state.items()}
+            last = newest
+        else:
+            assert state == snapshots[last], "a change without a changeset"
+
+    for i, (steps, commit, analyze) in enumerate(transactions):
+        target = tables[changed].as_string(conn)
+        if i == add_at:  # the column comes with a default, which every current row takes
+            conn.execute(sql.SQL("alter table {} add column w int default 5").format(tables[changed]))
+            conn.execute("select rowver.refresh(%s)", (target,))
+            has_w[changed] = True
+            for row in state[changed].values():
+                row["w"] = 5
+            recorded(True)
+        elif drop_after is not None and has_w[changed] and i == add_at + drop_after:
+            assert_as_of_matches(conn, as_of, snapshots)  # (while w can still be read)
+            conn.execute("select rowver.alter(%s, 'drop column w')", (target,))
+            has_w[changed] = False
+            for row in state[changed].values():
+                row.pop("w", None)
+            recorded(True)
+        before = {k: {key: dict(r) for key, r in v.items()} for k, v in state.items()}
+        with conn.transaction():
+            for step in steps:
+                if step[-1]:
+                    with conn.transaction():  # a savepoint, rolled back
+                        scratch = {k: {key: dict(r) for key, r in v.items()} for k, v in state.items()}
+                        write_step(conn, tables, scratch, has_w, step)
+                        raise psycopg.Rollback()
+                else:
+                    write_step(conn, tables, state, has_w, step)
+            if not commit:
+                state = before
+                raise psycopg.Rollback()
+        recorded(commit)
+        if analyze:
+            for t in tables.values():
+                conn.execute("select rowver.analyze(%s)", (t.as_string(conn),))
+
+    assert_as_of_matches(conn, as_of, snapshots)
     assert conn.execute("select * from rowver.check()").fetchall() == []
