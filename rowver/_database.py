@@ -138,9 +138,10 @@ class Database:
             return str(_sql.value(self.conn, "select rowver.refresh(%s::regclass)", (table,)) or "not versioned")
 
     def analyze(self, table: str) -> int | None:
-        """Refresh the planner's statistics of ``table`` and its history, and set its floor: the
-        oldest version a row of ``table`` has, below which as-of reads skip the table itself
-        (returned; None where it is not kept: ``triggers=False``, forced row-level security)."""
+        """Refresh the planner's statistics of ``table`` and its history, summarize the history's new
+        BRIN ranges (by which as-of reads skip history pages), and set its floor: the oldest version
+        a row of ``table`` has, below which as-of reads skip the table itself (returned; None where
+        it is not kept: ``triggers=False``, forced row-level security)."""
         with _sql.transaction(self.conn):
             floor = _sql.value(self.conn, "select rowver.analyze(%s::regclass)", (table,))
         return None if floor is None else int(floor)

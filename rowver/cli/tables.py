@@ -87,7 +87,7 @@ def refresh(table: Table, url: Url = None) -> None:
 
 @app.command()
 def analyze(table: Table, url: Url = None) -> None:
-    """Update a table's statistics, and let as-of reads of versions older than all its rows skip it."""
+    """Update a table's statistics and its history's BRIN summaries; reads older than all its rows skip it."""
     with database(url) as db, _output.progress(f"analyzing {table}"):
         floor = db.analyze(table)
     typer.echo(f"{table}: analyzed; " + (f"reads below version {floor:,} skip the table" if floor is not None
