@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 import psycopg
 from hypothesis import HealthCheck, given, settings
@@ -29,7 +30,7 @@ TRANSACTION = st.tuples(st.lists(STEP, min_size=1, max_size=5), st.booleans(), s
 _suffix = itertools.count()
 
 
-def apply_step(conn: psycopg.Connection, tables: dict[str, sql.Identifier], state: dict[str, dict[int, int]],
+def apply_step(conn: psycopg.Connection, tables: dict[str, sql.Identifier], state: dict[str, dict[int, Any]],
                step: tuple) -> None:
     name, op, key, other, value, _ = step
     t, rows = tables[name], state[name]
@@ -128,23 +129,19 @@ COLUMN_CHANGE = st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 8), st.one
 def write_step(conn: psycopg.Connection, tables: dict[str, sql.Identifier], state: dict[str, dict[int, dict]],
                has_w: dict[str, bool], step: tuple) -> None:
     """apply_step's writes, setting the column w too while a table has it (to v + 10)."""
-    name, op, key, other, value, _ = step
+    name, op, key, _, value, _ = step
     t, rows = tables[name], state[name]
-    if op == "upsert" and has_w[name]:
+    if op != "upsert":  # (a delete or a key change carries w along as it is)
+        apply_step(conn, tables, state, step)
+    elif has_w[name]:
         conn.execute(sql.SQL("insert into {} (id, v, w) values (%s, %s, %s)"
                              " on conflict (id) do update set v = excluded.v, w = excluded.w").format(t),
                      (key, value, value + 10))
         rows[key] = {"v": value, "w": value + 10}
-    elif op == "upsert":
+    else:
         conn.execute(sql.SQL("insert into {} (id, v) values (%s, %s) on conflict (id) do update set v = excluded.v")
                      .format(t), (key, value))
         rows[key] = {"v": value}
-    elif op == "delete":
-        conn.execute(sql.SQL("delete from {} where id = %s").format(t), (key,))
-        rows.pop(key, None)
-    elif key in rows and other not in rows:
-        conn.execute(sql.SQL("update {} set id = %s where id = %s").format(t), (other, key))
-        rows[other] = rows.pop(key)
 
 
 def assert_as_of_matches(conn: psycopg.Connection, as_of: dict[str, sql.Identifier],
