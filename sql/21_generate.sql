@@ -23,6 +23,19 @@ language sql immutable
 return pg_catalog.format('coalesce((select x.rv_version from %s x where %s order by x.rv_version desc'
                          ' offset 2 * cardinality(%s) + 1 limit 1), 0)', hist, "join", versions);
 
+-- The statement that records the keys a statement wrote, from `source` (a transition table
+-- and its alias) with `keys` (jsonb_build_object's arguments): a JSON object per line, or '*'
+-- past 256 rows, so that a renumber finds them at commit (rowver.tracked, T's restamp). A
+-- statement of the capture's own: a call of rowver.track, with its query, cost 24 us of a
+-- one-row UPDATE's 270 (PostgreSQL 18).
+create or replace function rowver.track_sql(tbl regclass, source text, keys text) returns text
+language sql immutable
+return pg_catalog.format('insert into rowver.tracked (xid, rel, keys)'
+                         ' select pg_current_xact_id(), %L::regclass,'
+                         ' case when count(*) > 256 then ''*'' else string_agg(k, E''\n'') end'
+                         ' from (select jsonb_build_object(%s)::text as k from %s limit 257) x having count(*) > 0',
+                         tbl, keys, source);
+
 -- The body of the AFTER statement trigger that writes history from the transition tables
 -- rv_old / rv_new. Every statement is set-based and names its columns. It runs as T's owner
 -- (SECURITY DEFINER) with a fixed search_path, and only for T and T's partitions: attached
@@ -55,7 +68,6 @@ declare
   rv_count   bigint;
   rv_net     bigint := 0;  -- rows inserted minus rows deleted, for rowver.check
   rv_added   bigint := 0;  -- rows inserted under a new key, for diffs
-  rv_keys    text;
   rv_done    text;
 begin
   if not (TG_TABLE_SCHEMA = %11$L and TG_TABLE_NAME = %12$L)
@@ -105,13 +117,11 @@ begin
   -- planned, which PostgreSQL redoes after any change to T (see rowver.shape_is)
   perform from only %8$s where rowver.shape_is(%8$L, %10$L) and false;
 
-  -- the keys this statement wrote, so that a renumber finds them at commit (rowver.track)
+  -- the keys this statement wrote, so that a renumber finds them at commit (rowver.track_sql)
   if TG_OP = 'DELETE' then
-    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
-       from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
+    %14$s;
   else
-    perform rowver.track(TG_RELID, string_agg(k, E'\n'), count(*))
-       from (select jsonb_build_object(%13$s)::text as k from rv_new n limit 257) x;
+    %13$s;
   end if;
 
   -- a row a newer version wrote, or a key a newer version deleted: this transaction came
@@ -166,9 +176,7 @@ begin
     -- planned for its first row, an exists ran as a nested loop, quadratic in the rows updated
     -- when, as usual, no key changed: 200,000 rows took minutes.)
     if (select count(*) from rv_old o where not exists (select from rv_new n where %3$s)) > 0 then
-      select string_agg(k, E'\n'), count(*) into rv_keys, rv_count
-        from (select jsonb_build_object(%14$s)::text as k from rv_old o limit 257) x;
-      rv_done := rowver.track(TG_RELID, rv_keys, rv_count);
+      %14$s;
       -- a key changed into behaves like an insert (its history looked up by key, row by row:
       -- a subquery with an offset is never made a join)
       if exists (select from rv_new n
@@ -242,8 +250,8 @@ $body$,
     shape,                                       -- 10
     rowver.schema_of(tbl),                       -- 11
     (select c.relname from pg_catalog.pg_class c where c.oid = tbl),  -- 12
-    (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k),  -- 13
-    (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k),  -- 14
+    rowver.track_sql(tbl, 'rv_new n', (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k)),  -- 13
+    rowver.track_sql(tbl, 'rv_old o', (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k)),  -- 14
     rowver.chain_top_sql(hist, rowver.key_join_sql(tbl, keys, 'x', 'o'), 'rv_ours'),  -- 15
     rowver.key_join_sql(tbl, keys, 't', 'n'))    -- 16
 $$;
@@ -320,15 +328,6 @@ declare
   -- that says whether to capture, never what version; other writers are not tracked
   only_when text := case when triggers then ''
                          else 'when (pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'')' end;
-  -- allocation: only while the transaction has none, or currval is not its version (a
-  -- savepoint rolled back a renumber: rowver.begin_statement); flags that say whether, never
-  -- what: the capture checks the version against this transaction's allocation row
-  first_only text := format('when (%s(pg_catalog.current_setting(''rowver.allocation'', true) is null'
-                            ' or pg_catalog.current_setting(''rowver.allocation'', true) operator(pg_catalog.=) '''''
-                            ' or pg_catalog.current_setting(''rowver.allocated'', true) is distinct from'
-                            ' pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass)::pg_catalog.text))',
-                            case when triggers then ''
-                                 else 'pg_catalog.current_setting(''rowver.capture'', true) operator(pg_catalog.=) ''on'' and ' end);
 begin
   select string_agg(format('%I', p.name), ', ' order by p.attnum),
          string_agg(format('o.%I', p.name), ', ' order by p.attnum)
@@ -483,7 +482,7 @@ begin
     end if;
     stmts := stmts || format('drop trigger if exists rowver_begin on %s', t);
     stmts := stmts || format('create trigger rowver_begin before insert or update or delete on %s '
-                             'for each statement %s execute function rowver.begin_statement()', t, first_only);
+                             'for each statement %s execute function rowver.begin_statement()', t, only_when);
     stmts := stmts || format('drop trigger if exists rowver_capture_insert on %s', t);
     stmts := stmts || format('create trigger rowver_capture_insert after insert on %s '
                              'referencing new table as rv_new for each statement %s execute function %I.%I()',
@@ -648,6 +647,7 @@ begin
 end $$;
 
 grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
+  rowver.track_sql(regclass, text, text),
   rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name, name),
   rowver.restamp_body(regclass, text, name[]), rowver.chain_top_sql(text, text, text),
   rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned), rowver.regenerate(rowver.versioned),
