@@ -38,7 +38,7 @@ def profile(url: str, workload: str, n: int) -> None:
         conn.execute("vacuum analyze")
         conn.execute("set track_functions = 'all'")
         conn.execute(sql.SQL("alter database {} set track_functions = 'all'").format(
-            sql.Identifier(conninfo_to_dict(url)["dbname"])))
+            sql.Identifier(str(conninfo_to_dict(url)["dbname"]))))
         conn.execute("select pg_stat_reset()")
     if workload == "tpcb":
         run = _pgbench.run(url, clients=4, jobs=2, seconds=n)
