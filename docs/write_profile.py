@@ -2,7 +2,8 @@
 (track_functions = all, pg_stat_user_functions) of a run of one-row UPDATEs, or of pgbench TPC-B,
 on rowver-versioned tables in a scratch database, which is dropped afterwards. Per call: the
 function's time with what it calls, and its own. Needs a role that may set track_functions (a
-superuser); the times include what tracking costs.
+superuser). The times are elapsed, and include what tracking costs: under TPC-B's 4 clients on
+fewer cores, waits for a core and for locks too, so compare shares there, not microseconds.
 
     .venv/bin/python docs/write_profile.py postgresql://postgres@127.0.0.1:5432/postgres [update|tpcb] [N]
 
