@@ -28,7 +28,10 @@ return pg_catalog.format('coalesce((select x.rv_version from %s x where %s order
 -- past 256 rows, so that a renumber finds them at commit (rowver.tracked, T's restamp). A
 -- statement of the capture's own: calling rowver.track cost 3-13 us more a statement, of the
 -- 24 that tracking takes on a one-row UPDATE (backend CPU, PostgreSQL 18 and 15).
-create or replace function rowver.track_sql(tbl regclass, source text, keys text) returns text
+-- (tbl: T's qualified name, as rowver.qualified gives it: a regclass would print as the
+-- caller's search path sees it.)
+drop function if exists rowver.track_sql(regclass, text, text);
+create or replace function rowver.track_sql(tbl text, source text, keys text) returns text
 language sql immutable
 return pg_catalog.format('insert into rowver.tracked (xid, rel, keys)'
                          ' select pg_current_xact_id(), %L::regclass,'
@@ -250,8 +253,8 @@ $body$,
     shape,                                       -- 10
     rowver.schema_of(tbl),                       -- 11
     (select c.relname from pg_catalog.pg_class c where c.oid = tbl),  -- 12
-    rowver.track_sql(tbl, 'rv_new n', (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k)),  -- 13
-    rowver.track_sql(tbl, 'rv_old o', (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k)),  -- 14
+    rowver.track_sql(rowver.qualified(tbl), 'rv_new n', (select string_agg(format('%L, n.%I', k, k), ', ') from unnest(keys) k)),  -- 13
+    rowver.track_sql(rowver.qualified(tbl), 'rv_old o', (select string_agg(format('%L, o.%I', k, k), ', ') from unnest(keys) k)),  -- 14
     rowver.chain_top_sql(hist, rowver.key_join_sql(tbl, keys, 'x', 'o'), 'rv_ours'),  -- 15
     rowver.key_join_sql(tbl, keys, 't', 'n'))    -- 16
 $$;
@@ -647,7 +650,7 @@ begin
 end $$;
 
 grant execute on function rowver.capture_body(regclass, text, name[], text, text, text, text, text),
-  rowver.track_sql(regclass, text, text),
+  rowver.track_sql(text, text, text),
   rowver.object_ddl(regclass, name[], name[], boolean, name, name, name, name, name, name, name),
   rowver.restamp_body(regclass, text, name[]), rowver.chain_top_sql(text, text, text),
   rowver.object_ddl(rowver.versioned), rowver.detach_reads(rowver.versioned), rowver.regenerate(rowver.versioned),
