@@ -465,16 +465,21 @@ create or replace function rowver.restamp_table() returns trigger
 language plpgsql
 as $$
 declare
-  v  bigint;
-  at pg_catalog.tid;
+  v       bigint;
+  at      pg_catalog.tid;
+  pointer pg_catalog.text := pg_catalog.current_setting('rowver.allocation', true);
 begin
   perform pg_catalog.set_config('rowver.restamp_fired', 'on', true);
-  if coalesce(pg_catalog.current_setting('rowver.allocation', true), '') operator(pg_catalog.<>) '' then
+  if coalesce(pointer, '') operator(pg_catalog.<>) '' then
     if NEW.version operator(pg_catalog.=) pg_catalog.currval('rowver.version_seq'::pg_catalog.regclass) then
       return null;  -- not renumbered since this table was first written
     end if;
+    -- (rowver.allocated, written out: that function, called here in the writer's search path
+    -- and elsewhere in rowver's, was planned again at every renumbered commit)
+    select a.version into v from rowver.allocation a
+     where a.ctid operator(pg_catalog.=) pointer::pg_catalog.tid
+       and a.xid operator(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned();
   end if;
-  v := rowver.allocated();
   if v is null then
     -- no pointer to the allocation (a writer cleared it, or a restore's COPY loads the
     -- catalog): find it by transaction id, and point at it again for the restamp

@@ -281,6 +281,8 @@ begin
     return;
   end if;
   if rv_keys = '*' then
+    -- (past what is tracked: T scanned, history's BRIN index on rv_until taken where it helps)
+    perform set_config('enable_bitmapscan', 'on', true);
     update %2$s t set rv_version = rv_new where t.rv_version = any(rv_old);
     update %1$s h set rv_until = rv_new,
                       rv_version = case when h.rv_deleted and h.rv_version = any(rv_old) then rv_new else h.rv_version end
@@ -446,10 +448,13 @@ begin
   -- anyone: it moves only the caller's own rows. Found by key, never by a scan: its plan is
   -- cached for the session, and one made while the history was small (just after enable)
   -- scanned the history at every later commit, slower as it grew, under the hot rows' locks
-  -- (TPC-B just after enable: 850 tps falling to 330 within 20 s). No JIT: a scan left, costed
+  -- (TPC-B just after enable: 850 tps falling to 330 within 20 s). Nor through history's BRIN
+  -- index on rv_until, which PostgreSQL 18 took for a hot key's long history (a teller's under
+  -- TPC-B), reading every range not yet summarized at each restamp. No JIT: a scan left, costed
   -- as disabled, would compile for 30-50 ms.
   stmts := stmts || format(E'create or replace function %I.%I() returns void\nlanguage plpgsql\n'
-                           'security definer set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off\n'
+                           'security definer set search_path = pg_catalog, pg_temp\n'
+                           'set enable_seqscan = off set enable_bitmapscan = off set jit = off\n'
                            'as $rv$%s$rv$',
     sch, restamp, rowver.restamp_body(tbl, hist_q, keys));
 

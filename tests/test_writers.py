@@ -397,3 +397,56 @@ def test_a_transaction_that_loses_its_settings_keeps_one_version(
                         " union all select rv_version from other) v").fetchone()[0] == 1
     assert conn.execute("select count(*) from rowver.changeset where version > 1").fetchone()[0] == 1
     assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+def test_a_restamp_finds_a_hot_keys_history_by_key_however_long(conn: psycopg.Connection, db_url: str) -> None:
+    """A renumbered transaction's restamp reads the history of the keys it wrote, by key: not
+    through history's BRIN index on rv_until, which PostgreSQL 18 chose for hot keys' long
+    histories and which reads every range not yet summarized (at every restamp, under the hot
+    rows' locks). So it reads a few pages, however long the history."""
+    conn.execute("create table hot (id int primary key, n int not null)")
+    conn.execute("insert into hot select g, 0 from generate_series(1, 20) g")
+    conn.execute("select rowver.enable('hot')")
+    for _ in range(800):  # 16,000 superseded states, 800 for each of 20 keys, in ranges never summarized
+        conn.execute("update hot set n = n + 1")
+    conn.execute("analyze hot, hot__history")
+    pages = conn.execute("select pg_relation_size('hot__history') / current_setting('block_size')::int").fetchone()[0]
+    with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as newer:
+        for round_ in range(7):  # (past the five custom plans PL/pgSQL makes before it keeps a generic one)
+            late.execute("update hot set n = n + 1 where id = 1")
+            newer.execute("update hot set n = n + 1 where id = 2")
+            late.execute("update hot set n = n + 1 where id = 2")  # meets a newer version: renumbers
+            before = late.execute("select pg_stat_get_xact_blocks_fetched('hot__history'::regclass)").fetchone()[0]
+            late.execute("set constraints all immediate")  # the restamp at commit, now
+            read = late.execute("select pg_stat_get_xact_blocks_fetched('hot__history'::regclass)").fetchone()[0]
+            late.execute("set constraints all deferred")
+            final = late.execute("select rowver.current_version()").fetchone()[0]
+            late.commit()
+            assert read - before < 20, f"restamp {round_ + 1} read {read - before} of history's {pages} pages"
+            assert conn.execute("select array_agg(rv_version) from hot where id in (1, 2)").fetchone()[0] == [final] * 2
+    assert pages > 100
+    assert conn.execute("select * from rowver.check()").fetchall() == []
+
+
+def test_a_restamp_past_the_tracked_keys_moves_every_row(conn: psycopg.Connection, db_url: str) -> None:
+    """A statement of more than 256 rows is tracked as '*', not key by key: the restamp after a
+    renumber then finds the transaction's rows by their version, in the table and in history."""
+    conn.execute("create table wide (id int primary key, n int not null)")
+    conn.execute("insert into wide select g, 0 from generate_series(1, 1000) g")
+    conn.execute("select rowver.enable('wide')")
+    conn.execute("update wide set n = 1")  # a state for each key in history
+    before = conn.execute("select rowver.publish_head()").fetchone()[0]
+    with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as newer:
+        late.execute("update wide set n = 2 where id <= 300")
+        newer.execute("update wide set n = 3 where id = 1000")
+        late.execute("update wide set n = 2 where id = 1000")  # meets a newer version: renumbers
+        final = late.execute("select rowver.current_version()").fetchone()[0]
+        late.commit()
+    assert conn.execute("select rv_version, count(*) from wide where n = 2 group by 1").fetchall() == [(final, 301)]
+    assert conn.execute("select count(*) from wide__history where rv_until = %s", (final,)).fetchone()[0] == 301
+    head = conn.execute("select rowver.publish_head()").fetchone()[0]
+    counts = "select n, count(*) from wide__as_of(%s) group by n order by n"
+    assert conn.execute(counts, (final - 1,)).fetchall() == [(1, 999), (3, 1)]
+    assert conn.execute(counts, (head,)).fetchall() == [(1, 699), (2, 301)]
+    assert head > before
+    assert conn.execute("select * from rowver.check()").fetchall() == []
