@@ -2,11 +2,13 @@
 plain tables, on tables system-versioned by the C extension ``periods`` (xocolatl/periods, the
 Debian package postgresql-15-periods), on tables versioned by the floor (docs/floor_versioning.sql:
 the least a PL/pgSQL trigger can do, a stamp and a copy of each superseded row, none of rowver's
-guarantees) and on rowver-versioned tables, interleaved round by round.
+guarantees), by the floor one step up (the same file: one version and one changeset row per
+transaction, history written by a SECURITY DEFINER trigger) and on rowver-versioned tables,
+interleaved round by round.
 
     .venv/bin/python docs/peer_bench.py postgresql://postgres@127.0.0.1:5432/postgres [SECONDS] [ROUNDS]
 
-It makes four scratch databases (pgbench -i -s 2, a key added to pgbench_history, all four tables
+It makes five scratch databases (pgbench -i -s 2, a key added to pgbench_history, all four tables
 versioned) and drops them afterwards. 4 clients, 2 threads, no retries, as figure 9 of rowver bench.
 """
 
@@ -41,9 +43,9 @@ def make(url: str, side: str) -> None:
             with Database(url) as db:
                 for t in _pgbench.TABLES:
                     db.enable(t)
-        if side == "floor":
+        if side in ("floor", "floor_tx"):
             conn.execute(FLOOR.read_text())
-            conn.execute(f"select floor_enable(t) from unnest(array[{TABLES}]::regclass[]) t")
+            conn.execute(f"select {side}_enable(t) from unnest(array[{TABLES}]::regclass[]) t")
         conn.execute("vacuum analyze")
 
 
@@ -62,7 +64,7 @@ def run(url: str, seconds: float, extra: tuple[str, ...]) -> tuple[float, int, i
 
 
 def main(url: str, seconds: float, rounds: int) -> None:
-    names = {side: f"peer_{side}_{uuid.uuid4().hex[:6]}" for side in ("plain", "periods", "floor", "rowver")}
+    names = {side: f"peer_{side}_{uuid.uuid4().hex[:6]}" for side in ("plain", "periods", "floor", "floor_tx", "rowver")}
     urls = {side: psycopg.conninfo.make_conninfo(url, dbname=name) for side, name in names.items()}
     with psycopg.connect(url, autocommit=True) as admin:
         for name in names.values():
