@@ -3,7 +3,8 @@
 -- history table, by row triggers. Nothing else: no version per transaction (a statement's rows
 -- get one each), no changesets, no head, no order between concurrent writers' versions, no
 -- protection against a writer that sets the stamp itself. What rowver does beyond this is what
--- its guarantees cost; this file measures what is left when they are taken away.
+-- its guarantees and its bookkeeping cost; floor_tx, below, adds a version and a changeset per
+-- transaction and history only a definer writes, to tell the two apart.
 --
 -- select floor_enable('t') adds T.floor_version and T__floor_history (made in a scratch database).
 
@@ -17,30 +18,40 @@ begin
   return NEW;
 end $$;
 
--- Each table gets its own keep function, with a static INSERT that PL/pgSQL plans once.
-create or replace function floor_enable(t regclass) returns void
+-- T's floor_version column and its history T__floor_history (T's columns and floor_until),
+-- indexed by T's primary key (history is found by key, as rowver's is); returns the history's
+-- name, and T's schema-qualified name with the suffix given (for T's trigger function).
+create or replace function floor_history(t regclass, fn_suffix text, out hist text, out fn text)
 language plpgsql
 as $$
 declare
   sch  name := (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = t);
   base name := (select c.relname from pg_class c where c.oid = t);
-  hist text := format('%I.%I', sch, base || '__floor_history');
-  keep text := format('%I.%I', sch, base || '__floor_keep');
-  -- (T's primary key columns: history is found by key, as rowver's is)
   keys text := (select string_agg(format('%I', a.attname), ', ' order by k.n)
                   from pg_index i, unnest(i.indkey) with ordinality k(attnum, n)
                   join pg_attribute a on a.attrelid = t and a.attnum = k.attnum
                  where i.indrelid = t and i.indisprimary);
 begin
+  hist := format('%I.%I', sch, base || '__floor_history');
+  fn := format('%I.%I', sch, base || fn_suffix);
   execute format('alter table %s add column floor_version bigint not null default 0', t);
   execute format('create table %s (like %s)', hist, t);
   execute format('alter table %s add column floor_until bigint', hist);
   execute format('create index on %s (%s, floor_version)', hist, keys);
+end $$;
+
+-- Each table gets its own keep function, with a static INSERT that PL/pgSQL plans once.
+create or replace function floor_enable(t regclass) returns void
+language plpgsql
+as $$
+declare
+  made record := floor_history(t, '__floor_keep');
+begin
   -- (NEW is null in a DELETE trigger: a deleted row's state ends with no version)
   execute format(E'create function %s() returns trigger language plpgsql as $k$\n'
-                 'begin\n  insert into %s values (OLD.*, NEW.floor_version);\n  return null;\nend $k$', keep, hist);
+                 'begin\n  insert into %s values (OLD.*, NEW.floor_version);\n  return null;\nend $k$', made.fn, made.hist);
   execute format('create trigger floor_stamp before insert or update on %s for each row execute function floor_stamp()', t);
-  execute format('create trigger floor_keep after update or delete on %s for each row execute function %s()', t, keep);
+  execute format('create trigger floor_keep after update or delete on %s for each row execute function %s()', t, made.fn);
 end $$;
 
 -- A second floor, one step up: what a version per transaction and a changeset cost, with the
@@ -66,19 +77,8 @@ create or replace function floor_tx_enable(t regclass) returns void
 language plpgsql
 as $$
 declare
-  sch   name := (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = t);
-  base  name := (select c.relname from pg_class c where c.oid = t);
-  hist  text := format('%I.%I', sch, base || '__floor_history');
-  stamp text := format('%I.%I', sch, base || '__floor_tx_stamp');
-  keys  text := (select string_agg(format('%I', a.attname), ', ' order by k.n)
-                   from pg_index i, unnest(i.indkey) with ordinality k(attnum, n)
-                   join pg_attribute a on a.attrelid = t and a.attnum = k.attnum
-                  where i.indrelid = t and i.indisprimary);
+  made record := floor_history(t, '__floor_tx_stamp');
 begin
-  execute format('alter table %s add column floor_version bigint not null default 0', t);
-  execute format('create table %s (like %s)', hist, t);
-  execute format('alter table %s add column floor_until bigint', hist);
-  execute format('create index on %s (%s, floor_version)', hist, keys);
   execute format(E'create function %s() returns trigger language plpgsql\n'
                  'security definer set search_path = pg_catalog, pg_temp as $k$\n'
                  'declare\n  v bigint;\nbegin\n'
@@ -93,7 +93,7 @@ begin
                  '    insert into %s values (OLD.*, v);\n'
                  '  end if;\n'
                  '  if TG_OP = ''DELETE'' then\n    return OLD;\n  end if;\n'
-                 '  NEW.floor_version := v;\n  return NEW;\nend $k$', stamp, hist);
+                 '  NEW.floor_version := v;\n  return NEW;\nend $k$', made.fn, made.hist);
   execute format('create trigger floor_tx_stamp before insert or update or delete on %s for each row execute function %s()',
-                 t, stamp);
+                 t, made.fn);
 end $$;
