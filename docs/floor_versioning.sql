@@ -78,22 +78,25 @@ language plpgsql
 as $$
 declare
   made record := floor_history(t, '__floor_tx_stamp');
+  -- (where this file made the sequence and the changesets: the trigger's search path is pinned)
+  home text := (select quote_ident(n.nspname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                 where c.oid = 'floor_changeset'::regclass);
 begin
   execute format(E'create function %s() returns trigger language plpgsql\n'
                  'security definer set search_path = pg_catalog, pg_temp as $k$\n'
                  'declare\n  v bigint;\nbegin\n'
                  '  if coalesce(current_setting(''floor.version'', true), '''') = '''' then\n'
-                 '    v := nextval(''public.floor_version_seq'');\n'
-                 '    insert into public.floor_changeset (version, xid, db_role) values (v, pg_current_xact_id(), session_user);\n'
+                 '    v := nextval(''%2$s.floor_version_seq'');\n'
+                 '    insert into %2$s.floor_changeset (version, xid, db_role) values (v, pg_current_xact_id(), session_user);\n'
                  '    perform set_config(''floor.version'', v::text, true);\n'
                  '  else\n'
                  '    v := current_setting(''floor.version'')::bigint;\n'
                  '  end if;\n'
                  '  if TG_OP <> ''INSERT'' then\n'
-                 '    insert into %s values (OLD.*, v);\n'
+                 '    insert into %3$s values (OLD.*, v);\n'
                  '  end if;\n'
                  '  if TG_OP = ''DELETE'' then\n    return OLD;\n  end if;\n'
-                 '  NEW.floor_version := v;\n  return NEW;\nend $k$', made.fn, made.hist);
+                 '  NEW.floor_version := v;\n  return NEW;\nend $k$', made.fn, home, made.hist);
   execute format('create trigger floor_tx_stamp before insert or update or delete on %s for each row execute function %s()',
                  t, made.fn);
 end $$;
