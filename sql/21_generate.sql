@@ -414,22 +414,19 @@ begin
   -- that changes rv_version is a restamp of this transaction's own row from a version it
   -- abandoned to the one it has now (rowver.restamp_body); any other such attempt is ignored.
   -- T's own BEFORE triggers fire on a restamp too, and one may have changed the row (a counter
-  -- of edits, a clock): a restamp moves the version only, so the row is put back as it was
-  -- (on a plain table those triggers would not have fired at all).
+  -- of edits, a clock, an ignored updated_at): a restamp moves the version only, so the row is
+  -- put back as it was (on a plain table those triggers would not have fired at all).
   stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
                            'declare\n'
                            '  restamped bigint;\n'
                            'begin\n'
-                           '  if TG_OP operator(pg_catalog.=) ''UPDATE'' and %s then\n'
-                           '    if NEW.rv_version operator(pg_catalog.=) OLD.rv_version\n'
-                           '       or not rowver.restamping(OLD.rv_version, NEW.rv_version) then\n'
-                           '      NEW.rv_version := OLD.rv_version;\n'
-                           '    end if;\n'
-                           '  elsif TG_OP operator(pg_catalog.=) ''UPDATE'' and NEW.rv_version operator(pg_catalog.<>) OLD.rv_version\n'
-                           '        and rowver.restamping(OLD.rv_version, NEW.rv_version) then\n'
+                           '  if TG_OP operator(pg_catalog.=) ''UPDATE'' and NEW.rv_version operator(pg_catalog.<>) OLD.rv_version\n'
+                           '     and rowver.restamping(OLD.rv_version, NEW.rv_version) then\n'
                            '    restamped := NEW.rv_version;\n'
                            '    NEW := OLD;\n'
                            '    NEW.rv_version := restamped;\n'
+                           '  elsif TG_OP operator(pg_catalog.=) ''UPDATE'' and %s then\n'
+                           '    NEW.rv_version := OLD.rv_version;\n'
                            '  else\n'
                            '    NEW.rv_version := pg_catalog.currval(''rowver.version_seq''::pg_catalog.regclass);\n'
                            '    if TG_OP operator(pg_catalog.=) ''UPDATE'' and OLD.rv_version operator(pg_catalog.>) NEW.rv_version then\n'

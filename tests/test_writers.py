@@ -455,8 +455,9 @@ def test_a_restamp_past_the_tracked_keys_moves_every_row(conn: psycopg.Connectio
 def test_a_restamp_leaves_the_row_a_before_trigger_of_the_table_would_have_changed(
         conn: psycopg.Connection, db_url: str) -> None:
     """A renumbered transaction's restamp updates its rows once more at commit, which fires the
-    table's own BEFORE triggers: one that counts edits or stamps a clock would change the row a
-    second time, on a plain table never. The restamp moves the version only."""
+    table's own BEFORE triggers: one that counts edits or stamps a clock, in a compared column or
+    an ignored one, would change the row a second time, on a plain table never. The restamp
+    moves the version only."""
     virtual = ", tripled int generated always as (bal * 3) virtual" if conn.info.server_version >= 180000 else ""
     for name in ("acct", "twin"):  # twin: the same table, not versioned
         conn.execute(f"create table {name} (id int primary key, bal int not null, edits int not null default 0,"
@@ -466,11 +467,19 @@ def test_a_restamp_leaves_the_row_a_before_trigger_of_the_table_would_have_chang
                  " begin NEW.edits := OLD.edits + 1; NEW.touched := clock_timestamp(); return NEW; end $$")
     for name in ("acct", "twin"):
         conn.execute(f"create trigger bump before update on {name} for each row execute function bump()")
-    conn.execute("select rowver.enable('acct')")
+    # and one whose trigger stamps an ignored column only (which changes in place, making no version)
+    conn.execute("create table note (id int primary key, n int not null, seen timestamptz)")
+    conn.execute("insert into note values (1, 0)")
+    conn.execute("create function seen() returns trigger language plpgsql as $$"
+                 " begin NEW.seen := clock_timestamp(); return NEW; end $$")
+    conn.execute("create trigger seen before update on note for each row execute function seen()")
+    conn.execute("select rowver.enable('acct'), rowver.enable('note', ignore => array['seen'])")
     with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as newer:
         for name in ("acct", "twin"):
             late.execute(f"update {name} set bal = bal + 1 where id = 1")
+        late.execute("update note set n = 1")
         written = late.execute("select touched from acct where id = 1").fetchone()[0]
+        seen = late.execute("select seen from note").fetchone()[0]
         for name in ("acct", "twin"):
             newer.execute(f"update {name} set bal = bal + 10 where id = 2")
             late.execute(f"update {name} set bal = bal + 1 where id = 2")  # acct: meets a newer version, renumbers
@@ -480,6 +489,7 @@ def test_a_restamp_leaves_the_row_a_before_trigger_of_the_table_would_have_chang
     assert conn.execute(rows.format("acct")).fetchall() == conn.execute(rows.format("twin")).fetchall() == [
         (1, 1, 1, 2), (2, 11, 2, 22)]
     assert conn.execute("select touched, rv_version from acct where id = 1").fetchone() == (written, final)
+    assert conn.execute("select n, seen, rv_version from note").fetchone() == (1, seen, final)
     if virtual:
         assert conn.execute("select array_agg(tripled order by id) from acct").fetchone()[0] == [3, 33]
     assert conn.execute("select * from rowver.check()").fetchall() == []
