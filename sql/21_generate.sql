@@ -409,13 +409,12 @@ begin
        from rowver.payload_columns(tbl) p left join rowver.virtual_columns(tbl) g on g.name = p.name),
     hist_q);
 
-  -- the per-row stamp: a no-op update keeps its version and makes no history (no SET
-  -- clause, for speed: every operator and function is qualified instead). The one no-op
-  -- that changes rv_version is a restamp of this transaction's own row from a version it
-  -- abandoned to the one it has now (rowver.restamp_body); any other such attempt is ignored.
-  -- T's own BEFORE triggers fire on a restamp too, and one may have changed the row (a counter
-  -- of edits, a clock, an ignored updated_at): a restamp moves the version only, so the row is
-  -- put back as it was (on a plain table those triggers would not have fired at all).
+  -- the per-row stamp (no SET clause, for speed: every operator and function is qualified
+  -- instead). A restamp of this transaction's own row, from a version it abandoned to the one
+  -- it has now (rowver.restamp_body), moves the version and nothing else: T's own BEFORE
+  -- triggers fire on it too, and what they changed (a count of edits, a clock, an ignored
+  -- updated_at) is put back, as on a plain table, where they would not have fired. Otherwise a
+  -- no-op update keeps its version and makes no history, and a write of rv_version is ignored.
   stmts := stmts || format(E'create or replace function %I.%I() returns trigger\nlanguage plpgsql\nas $rv$\n'
                            'declare\n'
                            '  restamped bigint;\n'
